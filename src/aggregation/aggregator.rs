@@ -1,0 +1,400 @@
+//! The per-shard aggregator and the one-shot encoder.
+
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use super::packer::Packer;
+use super::{AGGREGATE_OVERHEAD, AGGREGATE_PARTITION_KEY, MAX_RECORD_SIZE, MAX_RECORD_SIZE_LIMIT};
+use crate::error::{ConfigError, RecordError};
+use crate::hash_key::HashKey;
+use crate::record::UserRecord;
+
+/// The KPL's default `AggregationMaxSize`, in bytes.
+pub const DEFAULT_AGGREGATION_MAX_SIZE: usize = 51_200;
+/// The KPL's default `AggregationMaxCount`.
+pub const DEFAULT_AGGREGATION_MAX_COUNT: usize = 4_294_967_295;
+/// The smallest `AggregationMaxSize` the KPL accepts.
+pub const MIN_AGGREGATION_MAX_SIZE: usize = 64;
+
+/// The fewest bytes any record can add to an aggregate: a key index under 128 into the existing
+/// partition key table and empty data (`Record` is 6 bytes: key + length + 2 + 2).
+const MIN_RECORD_GROWTH: usize = 6;
+
+/// One Kinesis record, ready to send: the outcome of aggregation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KinesisRecord {
+    /// The partition key to send. `"a"` for an aggregate (routing is by explicit hash key; one
+    /// byte keeps the counted size small), the user record's own key for a plain record.
+    pub partition_key: String,
+    /// The explicit hash key to send. For an aggregate, the hash key of its first user record,
+    /// so the aggregate lands on that record's shard; for a plain record, the caller's explicit
+    /// hash key if one was set.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The bytes to send: magic + protobuf + MD5, or the user record's data when plain.
+    pub data: Bytes,
+    /// Whether `data` is in the aggregation format.
+    pub aggregated: bool,
+    /// How many user records it carries.
+    pub user_records: usize,
+}
+
+impl KinesisRecord {
+    /// The size Kinesis counts against its per-record limit: data plus partition key bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// What an [`Aggregator`] flushes: the Kinesis record and the user records in it, in
+/// sub-sequence order, each with the caller's tag.
+#[derive(Debug)]
+pub struct Aggregate<T> {
+    /// The record to send.
+    pub record: KinesisRecord,
+    /// The user records it carries, in sub-sequence order, with their tags.
+    pub entries: Vec<(UserRecord, T)>,
+}
+
+/// Limits an [`Aggregator`] works under, validated against the KPL's ranges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AggregationLimits {
+    max_size: usize,
+    max_count: usize,
+    max_record_size: usize,
+}
+
+impl Default for AggregationLimits {
+    /// The KPL defaults: 51200 bytes, 4294967295 records, 1 MiB Kinesis records.
+    fn default() -> Self {
+        AggregationLimits {
+            max_size: DEFAULT_AGGREGATION_MAX_SIZE,
+            max_count: DEFAULT_AGGREGATION_MAX_COUNT,
+            max_record_size: MAX_RECORD_SIZE,
+        }
+    }
+}
+
+impl AggregationLimits {
+    /// `AggregationMaxSize` (64 ..= 1048576 bytes, counting data and the outer partition key)
+    /// and `AggregationMaxCount` (1 ..= 4294967295), for a stream with the default 1 MiB record
+    /// limit.
+    ///
+    /// ```
+    /// use kinesis_producer::aggregation::AggregationLimits;
+    /// assert!(AggregationLimits::new(51_200, 1000).is_ok());
+    /// let err = AggregationLimits::new(10, 1000).unwrap_err();
+    /// assert_eq!(err.to_string(), "AggregationMaxSize is 10; the range is 64..=1048576");
+    /// ```
+    pub fn new(max_size: usize, max_count: usize) -> Result<Self, ConfigError> {
+        Self::with_max_record_size(max_size, max_count, MAX_RECORD_SIZE)
+    }
+
+    /// As [`new`](Self::new), for a stream whose `MaxRecordSizeInKiB` raises the per-record
+    /// limit (1048576 ..= 10485760 bytes); `max_size` may then go up to that limit.
+    pub fn with_max_record_size(
+        max_size: usize,
+        max_count: usize,
+        max_record_size: usize,
+    ) -> Result<Self, ConfigError> {
+        if !(MAX_RECORD_SIZE..=MAX_RECORD_SIZE_LIMIT).contains(&max_record_size) {
+            return Err(ConfigError::OutOfRange {
+                property: "MaxRecordSize",
+                value: max_record_size.to_string(),
+                range: format!("{MAX_RECORD_SIZE}..={MAX_RECORD_SIZE_LIMIT}"),
+            });
+        }
+        if !(MIN_AGGREGATION_MAX_SIZE..=max_record_size).contains(&max_size) {
+            return Err(ConfigError::OutOfRange {
+                property: "AggregationMaxSize",
+                value: max_size.to_string(),
+                range: format!("{MIN_AGGREGATION_MAX_SIZE}..={max_record_size}"),
+            });
+        }
+        if !(1..=DEFAULT_AGGREGATION_MAX_COUNT).contains(&max_count) {
+            return Err(ConfigError::OutOfRange {
+                property: "AggregationMaxCount",
+                value: max_count.to_string(),
+                range: format!("1..={DEFAULT_AGGREGATION_MAX_COUNT}"),
+            });
+        }
+        Ok(AggregationLimits {
+            max_size,
+            max_count,
+            max_record_size,
+        })
+    }
+
+    /// `AggregationMaxSize`: the largest aggregate, data plus outer partition key, in bytes.
+    pub fn max_size(&self) -> usize {
+        self.max_size
+    }
+
+    /// `AggregationMaxCount`: the most user records in one aggregate.
+    pub fn max_count(&self) -> usize {
+        self.max_count
+    }
+
+    /// The stream's per-record limit, data plus partition key, in bytes.
+    pub fn max_record_size(&self) -> usize {
+        self.max_record_size
+    }
+}
+
+/// The outcome of [`Aggregator::try_push`] for a record Kinesis would accept.
+#[derive(Debug)]
+#[must_use = "a record that did not fit is handed back and must be pushed again after a flush"]
+pub enum TryPush<T> {
+    /// The record was taken.
+    Added,
+    /// The record does not fit beside what the aggregator holds; here it is back. Flush, then
+    /// push it again: an empty aggregator always takes a record Kinesis would accept.
+    NoCapacity(UserRecord, T),
+}
+
+/// A record no Kinesis record can carry (its data plus partition key exceed the stream's
+/// per-record limit), handed back with the reason.
+#[derive(Debug)]
+pub struct Rejected<T> {
+    /// Why.
+    pub error: RecordError,
+    /// The record, handed back.
+    pub record: UserRecord,
+    /// The caller's tag, handed back.
+    pub tag: T,
+}
+
+/// Accumulates user records bound for one shard into one Kinesis record.
+///
+/// Pure: no I/O, no clock. Each record comes with its deadline (the caller's arrival time plus
+/// `RecordMaxBufferedTime`), and [`earliest_deadline`](Self::earliest_deadline) says when the
+/// caller must flush at the latest. `T` is the caller's per-record tag (the producer keeps each
+/// record's reply channel there); it comes back in sub-sequence order from
+/// [`flush`](Self::flush).
+///
+/// Size accounting is exact: [`size`](Self::size) always equals the flushed record's
+/// [`KinesisRecord::size`] (data plus outer partition key), and never exceeds
+/// `AggregationMaxSize`, except for a lone record too big to aggregate at all, which is held
+/// alone and flushed as a plain record, as the KPL does.
+///
+/// ```
+/// use std::time::{Duration, Instant};
+/// use kinesis_producer::UserRecord;
+/// use kinesis_producer::aggregation::{AggregationLimits, Aggregator, TryPush, deaggregate};
+///
+/// let mut agg = Aggregator::new(AggregationLimits::default());
+/// let deadline = Instant::now() + Duration::from_millis(100);
+/// for i in 0..3 {
+///     let record = UserRecord::new(format!("key-{i}"), format!("data {i}")).unwrap();
+///     assert!(matches!(agg.try_push(record, (), deadline), Ok(TryPush::Added)));
+/// }
+/// assert_eq!(agg.earliest_deadline(), Some(deadline));
+/// let predicted = agg.size();
+/// let out = agg.flush().unwrap();
+/// assert_eq!(out.record.size(), predicted);
+/// assert_eq!(out.record.partition_key, "a");
+/// let users = deaggregate(&out.record.partition_key, out.record.data.clone());
+/// assert_eq!(users.len(), 3);
+/// assert_eq!(users[2].data.as_ref(), b"data 2");
+/// ```
+pub struct Aggregator<T = ()> {
+    limits: AggregationLimits,
+    packer: Packer,
+    entries: Vec<(UserRecord, T)>,
+    earliest_deadline: Option<Instant>,
+    /// Holding one record too big to share an aggregate: it leaves alone, as a plain record.
+    solo: bool,
+}
+
+impl<T> Aggregator<T> {
+    /// An empty aggregator working under `limits`.
+    pub fn new(limits: AggregationLimits) -> Self {
+        Aggregator {
+            limits,
+            packer: Packer::default(),
+            entries: Vec::new(),
+            earliest_deadline: None,
+            solo: false,
+        }
+    }
+
+    /// The limits it works under.
+    pub fn limits(&self) -> AggregationLimits {
+        self.limits
+    }
+
+    /// Number of user records held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether it holds nothing.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The exact size, data plus outer partition key, of the Kinesis record
+    /// [`flush`](Self::flush) would return now; 0 when empty.
+    pub fn size(&self) -> usize {
+        match self.entries.len() {
+            0 => 0,
+            1 => self.entries[0].0.size(),
+            _ => self.aggregate_size(self.packer.body_len()),
+        }
+    }
+
+    /// The size of an aggregate whose protobuf body is `body_len` bytes.
+    fn aggregate_size(&self, body_len: usize) -> usize {
+        AGGREGATE_OVERHEAD + body_len + AGGREGATE_PARTITION_KEY.len()
+    }
+
+    /// The earliest deadline of the records held: flush by then.
+    pub fn earliest_deadline(&self) -> Option<Instant> {
+        self.earliest_deadline
+    }
+
+    /// Whether no further record can fit: flushing now loses no packing.
+    pub fn is_full(&self) -> bool {
+        self.solo
+            || self.entries.len() >= self.limits.max_count
+            || (!self.entries.is_empty()
+                && self.aggregate_size(self.packer.body_len()) + MIN_RECORD_GROWTH
+                    > self.limits.max_size)
+    }
+
+    /// Offers a record with its deadline.
+    ///
+    /// Returns [`TryPush::Added`], or [`TryPush::NoCapacity`] handing the record back when it
+    /// does not fit beside what is held (flush and push again). A record whose data plus
+    /// partition key exceed the stream's per-record limit can never be sent and is
+    /// [`Rejected`], handed back with a [`RecordError::RecordTooLarge`]; the aggregator is
+    /// unchanged.
+    // The Err variant is large because it hands the record back by value; boxing it would add
+    // an allocation to gain nothing on a path taken only by records Kinesis would refuse.
+    #[allow(clippy::result_large_err)]
+    pub fn try_push(
+        &mut self,
+        record: UserRecord,
+        tag: T,
+        deadline: Instant,
+    ) -> Result<TryPush<T>, Rejected<T>> {
+        let size = record.size();
+        if size > self.limits.max_record_size {
+            return Err(Rejected {
+                error: RecordError::RecordTooLarge {
+                    size,
+                    data_len: record.data().len(),
+                    key_len: record.partition_key().len(),
+                    limit: self.limits.max_record_size,
+                },
+                record,
+                tag,
+            });
+        }
+        if self.solo || self.entries.len() >= self.limits.max_count {
+            return Ok(TryPush::NoCapacity(record, tag));
+        }
+        let probe = self.packer.probe(
+            record.partition_key(),
+            record.explicit_hash_key(),
+            record.data().len(),
+        );
+        let aggregated = self.aggregate_size(self.packer.body_len() + probe.growth);
+        if aggregated > self.limits.max_size {
+            if !self.entries.is_empty() {
+                return Ok(TryPush::NoCapacity(record, tag));
+            }
+            // Too big to aggregate even alone, yet within the per-record limit: it goes out
+            // alone, as a plain record (which is smaller than its aggregate would be).
+            self.solo = true;
+        }
+        self.packer.commit(record.partition_key(), probe);
+        self.entries.push((record, tag));
+        self.earliest_deadline = Some(match self.earliest_deadline {
+            Some(d) => d.min(deadline),
+            None => deadline,
+        });
+        Ok(TryPush::Added)
+    }
+
+    /// Takes out what is held as one Kinesis record: plain if it holds one user record, an
+    /// aggregate otherwise; `None` when empty. The aggregator is empty afterwards.
+    pub fn flush(&mut self) -> Option<Aggregate<T>> {
+        let entries = std::mem::take(&mut self.entries);
+        self.earliest_deadline = None;
+        self.solo = false;
+        let record = match entries.len() {
+            0 => return None,
+            1 => {
+                self.packer.reset();
+                plain(&entries[0].0)
+            }
+            _ => aggregate_record(
+                &entries[0].0,
+                entries.len(),
+                self.packer
+                    .encode_and_reset(entries.iter().map(|(r, _)| r.data().as_ref())),
+            ),
+        };
+        Some(Aggregate { record, entries })
+    }
+}
+
+impl<T> std::fmt::Debug for Aggregator<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Aggregator")
+            .field("limits", &self.limits)
+            .field("records", &self.entries.len())
+            .field("size", &self.size())
+            .field("earliest_deadline", &self.earliest_deadline)
+            .finish()
+    }
+}
+
+fn plain(record: &UserRecord) -> KinesisRecord {
+    KinesisRecord {
+        partition_key: record.partition_key().to_owned(),
+        explicit_hash_key: record.explicit_hash_key(),
+        data: record.data().clone(),
+        aggregated: false,
+        user_records: 1,
+    }
+}
+
+fn aggregate_record(first: &UserRecord, user_records: usize, data: Bytes) -> KinesisRecord {
+    KinesisRecord {
+        partition_key: AGGREGATE_PARTITION_KEY.to_owned(),
+        explicit_hash_key: Some(first.hash_key()),
+        data,
+        aggregated: true,
+        user_records,
+    }
+}
+
+/// Encodes user records into one Kinesis record, as the KPL would: the record itself when there
+/// is one, an aggregate otherwise; `None` for no records. No limits are applied: use an
+/// [`Aggregator`] to stay under `AggregationMaxSize` and the per-record limit.
+pub fn encode(records: &[UserRecord]) -> Option<KinesisRecord> {
+    match records {
+        [] => None,
+        [one] => Some(plain(one)),
+        [first, ..] => Some(aggregate_record(
+            first,
+            records.len(),
+            encode_aggregated(records),
+        )),
+    }
+}
+
+/// The aggregation-format bytes (magic + protobuf + MD5) for `records`, whatever their number,
+/// with no limits applied. [`encode`] is what a producer sends; this is for tools and tests that
+/// need the aggregate form of any input, e.g. to compare with another implementation.
+pub fn encode_aggregated(records: &[UserRecord]) -> Bytes {
+    let mut packer = Packer::default();
+    for r in records {
+        let probe = packer.probe(r.partition_key(), r.explicit_hash_key(), r.data().len());
+        packer.commit(r.partition_key(), probe);
+    }
+    debug_assert_eq!(packer.len(), records.len());
+    packer.encode_and_reset(records.iter().map(|r| r.data().as_ref()))
+}

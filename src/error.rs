@@ -1,0 +1,191 @@
+//! Typed errors. Every message names the value at fault and the limit it broke, so a caller can
+//! act on it without reading our source.
+
+use std::fmt;
+
+/// The longest part of a caller's value that an error message repeats; longer values are cut
+/// (with their full length stated) so one bad multi-megabyte key does not flood a log.
+const SHOWN_VALUE_CHARS: usize = 64;
+
+/// A caller's value as an error message shows it: quoted, and cut if long.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Shown(String);
+
+impl Shown {
+    pub(crate) fn new(value: &str) -> Self {
+        let chars = value.chars().count();
+        if chars <= SHOWN_VALUE_CHARS {
+            Shown(format!("{value:?}"))
+        } else {
+            let head: String = value.chars().take(SHOWN_VALUE_CHARS).collect();
+            Shown(format!("{head:?}… ({chars} characters)"))
+        }
+    }
+}
+
+impl fmt::Display for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Debug for Shown {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A user record that Kinesis would refuse, caught before it is buffered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecordError {
+    /// Kinesis requires a partition key of at least one character.
+    #[error("partition key is empty; it must be 1 to 256 characters")]
+    EmptyPartitionKey,
+    /// Kinesis allows at most 256 Unicode characters (not bytes, not UTF-16 units).
+    #[error("partition key is {chars} characters; the limit is 256")]
+    PartitionKeyTooLong {
+        /// The key's length in Unicode characters.
+        chars: usize,
+    },
+    /// An explicit hash key must be a plain decimal integer, as the Kinesis API requires
+    /// (pattern `0|([1-9]\d{0,38})`).
+    #[error(
+        "explicit hash key {value} is not a decimal integer (digits only, no sign, no leading zeros)"
+    )]
+    MalformedExplicitHashKey {
+        /// The value given, cut if long.
+        value: Shown,
+    },
+    /// An explicit hash key above the largest 128-bit hash key.
+    #[error(
+        "explicit hash key {value} is above the maximum 340282366920938463463374607431768211455 (2^128-1)"
+    )]
+    ExplicitHashKeyOutOfRange {
+        /// The value given, cut if long.
+        value: Shown,
+    },
+    /// Kinesis counts data plus partition key against its per-record limit.
+    #[error(
+        "record is {size} bytes (data {data_len} + partition key {key_len}); the limit is {limit} bytes"
+    )]
+    RecordTooLarge {
+        /// Data plus partition key, in bytes.
+        size: usize,
+        /// The data's length in bytes.
+        data_len: usize,
+        /// The partition key's length in UTF-8 bytes.
+        key_len: usize,
+        /// The per-record limit in force.
+        limit: usize,
+    },
+}
+
+/// A configuration value outside the range the KPL (and Kinesis) allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The property's value is outside its range.
+    #[error("{property} is {value}; the range is {range}")]
+    OutOfRange {
+        /// The KPL property name, e.g. `AggregationMaxSize`.
+        property: &'static str,
+        /// The value given.
+        value: String,
+        /// The allowed range, e.g. `64..=1048576`.
+        range: String,
+    },
+}
+
+/// Why a Kinesis record that carries the aggregation magic could not be read as an aggregate.
+///
+/// Returned only by [`Strictness::Strict`](crate::aggregation::Strictness::Strict) deaggregation;
+/// in lenient mode such a record is passed through as one plain user record, as the KCL does.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeaggregationError {
+    /// The record starts with the magic but is too short to hold a digest after it.
+    #[error(
+        "record starts with the aggregation magic but is {len} bytes; an aggregate is at least 21 bytes (4 magic + protobuf + 16 MD5)"
+    )]
+    Truncated {
+        /// The record's length in bytes.
+        len: usize,
+    },
+    /// The trailing MD5 does not match the protobuf body.
+    #[error("aggregate MD5 mismatch: the record carries {carried}, the body hashes to {computed}")]
+    DigestMismatch {
+        /// The digest at the end of the record, hex.
+        carried: String,
+        /// The digest of the body, hex.
+        computed: String,
+    },
+    /// The protobuf body does not decode as an `AggregatedRecord`.
+    #[error("aggregate body is not a valid AggregatedRecord: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    /// A required protobuf field is absent.
+    #[error("user record {record} of the aggregate has no {field} (a required field)")]
+    MissingField {
+        /// Zero-based index of the user record.
+        record: usize,
+        /// The field's name in aggregation.proto.
+        field: &'static str,
+    },
+    /// A record refers past the end of one of the key tables.
+    #[error(
+        "user record {record} of the aggregate refers to {table} entry {index}, but the table has {table_len} entries"
+    )]
+    KeyIndexOutOfRange {
+        /// Zero-based index of the user record.
+        record: usize,
+        /// `partition_key_table` or `explicit_hash_key_table`.
+        table: &'static str,
+        /// The index it refers to.
+        index: u64,
+        /// The table's length.
+        table_len: usize,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_values_are_cut_and_their_length_stated() {
+        let value = "9".repeat(1000);
+        let err = RecordError::ExplicitHashKeyOutOfRange {
+            value: Shown::new(&value),
+        };
+        let msg = err.to_string();
+        assert!(msg.contains("(1000 characters)"), "{msg}");
+        assert!(msg.len() < 250, "{msg}");
+    }
+
+    #[test]
+    fn messages_name_value_and_limit() {
+        assert_eq!(
+            RecordError::PartitionKeyTooLong { chars: 300 }.to_string(),
+            "partition key is 300 characters; the limit is 256"
+        );
+        assert_eq!(
+            RecordError::RecordTooLarge {
+                size: 1_048_600,
+                data_len: 1_048_590,
+                key_len: 10,
+                limit: 1_048_576
+            }
+            .to_string(),
+            "record is 1048600 bytes (data 1048590 + partition key 10); the limit is 1048576 bytes"
+        );
+        assert_eq!(
+            ConfigError::OutOfRange {
+                property: "AggregationMaxSize",
+                value: "10".into(),
+                range: "64..=1048576".into()
+            }
+            .to_string(),
+            "AggregationMaxSize is 10; the range is 64..=1048576"
+        );
+    }
+}

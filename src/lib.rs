@@ -1,0 +1,59 @@
+//! # kinesis-producer
+//!
+//! An in-process producer for Amazon Kinesis Data Streams that packs user records in the KPL
+//! aggregation format, so every KCL, Lambda and Firehose consumer reads them unchanged.
+//!
+//! This release carries the foundation: the aggregation format.
+//!
+//! ```text
+//! UserRecord ──▶ aggregation::Aggregator (one per shard, exact size) ──▶ KinesisRecord
+//!                                                                        │ PutRecords
+//! DeaggregatedRecord ◀── aggregation::deaggregate ◀── Kinesis record data ◀┘ GetRecords
+//! ```
+//!
+//! ```
+//! use std::time::{Duration, Instant};
+//! use kinesis_producer::{HashKey, UserRecord};
+//! use kinesis_producer::aggregation::{AggregationLimits, Aggregator, TryPush, deaggregate};
+//!
+//! let mut aggregator = Aggregator::new(AggregationLimits::default());
+//! let deadline = Instant::now() + Duration::from_millis(100);
+//! let mut sent = Vec::new();
+//! for i in 0..1000 {
+//!     let mut record = UserRecord::new(format!("sensor-{}", i % 10), vec![i as u8; 100]).unwrap();
+//!     if i % 10 == 0 {
+//!         record = record.with_explicit_hash_key(HashKey(i as u128));
+//!     }
+//!     loop {
+//!         match aggregator.try_push(record, i, deadline).unwrap() {
+//!             TryPush::Added => break,
+//!             // Full: send what is held, then offer the record again.
+//!             TryPush::NoCapacity(back, _) => {
+//!                 record = back;
+//!                 sent.push(aggregator.flush().unwrap().record);
+//!             }
+//!         }
+//!     }
+//! }
+//! sent.extend(aggregator.flush().map(|a| a.record));
+//! assert!(sent.len() <= 3 && sent.iter().all(|r| r.size() <= 51_200));
+//!
+//! let read_back: Vec<_> = sent
+//!     .iter()
+//!     .flat_map(|r| deaggregate(&r.partition_key, r.data.clone()))
+//!     .collect();
+//! assert_eq!(read_back.len(), 1000);
+//! assert_eq!(read_back[10].explicit_hash_key.as_deref(), Some("10"));
+//! assert_eq!(read_back[11].explicit_hash_key, None);
+//! ```
+
+#![warn(missing_docs)]
+
+pub mod aggregation;
+pub mod error;
+pub mod hash_key;
+pub mod record;
+
+pub use error::{ConfigError, DeaggregationError, RecordError};
+pub use hash_key::HashKey;
+pub use record::UserRecord;

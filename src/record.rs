@@ -1,0 +1,90 @@
+//! The user record: what a caller hands the producer.
+
+use bytes::Bytes;
+
+use crate::error::RecordError;
+use crate::hash_key::{HashKey, validate_partition_key};
+
+/// One record as the caller sees it: a partition key, an optional explicit hash key and data.
+///
+/// Construction checks the partition key (1 to 256 characters); explicit hash keys are checked
+/// when parsed into a [`HashKey`]. The data's size limit depends on the stream (1 MiB by default,
+/// up to 10 MiB where the stream allows), so it is checked where the limit is known: by the
+/// [`Aggregator`](crate::aggregation::Aggregator) and the producer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRecord {
+    partition_key: String,
+    explicit_hash_key: Option<HashKey>,
+    data: Bytes,
+}
+
+impl UserRecord {
+    /// A record routed by its partition key's MD5.
+    ///
+    /// ```
+    /// use kinesis_producer::UserRecord;
+    /// let record = UserRecord::new("user-42", &b"hello"[..]).unwrap();
+    /// assert_eq!(record.size(), 12);
+    /// let err = UserRecord::new("", &b"x"[..]).unwrap_err();
+    /// assert_eq!(err.to_string(), "partition key is empty; it must be 1 to 256 characters");
+    /// ```
+    pub fn new(
+        partition_key: impl Into<String>,
+        data: impl Into<Bytes>,
+    ) -> Result<Self, RecordError> {
+        let partition_key = partition_key.into();
+        validate_partition_key(&partition_key)?;
+        Ok(UserRecord {
+            partition_key,
+            explicit_hash_key: None,
+            data: data.into(),
+        })
+    }
+
+    /// Routes this record by `key` instead of its partition key's MD5. The partition key is
+    /// still stored with the record and given back to consumers.
+    ///
+    /// ```
+    /// use kinesis_producer::{HashKey, UserRecord};
+    /// let key: HashKey = "170141183460469231731687303715884105728".parse().unwrap();
+    /// let record = UserRecord::new("k", &b"x"[..]).unwrap().with_explicit_hash_key(key);
+    /// assert_eq!(record.hash_key(), key);
+    /// ```
+    pub fn with_explicit_hash_key(mut self, key: HashKey) -> Self {
+        self.explicit_hash_key = Some(key);
+        self
+    }
+
+    /// The partition key.
+    pub fn partition_key(&self) -> &str {
+        &self.partition_key
+    }
+
+    /// The explicit hash key, if the caller set one.
+    pub fn explicit_hash_key(&self) -> Option<HashKey> {
+        self.explicit_hash_key
+    }
+
+    /// The data.
+    pub fn data(&self) -> &Bytes {
+        &self.data
+    }
+
+    /// Where Kinesis will route this record: the explicit hash key if set, else MD5 of the
+    /// partition key. Computes an MD5 when there is no explicit key.
+    pub fn hash_key(&self) -> HashKey {
+        self.explicit_hash_key
+            .unwrap_or_else(|| HashKey::from_partition_key(&self.partition_key))
+    }
+
+    /// The size Kinesis counts against its per-record limit if this record is sent on its own:
+    /// data plus the partition key's UTF-8 bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+
+    /// Takes the record apart: partition key, explicit hash key, data.
+    pub fn into_parts(self) -> (String, Option<HashKey>, Bytes) {
+        (self.partition_key, self.explicit_hash_key, self.data)
+    }
+}
