@@ -1,0 +1,124 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use kinesis_producer::{HashKey, UserRecord};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+
+/// A user record as JSON, in the shape `kpl aggregate` reads and the reference script speaks.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonRecord {
+    pub partition_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub explicit_hash_key: Option<String>,
+    pub data_base64: String,
+}
+
+impl JsonRecord {
+    pub fn from_user(r: &UserRecord) -> Self {
+        JsonRecord {
+            partition_key: r.partition_key().to_owned(),
+            explicit_hash_key: r.explicit_hash_key().map(|k| k.to_string()),
+            data_base64: B64.encode(r.data()),
+        }
+    }
+
+    pub fn to_user(&self) -> UserRecord {
+        let r = UserRecord::new(self.partition_key.clone(), self.data()).unwrap();
+        match &self.explicit_hash_key {
+            Some(k) => r.with_explicit_hash_key(k.parse().unwrap()),
+            None => r,
+        }
+    }
+
+    pub fn data(&self) -> Vec<u8> {
+        B64.decode(&self.data_base64).unwrap()
+    }
+}
+
+pub fn b64(data: &[u8]) -> String {
+    B64.encode(data)
+}
+
+pub fn unb64(s: &str) -> Bytes {
+    Bytes::from(B64.decode(s).unwrap())
+}
+
+/// The interop workload the issue names: `n` records, `keys` distinct partition keys (some
+/// non-ASCII), data of 0..200 random bytes (empty included), every 10th with an explicit hash key.
+pub fn workload(seed: u64, n: usize, keys: usize) -> Vec<UserRecord> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let prefixes = ["user", "ключ", "キー", "🔑", "é"];
+    (0..n)
+        .map(|i| {
+            let k = rng.random_range(0..keys);
+            let pk = format!("{}-{k}", prefixes[k % prefixes.len()]);
+            let len = if i % 50 == 0 {
+                0
+            } else {
+                rng.random_range(0..200)
+            };
+            let data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+            let r = UserRecord::new(pk, data).unwrap();
+            if i % 10 == 0 {
+                r.with_explicit_hash_key(HashKey(rng.random()))
+            } else {
+                r
+            }
+        })
+        .collect()
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// The Python that has the reference `aws-kinesis-agg` installed: `KPL_TEST_PYTHON` (set by
+/// scripts/test.sh), else `python3`. Fails the test, never skips it, if the reference is missing.
+pub fn python() -> String {
+    let python = std::env::var("KPL_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
+    let ok = Command::new(&python)
+        .args(["-c", "import aws_kinesis_agg.aggregator"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "the interop tests need the reference library aws-kinesis-agg for {python}: run \
+         scripts/test.sh (it installs it), or set KPL_TEST_PYTHON to a python that has \
+         tests/interop/requirements.txt installed"
+    );
+    python
+}
+
+/// Runs the reference script with `args`, `input` on stdin; returns its stdout.
+pub fn reference(args: &[&str], input: &str) -> String {
+    let mut child = Command::new(python())
+        .arg(repo_path("tests/interop/agg_ref.py"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start the reference script");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "reference script {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
