@@ -45,6 +45,10 @@ fn the_reference_deaggregator_reads_our_aggregates() {
         AggregationLimits::default(),
         AggregationLimits::new(1000, 4_294_967_295).unwrap(),
         AggregationLimits::new(51_200, 7).unwrap(),
+        // Records over 150 bytes cannot share an aggregate: a mix of plain and aggregated.
+        AggregationLimits::new(150, 4_294_967_295).unwrap(),
+        // Aggregation off in effect: every record plain.
+        AggregationLimits::new(51_200, 1).unwrap(),
     ];
     for limits in limit_sets {
         let sent = aggregate(&records, limits);
@@ -91,6 +95,16 @@ fn the_reference_deaggregator_reads_our_aggregates() {
             }
         }
         let plain = sent.iter().filter(|k| !k.aggregated).count();
+        if limits.max_size() == 150 {
+            assert!(
+                plain > 0 && plain < sent.len(),
+                "want a mix, got {plain} of {}",
+                sent.len()
+            );
+        }
+        if limits.max_count() == 1 {
+            assert_eq!(plain, records.len());
+        }
         eprintln!(
             "{limits:?}: {} Kinesis records ({plain} plain) for 1000 user records",
             sent.len()
