@@ -14,7 +14,7 @@
 //! ```
 //! use std::time::{Duration, Instant};
 //! use kinesis_producer::{HashKey, UserRecord};
-//! use kinesis_producer::aggregation::{AggregationLimits, Aggregator, TryPush, deaggregate};
+//! use kinesis_producer::aggregation::{AggregationLimits, Aggregator, deaggregate};
 //!
 //! let mut aggregator = Aggregator::new(AggregationLimits::default());
 //! let deadline = Instant::now() + Duration::from_millis(100);
@@ -24,15 +24,9 @@
 //!     if i % 10 == 0 {
 //!         record = record.with_explicit_hash_key(HashKey(i as u128));
 //!     }
-//!     loop {
-//!         match aggregator.try_push(record, i, deadline).unwrap() {
-//!             TryPush::Added => break,
-//!             // Full: send what is held, then offer the record again.
-//!             TryPush::NoCapacity(back, _) => {
-//!                 record = back;
-//!                 sent.push(aggregator.flush().unwrap().record);
-//!             }
-//!         }
+//!     // When the record does not fit, push flushes what is held and returns it: send that.
+//!     if let Some(full) = aggregator.push(record, i, deadline).unwrap() {
+//!         sent.push(full.record);
 //!     }
 //! }
 //! sent.extend(aggregator.flush().map(|a| a.record));

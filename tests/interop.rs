@@ -7,7 +7,7 @@ mod common;
 use common::{JsonRecord, b64, reference, repo_path, unb64, workload};
 use kinesis_producer::UserRecord;
 use kinesis_producer::aggregation::{
-    AggregationLimits, Aggregator, KinesisRecord, TryPush, deaggregate_strict,
+    AggregationLimits, Aggregator, KinesisRecord, deaggregate_strict,
 };
 use serde::Deserialize;
 use std::time::Instant;
@@ -18,10 +18,7 @@ fn aggregate(records: &[UserRecord], limits: AggregationLimits) -> Vec<KinesisRe
     let mut out = Vec::new();
     let now = Instant::now();
     for r in records.iter().cloned() {
-        if let TryPush::NoCapacity(r, ()) = agg.try_push(r, (), now).unwrap() {
-            out.push(agg.flush().unwrap().record);
-            assert!(matches!(agg.try_push(r, (), now).unwrap(), TryPush::Added));
-        }
+        out.extend(agg.push(r, (), now).unwrap().map(|a| a.record));
     }
     out.extend(agg.flush().map(|a| a.record));
     out

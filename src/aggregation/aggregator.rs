@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
-use super::packer::Packer;
+use super::packer::{Packer, Probe};
 use super::{AGGREGATE_OVERHEAD, AGGREGATE_PARTITION_KEY, MAX_RECORD_SIZE, MAX_RECORD_SIZE_LIMIT};
 use crate::error::{ConfigError, RecordError};
 use crate::hash_key::HashKey;
@@ -265,10 +265,10 @@ impl<T> Aggregator<T> {
     /// Offers a record with its deadline.
     ///
     /// Returns [`TryPush::Added`], or [`TryPush::NoCapacity`] handing the record back when it
-    /// does not fit beside what is held (flush and push again). A record whose data plus
-    /// partition key exceed the stream's per-record limit can never be sent and is
-    /// [`Rejected`], handed back with a [`RecordError::RecordTooLarge`]; the aggregator is
-    /// unchanged.
+    /// does not fit beside what is held (flush and push again, or use [`push`](Self::push)). A
+    /// record whose data plus partition key exceed the stream's per-record limit can never be
+    /// sent and is [`Rejected`], handed back with a [`RecordError::RecordTooLarge`]; the
+    /// aggregator is unchanged.
     // The Err variant is large because it hands the record back by value; boxing it would add
     // an allocation to gain nothing on a path taken only by records Kinesis would refuse.
     #[allow(clippy::result_large_err)]
@@ -278,43 +278,118 @@ impl<T> Aggregator<T> {
         tag: T,
         deadline: Instant,
     ) -> Result<TryPush<T>, Rejected<T>> {
+        let record = self.check_size(record, tag)?;
+        Ok(match self.place(&record.0) {
+            Some((probe, solo)) => {
+                self.accept(record, deadline, probe, solo);
+                TryPush::Added
+            }
+            None => TryPush::NoCapacity(record.0, record.1),
+        })
+    }
+
+    /// Takes a record, first flushing what is held if the record does not fit beside it; returns
+    /// that flushed aggregate, if any. Rejects (unchanged) only a record over the stream's
+    /// per-record limit, as [`try_push`](Self::try_push) does.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use kinesis_producer::UserRecord;
+    /// use kinesis_producer::aggregation::{AggregationLimits, Aggregator};
+    ///
+    /// let mut agg = Aggregator::new(AggregationLimits::new(51_200, 2).unwrap());
+    /// let mut sent = Vec::new();
+    /// for i in 0..5 {
+    ///     let record = UserRecord::new("k", format!("{i}")).unwrap();
+    ///     sent.extend(agg.push(record, i, Instant::now()).unwrap());
+    /// }
+    /// sent.extend(agg.flush());
+    /// assert_eq!(sent.iter().map(|a| a.entries.len()).collect::<Vec<_>>(), [2, 2, 1]);
+    /// ```
+    #[allow(clippy::result_large_err)] // as for try_push
+    pub fn push(
+        &mut self,
+        record: UserRecord,
+        tag: T,
+        deadline: Instant,
+    ) -> Result<Option<Aggregate<T>>, Rejected<T>> {
+        let record = self.check_size(record, tag)?;
+        let flushed = match self.place(&record.0) {
+            Some((probe, solo)) => {
+                self.accept(record, deadline, probe, solo);
+                return Ok(None);
+            }
+            None => self.flush(),
+        };
+        let (probe, solo) = self.place_in_empty(&record.0);
+        self.accept(record, deadline, probe, solo);
+        Ok(flushed)
+    }
+
+    /// Hands back a record no Kinesis record can carry.
+    #[allow(clippy::result_large_err)] // as for try_push
+    fn check_size(&self, record: UserRecord, tag: T) -> Result<(UserRecord, T), Rejected<T>> {
         let size = record.size();
-        if size > self.limits.max_record_size {
-            return Err(Rejected {
-                error: RecordError::RecordTooLarge {
-                    size,
-                    data_len: record.data().len(),
-                    key_len: record.partition_key().len(),
-                    limit: self.limits.max_record_size,
-                },
-                record,
-                tag,
-            });
+        if size <= self.limits.max_record_size {
+            return Ok((record, tag));
+        }
+        Err(Rejected {
+            error: RecordError::RecordTooLarge {
+                size,
+                data_len: record.data().len(),
+                key_len: record.partition_key().len(),
+                limit: self.limits.max_record_size,
+            },
+            record,
+            tag,
+        })
+    }
+
+    /// Where a record within the per-record limit would go, and whether it must travel alone;
+    /// `None` if it does not fit beside what is held.
+    fn place(&self, record: &UserRecord) -> Option<(Probe, bool)> {
+        if self.entries.is_empty() {
+            return Some(self.place_in_empty(record));
         }
         if self.solo || self.entries.len() >= self.limits.max_count {
-            return Ok(TryPush::NoCapacity(record, tag));
+            return None;
         }
-        let probe = self.packer.probe(
+        let probe = self.probe(record);
+        let fits =
+            self.aggregate_size(self.packer.body_len() + probe.growth) <= self.limits.max_size;
+        fits.then_some((probe, false))
+    }
+
+    /// An empty aggregator takes any record within the per-record limit: one too big to
+    /// aggregate even alone goes out alone, as a plain record (smaller than its aggregate).
+    fn place_in_empty(&self, record: &UserRecord) -> (Probe, bool) {
+        let probe = self.probe(record);
+        let solo = self.aggregate_size(probe.growth) > self.limits.max_size;
+        (probe, solo)
+    }
+
+    fn probe(&self, record: &UserRecord) -> Probe {
+        self.packer.probe(
             record.partition_key(),
             record.explicit_hash_key(),
             record.data().len(),
-        );
-        let aggregated = self.aggregate_size(self.packer.body_len() + probe.growth);
-        if aggregated > self.limits.max_size {
-            if !self.entries.is_empty() {
-                return Ok(TryPush::NoCapacity(record, tag));
-            }
-            // Too big to aggregate even alone, yet within the per-record limit: it goes out
-            // alone, as a plain record (which is smaller than its aggregate would be).
-            self.solo = true;
-        }
+        )
+    }
+
+    fn accept(
+        &mut self,
+        (record, tag): (UserRecord, T),
+        deadline: Instant,
+        probe: Probe,
+        solo: bool,
+    ) {
+        self.solo = solo;
         self.packer.commit(record.partition_key(), probe);
         self.entries.push((record, tag));
         self.earliest_deadline = Some(match self.earliest_deadline {
             Some(d) => d.min(deadline),
             None => deadline,
         });
-        Ok(TryPush::Added)
     }
 
     /// Takes out what is held as one Kinesis record: plain if it holds one user record, an

@@ -1,1 +1,62 @@
-fn main() {}
+//! `kpl`: the kinesis-producer command-line tool.
+
+mod aggregate;
+mod demo;
+mod inspect;
+mod io;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// kinesis-producer's command-line tool: pack, inspect and check Kinesis records in the KPL
+/// aggregation format.
+#[derive(Parser)]
+#[command(name = "kpl", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Aggregate user records (JSON Lines) into Kinesis records, as the KPL would.
+    #[command(after_help = aggregate::EXAMPLES)]
+    Aggregate(aggregate::Args),
+    /// Decode Kinesis records and show whether they are aggregates and what they carry.
+    #[command(after_help = inspect::EXAMPLES)]
+    Inspect(inspect::Args),
+    /// Run the codec end to end on a synthetic workload and show what aggregation saves.
+    #[command(after_help = demo::EXAMPLES)]
+    Demo(demo::Args),
+}
+
+/// A configuration error, naming the command-line flag that set the KPL property.
+fn flag_error(err: kinesis_producer::ConfigError) -> String {
+    let kinesis_producer::ConfigError::OutOfRange { property, .. } = &err else {
+        return err.to_string();
+    };
+    let flag = match *property {
+        "AggregationMaxSize" => "--max-size",
+        "AggregationMaxCount" => "--max-count",
+        "MaxRecordSize" => "--max-record-size",
+        _ => return err.to_string(),
+    };
+    format!("{flag}: {err}")
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Aggregate(args) => aggregate::run(args),
+        Command::Inspect(args) => inspect::run(args),
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("kpl: {err}");
+            ExitCode::from(2)
+        }
+    }
+}
