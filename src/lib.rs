@@ -48,6 +48,11 @@ pub mod error;
 pub mod hash_key;
 pub mod record;
 
+/// The README's examples, compiled and run as doc tests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
 pub use record::UserRecord;
