@@ -95,6 +95,30 @@ pub enum ConfigError {
         /// The allowed range, e.g. `64..=1048576`.
         range: String,
     },
+    /// A numeric property given text that is not a whole number.
+    #[error("{property} is {value:?}; it must be a whole number")]
+    NotANumber {
+        /// The KPL property name.
+        property: &'static str,
+        /// The text given.
+        value: String,
+    },
+    /// A boolean property given text other than true or false.
+    #[error("{property} is {value:?}; it must be true or false")]
+    NotABoolean {
+        /// The KPL property name.
+        property: &'static str,
+        /// The text given.
+        value: String,
+    },
+    /// A property name the producer does not know (often a typo).
+    #[error("unknown property {name}; the known properties are {known}")]
+    UnknownProperty {
+        /// The name given.
+        name: String,
+        /// Every known name, comma-separated.
+        known: String,
+    },
 }
 
 /// Why a Kinesis record that carries the aggregation magic could not be read as an aggregate.

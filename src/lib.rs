@@ -44,6 +44,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregation;
+pub mod config;
 pub mod error;
 pub mod hash_key;
 pub mod record;
@@ -53,6 +54,7 @@ pub mod record;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
 pub use record::UserRecord;

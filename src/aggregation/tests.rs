@@ -533,6 +533,29 @@ proptest! {
         prop_assert_eq!(out_tags, (0..records.len()).collect::<Vec<_>>());
     }
 
+    /// `push` makes exactly the aggregates that `try_push` + `flush` make, and never refuses.
+    #[test]
+    fn push_equals_try_push_then_flush(
+        limits in arb_limits(),
+        records in proptest::collection::vec(arb_record(), 0..80),
+    ) {
+        let mut by_push = Aggregator::new(limits);
+        let mut pushed = Vec::new();
+        let mut by_try = Aggregator::new(limits);
+        let mut tried = Vec::new();
+        for (tag, r) in records.into_iter().enumerate() {
+            pushed.extend(by_push.push(r.clone(), tag, at(0)).unwrap().map(|a| a.record));
+            if let TryPush::NoCapacity(r, tag) = by_try.try_push(r, tag, at(0)).unwrap() {
+                tried.extend(by_try.flush().map(|a| a.record));
+                prop_assert!(matches!(by_try.try_push(r, tag, at(0)).unwrap(), TryPush::Added));
+            }
+            prop_assert_eq!(by_push.size(), by_try.size());
+        }
+        pushed.extend(by_push.flush().map(|a| a.record));
+        tried.extend(by_try.flush().map(|a| a.record));
+        prop_assert_eq!(pushed, tried);
+    }
+
     /// encode_aggregated agrees with prost for any input, and strict deaggregation inverts it.
     #[test]
     fn encode_round_trips(records in proptest::collection::vec(arb_record(), 1..40)) {

@@ -1,0 +1,581 @@
+//! Producer configuration: the KPL's property names, defaults and ranges.
+//!
+//! A KPL user's settings carry over unchanged: every property keeps its KPL name (used in error
+//! messages and by [`ConfigBuilder::set_property`]), default and range.
+
+use std::time::Duration;
+
+use crate::aggregation::{
+    AggregationLimits, DEFAULT_AGGREGATION_MAX_COUNT, DEFAULT_AGGREGATION_MAX_SIZE,
+    MAX_RECORD_SIZE, MAX_RECORD_SIZE_LIMIT, MIN_AGGREGATION_MAX_SIZE,
+};
+use crate::error::ConfigError;
+
+/// Most entries in one PutRecords call (Kinesis API reference).
+pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
+/// Most bytes in one PutRecords call, data plus partition keys (Kinesis API reference).
+pub const MAX_PUT_RECORDS_SIZE: usize = 5 * 1024 * 1024;
+/// The smallest CollectionMaxSize the KPL accepts.
+pub const MIN_COLLECTION_MAX_SIZE: usize = 52_224;
+
+/// Static credentials, for local endpoints (e.g. an embedded Kinesis) that check none.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StaticCredentials {
+    /// Access key id.
+    pub access_key_id: String,
+    /// Secret access key.
+    pub secret_access_key: String,
+}
+
+impl std::fmt::Debug for StaticCredentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.debug_struct("StaticCredentials")
+            .field("access_key_id", &self.access_key_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validated producer configuration. Build it with [`Config::builder`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub(crate) aggregation_enabled: bool,
+    pub(crate) aggregation: AggregationLimits,
+    pub(crate) collection_max_count: usize,
+    pub(crate) collection_max_size: usize,
+    pub(crate) record_max_buffered_time: Duration,
+    pub(crate) record_ttl: Duration,
+    pub(crate) max_connections: usize,
+    pub(crate) request_timeout: Duration,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) region: Option<String>,
+    pub(crate) endpoint: Option<String>,
+    pub(crate) credentials: Option<StaticCredentials>,
+    pub(crate) shard_map_refresh_interval: Duration,
+}
+
+impl Default for Config {
+    /// The KPL defaults.
+    fn default() -> Self {
+        Config::builder()
+            .build()
+            .expect("the defaults are in range")
+    }
+}
+
+impl Config {
+    /// A builder starting from the KPL defaults.
+    pub fn builder() -> ConfigBuilder {
+        ConfigBuilder::default()
+    }
+
+    /// `AggregationEnabled` (default true).
+    pub fn aggregation_enabled(&self) -> bool {
+        self.aggregation_enabled
+    }
+    /// `AggregationMaxSize`, `AggregationMaxCount` and the stream's per-record limit; with
+    /// aggregation off, a count of 1.
+    pub fn aggregation_limits(&self) -> AggregationLimits {
+        self.aggregation
+    }
+    /// `CollectionMaxCount` (default 500).
+    pub fn collection_max_count(&self) -> usize {
+        self.collection_max_count
+    }
+    /// `CollectionMaxSize` in bytes (default 5242880).
+    pub fn collection_max_size(&self) -> usize {
+        self.collection_max_size
+    }
+    /// `RecordMaxBufferedTime` (default 100 ms).
+    pub fn record_max_buffered_time(&self) -> Duration {
+        self.record_max_buffered_time
+    }
+    /// `RecordTtl` (default 30 s).
+    pub fn record_ttl(&self) -> Duration {
+        self.record_ttl
+    }
+    /// `MaxConnections` (default 24).
+    pub fn max_connections(&self) -> usize {
+        self.max_connections
+    }
+    /// `RequestTimeout` (default 6 s).
+    pub fn request_timeout(&self) -> Duration {
+        self.request_timeout
+    }
+    /// `ConnectTimeout` (default 6 s).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+    /// `Region`, if set; otherwise the standard AWS region chain decides.
+    pub fn region(&self) -> Option<&str> {
+        self.region.as_deref()
+    }
+    /// The endpoint URL (`KinesisEndpoint` and `KinesisPort`), if set.
+    pub fn endpoint(&self) -> Option<&str> {
+        self.endpoint.as_deref()
+    }
+    /// Static credentials, if set; otherwise the standard AWS credential chain.
+    pub fn credentials(&self) -> Option<&StaticCredentials> {
+        self.credentials.as_ref()
+    }
+    /// How often each stream's shard map is refreshed (`ShardMapRefreshInterval`, default 60 s).
+    pub fn shard_map_refresh_interval(&self) -> Duration {
+        self.shard_map_refresh_interval
+    }
+}
+
+/// Builds a [`Config`]; [`build`](Self::build) checks every value against its KPL range.
+#[derive(Debug, Clone)]
+pub struct ConfigBuilder {
+    aggregation_enabled: bool,
+    aggregation_max_count: u64,
+    aggregation_max_size: u64,
+    max_record_size: u64,
+    collection_max_count: u64,
+    collection_max_size: u64,
+    record_max_buffered_time_ms: u64,
+    record_ttl_ms: u64,
+    max_connections: u64,
+    request_timeout_ms: u64,
+    connect_timeout_ms: u64,
+    region: Option<String>,
+    endpoint: Option<String>,
+    port: Option<u16>,
+    credentials: Option<StaticCredentials>,
+    shard_map_refresh_interval_ms: u64,
+}
+
+impl Default for ConfigBuilder {
+    fn default() -> Self {
+        ConfigBuilder {
+            aggregation_enabled: true,
+            aggregation_max_count: DEFAULT_AGGREGATION_MAX_COUNT as u64,
+            aggregation_max_size: DEFAULT_AGGREGATION_MAX_SIZE as u64,
+            max_record_size: MAX_RECORD_SIZE as u64,
+            collection_max_count: MAX_PUT_RECORDS_ENTRIES as u64,
+            collection_max_size: MAX_PUT_RECORDS_SIZE as u64,
+            record_max_buffered_time_ms: 100,
+            record_ttl_ms: 30_000,
+            max_connections: 24,
+            request_timeout_ms: 6_000,
+            connect_timeout_ms: 6_000,
+            region: None,
+            endpoint: None,
+            port: None,
+            credentials: None,
+            shard_map_refresh_interval_ms: 60_000,
+        }
+    }
+}
+
+/// The properties [`ConfigBuilder::set_property`] knows, by their KPL names.
+pub const PROPERTY_NAMES: &[&str] = &[
+    "AggregationEnabled",
+    "AggregationMaxCount",
+    "AggregationMaxSize",
+    "CollectionMaxCount",
+    "CollectionMaxSize",
+    "ConnectTimeout",
+    "KinesisEndpoint",
+    "KinesisPort",
+    "MaxConnections",
+    "MaxRecordSize",
+    "RecordMaxBufferedTime",
+    "RecordTtl",
+    "Region",
+    "RequestTimeout",
+    "ShardMapRefreshInterval",
+];
+
+fn check(property: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    if (min..=max).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ConfigError::OutOfRange {
+            property,
+            value: value.to_string(),
+            range: format!("{min}..={max}"),
+        })
+    }
+}
+
+/// As [`check`], for a time property in milliseconds: the message says so.
+fn check_ms(property: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
+    check(property, value, min, max).map_err(|_| ConfigError::OutOfRange {
+        property,
+        value: format!("{value} ms"),
+        range: format!("{min}..={max} ms"),
+    })
+}
+
+macro_rules! setter {
+    ($(#[$doc:meta])* $name:ident: $field:ident, $ty:ty) => {
+        $(#[$doc])*
+        pub fn $name(mut self, value: $ty) -> Self {
+            self.$field = value.into();
+            self
+        }
+    };
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl ConfigBuilder {
+    setter!(
+        /// `AggregationEnabled`: pack user records into aggregates (default true).
+        aggregation_enabled: aggregation_enabled, bool
+    );
+    setter!(
+        /// `AggregationMaxCount`: most user records in an aggregate (1..=4294967295).
+        aggregation_max_count: aggregation_max_count, u64
+    );
+    setter!(
+        /// `AggregationMaxSize`: largest aggregate in bytes, data plus partition key
+        /// (64..=1048576, or up to `MaxRecordSize`).
+        aggregation_max_size: aggregation_max_size, u64
+    );
+    setter!(
+        /// `MaxRecordSize`: the stream's per-record limit in bytes, raised by the stream's
+        /// `MaxRecordSizeInKiB` (1048576..=10485760, default 1048576).
+        max_record_size: max_record_size, u64
+    );
+    setter!(
+        /// `CollectionMaxCount`: most entries in one PutRecords call (1..=500).
+        collection_max_count: collection_max_count, u64
+    );
+    setter!(
+        /// `CollectionMaxSize`: most bytes in one PutRecords call (52224..=5242880).
+        collection_max_size: collection_max_size, u64
+    );
+    setter!(
+        /// `MaxConnections`: most PutRecords calls in flight (1..=256).
+        max_connections: max_connections, u64
+    );
+
+    /// `RecordMaxBufferedTime`: the longest a record waits to be packed before it is sent
+    /// (default 100 ms).
+    pub fn record_max_buffered_time(mut self, value: Duration) -> Self {
+        self.record_max_buffered_time_ms = millis(value);
+        self
+    }
+    /// `RecordTtl`: how long a record may keep being retried before it fails as expired
+    /// (at least 100 ms; default 30 s).
+    pub fn record_ttl(mut self, value: Duration) -> Self {
+        self.record_ttl_ms = millis(value);
+        self
+    }
+    /// `RequestTimeout`: the limit on one PutRecords or ListShards call (100 ms ..= 600 s).
+    pub fn request_timeout(mut self, value: Duration) -> Self {
+        self.request_timeout_ms = millis(value);
+        self
+    }
+    /// `ConnectTimeout` (100 ms ..= 300 s).
+    pub fn connect_timeout(mut self, value: Duration) -> Self {
+        self.connect_timeout_ms = millis(value);
+        self
+    }
+    /// `ShardMapRefreshInterval`: how often shard maps are refreshed (1 s ..= 1 day).
+    pub fn shard_map_refresh_interval(mut self, value: Duration) -> Self {
+        self.shard_map_refresh_interval_ms = millis(value);
+        self
+    }
+    /// `Region`, e.g. `us-east-1`.
+    pub fn region(mut self, value: impl Into<String>) -> Self {
+        self.region = Some(value.into());
+        self
+    }
+    /// The endpoint URL, e.g. `http://127.0.0.1:4567` for a local Kinesis.
+    pub fn endpoint(mut self, value: impl Into<String>) -> Self {
+        self.endpoint = Some(value.into());
+        self
+    }
+    /// Static credentials instead of the standard AWS credential chain (for local endpoints).
+    pub fn credentials(
+        mut self,
+        access_key_id: impl Into<String>,
+        secret_access_key: impl Into<String>,
+    ) -> Self {
+        self.credentials = Some(StaticCredentials {
+            access_key_id: access_key_id.into(),
+            secret_access_key: secret_access_key.into(),
+        });
+        self
+    }
+
+    /// Sets a property by its KPL name from its text, as in a KPL `.properties` file.
+    ///
+    /// ```
+    /// use kinesis_producer::Config;
+    /// let config = Config::builder().set_property("AggregationMaxSize", "102400").unwrap().build().unwrap();
+    /// assert_eq!(config.aggregation_limits().max_size(), 102_400);
+    /// let err = Config::builder().set_property("AggregationMaxSise", "1").unwrap_err();
+    /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; the known properties are AggregationEnabled,"));
+    /// ```
+    pub fn set_property(self, name: &str, value: &str) -> Result<Self, ConfigError> {
+        let value = value.trim();
+        let number = |property: &'static str| {
+            value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
+                property,
+                value: value.to_owned(),
+            })
+        };
+        Ok(match name {
+            "AggregationEnabled" => match value.to_ascii_lowercase().as_str() {
+                "true" => self.aggregation_enabled(true),
+                "false" => self.aggregation_enabled(false),
+                _ => {
+                    return Err(ConfigError::NotABoolean {
+                        property: "AggregationEnabled",
+                        value: value.to_owned(),
+                    });
+                }
+            },
+            "AggregationMaxCount" => self.aggregation_max_count(number("AggregationMaxCount")?),
+            "AggregationMaxSize" => self.aggregation_max_size(number("AggregationMaxSize")?),
+            "MaxRecordSize" => self.max_record_size(number("MaxRecordSize")?),
+            "CollectionMaxCount" => self.collection_max_count(number("CollectionMaxCount")?),
+            "CollectionMaxSize" => self.collection_max_size(number("CollectionMaxSize")?),
+            "MaxConnections" => self.max_connections(number("MaxConnections")?),
+            "RecordMaxBufferedTime" => Self {
+                record_max_buffered_time_ms: number("RecordMaxBufferedTime")?,
+                ..self
+            },
+            "RecordTtl" => Self {
+                record_ttl_ms: number("RecordTtl")?,
+                ..self
+            },
+            "RequestTimeout" => Self {
+                request_timeout_ms: number("RequestTimeout")?,
+                ..self
+            },
+            "ConnectTimeout" => Self {
+                connect_timeout_ms: number("ConnectTimeout")?,
+                ..self
+            },
+            "ShardMapRefreshInterval" => Self {
+                shard_map_refresh_interval_ms: number("ShardMapRefreshInterval")?,
+                ..self
+            },
+            "Region" => self.region(value),
+            "KinesisEndpoint" => Self {
+                endpoint: Some(value.to_owned()),
+                ..self
+            },
+            "KinesisPort" => {
+                let port = number("KinesisPort")?;
+                let port = check("KinesisPort", port, 1, u16::MAX as u64)? as u16;
+                Self {
+                    port: Some(port),
+                    ..self
+                }
+            }
+            _ => {
+                return Err(ConfigError::UnknownProperty {
+                    name: name.to_owned(),
+                    known: PROPERTY_NAMES.join(", "),
+                });
+            }
+        })
+    }
+
+    /// Checks every value against its range and builds the [`Config`].
+    pub fn build(self) -> Result<Config, ConfigError> {
+        let max_record_size = check(
+            "MaxRecordSize",
+            self.max_record_size,
+            MAX_RECORD_SIZE as u64,
+            MAX_RECORD_SIZE_LIMIT as u64,
+        )?;
+        let max_size = check(
+            "AggregationMaxSize",
+            self.aggregation_max_size,
+            MIN_AGGREGATION_MAX_SIZE as u64,
+            max_record_size,
+        )?;
+        let max_count = check(
+            "AggregationMaxCount",
+            self.aggregation_max_count,
+            1,
+            DEFAULT_AGGREGATION_MAX_COUNT as u64,
+        )?;
+        // Aggregation off is aggregation with room for one record: each is sent plain.
+        let max_count = if self.aggregation_enabled {
+            max_count
+        } else {
+            1
+        };
+        let aggregation = AggregationLimits::with_max_record_size(
+            max_size as usize,
+            max_count as usize,
+            max_record_size as usize,
+        )?;
+        let collection_max_count = check(
+            "CollectionMaxCount",
+            self.collection_max_count,
+            1,
+            MAX_PUT_RECORDS_ENTRIES as u64,
+        )?;
+        let collection_max_size = check(
+            "CollectionMaxSize",
+            self.collection_max_size,
+            MIN_COLLECTION_MAX_SIZE as u64,
+            MAX_PUT_RECORDS_SIZE as u64,
+        )?;
+        check_ms(
+            "RecordMaxBufferedTime",
+            self.record_max_buffered_time_ms,
+            0,
+            3_600_000,
+        )?;
+        check_ms("RecordTtl", self.record_ttl_ms, 100, u32::MAX as u64)?;
+        let max_connections = check("MaxConnections", self.max_connections, 1, 256)?;
+        check_ms("RequestTimeout", self.request_timeout_ms, 100, 600_000)?;
+        check_ms("ConnectTimeout", self.connect_timeout_ms, 100, 300_000)?;
+        check_ms(
+            "ShardMapRefreshInterval",
+            self.shard_map_refresh_interval_ms,
+            1_000,
+            86_400_000,
+        )?;
+        let endpoint = match (self.endpoint, self.port) {
+            (Some(e), Some(port)) => Some(with_port(&e, port)),
+            (Some(e), None) => Some(with_scheme(&e)),
+            (None, Some(port)) => {
+                return Err(ConfigError::OutOfRange {
+                    property: "KinesisPort",
+                    value: port.to_string(),
+                    range: "only with KinesisEndpoint".into(),
+                });
+            }
+            (None, None) => None,
+        };
+        Ok(Config {
+            aggregation_enabled: self.aggregation_enabled,
+            aggregation,
+            collection_max_count: collection_max_count as usize,
+            collection_max_size: collection_max_size as usize,
+            record_max_buffered_time: Duration::from_millis(self.record_max_buffered_time_ms),
+            record_ttl: Duration::from_millis(self.record_ttl_ms),
+            max_connections: max_connections as usize,
+            request_timeout: Duration::from_millis(self.request_timeout_ms),
+            connect_timeout: Duration::from_millis(self.connect_timeout_ms),
+            region: self.region,
+            endpoint,
+            credentials: self.credentials,
+            shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
+        })
+    }
+}
+
+/// The KPL takes a bare host name as `KinesisEndpoint` and speaks HTTPS to it.
+fn with_scheme(endpoint: &str) -> String {
+    if endpoint.contains("://") {
+        endpoint.to_owned()
+    } else {
+        format!("https://{endpoint}")
+    }
+}
+
+fn with_port(endpoint: &str, port: u16) -> String {
+    let url = with_scheme(endpoint);
+    let (scheme, rest) = url.split_once("://").unwrap_or(("https", &url));
+    let host = rest.split('/').next().unwrap_or(rest);
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, p)| p.parse::<u16>().is_ok())
+        .map_or(host, |(h, _)| h);
+    format!("{scheme}://{host}:{port}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_kpls() {
+        let c = Config::default();
+        assert!(c.aggregation_enabled());
+        assert_eq!(c.aggregation_limits(), AggregationLimits::default());
+        assert_eq!(
+            (c.collection_max_count(), c.collection_max_size()),
+            (500, 5_242_880)
+        );
+        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(100));
+        assert_eq!(c.record_ttl(), Duration::from_secs(30));
+        assert_eq!(c.max_connections(), 24);
+        assert_eq!(c.request_timeout(), Duration::from_secs(6));
+    }
+
+    #[test]
+    fn out_of_range_values_name_property_value_and_range() {
+        let err = |b: ConfigBuilder| b.build().unwrap_err().to_string();
+        assert_eq!(
+            err(Config::builder().collection_max_count(501)),
+            "CollectionMaxCount is 501; the range is 1..=500"
+        );
+        assert_eq!(
+            err(Config::builder().collection_max_size(1000)),
+            "CollectionMaxSize is 1000; the range is 52224..=5242880"
+        );
+        assert_eq!(
+            err(Config::builder().max_connections(0)),
+            "MaxConnections is 0; the range is 1..=256"
+        );
+        assert_eq!(
+            err(Config::builder().record_ttl(Duration::from_millis(99))),
+            "RecordTtl is 99 ms; the range is 100..=4294967295 ms"
+        );
+        assert_eq!(
+            err(Config::builder().request_timeout(Duration::from_millis(50))),
+            "RequestTimeout is 50 ms; the range is 100..=600000 ms"
+        );
+        assert_eq!(
+            err(Config::builder().aggregation_max_size(63)),
+            "AggregationMaxSize is 63; the range is 64..=1048576"
+        );
+        assert_eq!(
+            err(Config::builder()
+                .max_record_size(2 << 20)
+                .aggregation_max_size(3 << 20)),
+            "AggregationMaxSize is 3145728; the range is 64..=2097152"
+        );
+    }
+
+    #[test]
+    fn properties_by_kpl_name() {
+        let c = Config::builder()
+            .set_property("AggregationEnabled", "FALSE")
+            .and_then(|b| b.set_property("RecordMaxBufferedTime", "250"))
+            .and_then(|b| b.set_property("KinesisEndpoint", "127.0.0.1"))
+            .and_then(|b| b.set_property("KinesisPort", "4567"))
+            .and_then(|b| b.set_property("Region", "eu-west-1"))
+            .unwrap()
+            .build()
+            .unwrap();
+        assert!(!c.aggregation_enabled());
+        assert_eq!(c.aggregation_limits().max_count(), 1);
+        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(250));
+        assert_eq!(c.endpoint(), Some("https://127.0.0.1:4567"));
+        assert_eq!(c.region(), Some("eu-west-1"));
+        let e = Config::builder()
+            .set_property("RecordTtl", "soon")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "RecordTtl is \"soon\"; it must be a whole number"
+        );
+        let e = Config::builder()
+            .set_property("AggregationEnabled", "yes")
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "AggregationEnabled is \"yes\"; it must be true or false"
+        );
+        assert_eq!(
+            with_port("http://localhost:1234/x", 99),
+            "http://localhost:99"
+        );
+    }
+}
