@@ -48,6 +48,7 @@ pub mod config;
 pub mod error;
 pub mod hash_key;
 pub mod record;
+pub mod shard_map;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
