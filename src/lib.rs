@@ -45,10 +45,15 @@
 
 pub mod aggregation;
 pub mod config;
+mod engine;
 pub mod error;
 pub mod hash_key;
+#[cfg(feature = "local")]
+pub mod local;
+pub mod producer;
 pub mod record;
 pub mod shard_map;
+pub mod sink;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
@@ -58,4 +63,5 @@ pub struct ReadmeDoctests;
 pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
-pub use record::UserRecord;
+pub use producer::{Producer, PutError, PutErrorKind, RecordFuture};
+pub use record::{Attempt, Receipt, UserRecord};

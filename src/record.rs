@@ -88,3 +88,40 @@ impl UserRecord {
         (self.partition_key, self.explicit_hash_key, self.data)
     }
 }
+
+/// One attempt to put a record: when it started relative to the record's arrival, how long it
+/// took, and the error the service gave, if any.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Time from the record's arrival to the start of this attempt.
+    pub delay: std::time::Duration,
+    /// How long the PutRecords call took.
+    pub duration: std::time::Duration,
+    /// The service's error code and message, or `None` when the attempt succeeded.
+    pub error: Option<(String, String)>,
+}
+
+impl Attempt {
+    /// Whether this attempt put the record.
+    pub fn is_success(&self) -> bool {
+        self.error.is_none()
+    }
+}
+
+/// Where a user record was put.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The stream.
+    pub stream: std::sync::Arc<str>,
+    /// The shard that took it.
+    pub shard_id: String,
+    /// The sequence number of the Kinesis record that carries it.
+    pub sequence_number: String,
+    /// Its index in that Kinesis record (0 when the record was sent plain); consumers see the
+    /// same number after deaggregating.
+    pub sub_sequence_number: u64,
+    /// Whether it travelled in an aggregate.
+    pub aggregated: bool,
+    /// Every attempt, the last one successful.
+    pub attempts: Vec<Attempt>,
+}

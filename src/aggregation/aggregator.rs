@@ -52,6 +52,8 @@ impl KinesisRecord {
 pub struct Aggregate<T> {
     /// The record to send.
     pub record: KinesisRecord,
+    /// The earliest deadline of the user records in it: send it by then.
+    pub deadline: Instant,
     /// The user records it carries, in sub-sequence order, with their tags.
     pub entries: Vec<(UserRecord, T)>,
 }
@@ -395,8 +397,9 @@ impl<T> Aggregator<T> {
     /// Takes out what is held as one Kinesis record: plain if it holds one user record, an
     /// aggregate otherwise; `None` when empty. The aggregator is empty afterwards.
     pub fn flush(&mut self) -> Option<Aggregate<T>> {
+        // Held records and a deadline go together: `accept` sets both, only this clears them.
+        let deadline = self.earliest_deadline.take()?;
         let entries = std::mem::take(&mut self.entries);
-        self.earliest_deadline = None;
         self.solo = false;
         let record = match entries.len() {
             0 => return None,
@@ -411,7 +414,11 @@ impl<T> Aggregator<T> {
                     .encode_and_reset(entries.iter().map(|(r, _)| r.data().as_ref())),
             ),
         };
-        Some(Aggregate { record, entries })
+        Some(Aggregate {
+            record,
+            deadline,
+            entries,
+        })
     }
 }
 

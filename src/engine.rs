@@ -1,0 +1,720 @@
+//! The engine: one task that owns every buffer, timer and in-flight call.
+//!
+//! ```text
+//! Msg::Record ─▶ StreamState: shard map known? ── no ──▶ unmapped (until the map or the deadline)
+//!                   │ yes: predicted shard = map.lookup(hash key)
+//!                   ▼
+//!               Aggregator per shard ── full / deadline / flush ──▶ ready (Kinesis records)
+//!                                                                    │ collector: ≤ CollectionMaxCount,
+//!                                                                    │ ≤ CollectionMaxSize, sent when one
+//!                                                                    ▼ is due, the batch is full, or flush
+//!                                                   ≤ MaxConnections PutRecords tasks (JoinSet)
+//!                                                                    │
+//!              Receipt / Failure ◀── per entry: Put │ Failed → retry only that entry after backoff,
+//!                                                      until RecordTtl
+//! ```
+//!
+//! Only this task touches the state, so nothing in it is locked. Handles talk to it through one
+//! unbounded channel (`send` never blocks); each record carries its reply channel.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, sleep_until, timeout};
+
+use crate::aggregation::{Aggregate, Aggregator, KinesisRecord, encode};
+use crate::config::Config;
+use crate::error::RecordError;
+use crate::hash_key::HashKey;
+use crate::producer::PutErrorKind;
+use crate::record::{Attempt, Receipt, UserRecord};
+use crate::shard_map::{Shard, ShardMap};
+use crate::sink::{EntryResult, PutEntry, Sink, SinkError};
+
+/// What a record's future receives.
+pub(crate) type Outcome = Result<Receipt, Failure>;
+
+/// A failure as the engine reports it; the future adds the record it kept.
+#[derive(Debug)]
+pub(crate) struct Failure {
+    pub(crate) kind: PutErrorKind,
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+pub(crate) enum Msg {
+    Record {
+        stream: Arc<str>,
+        record: UserRecord,
+        hash_key: HashKey,
+        reply: oneshot::Sender<Outcome>,
+    },
+    Flush,
+    FlushWait(oneshot::Sender<()>),
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
+const BASE_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long to wait before asking for a shard map again after ListShards failed.
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+/// Messages taken from the channel per wake-up: large enough to amortise the wake-up, small
+/// enough that timers are looked at often under load.
+const RECV_BATCH: usize = 1024;
+
+/// A user record in the engine, with what is needed to resolve its future.
+struct Pending {
+    reply: oneshot::Sender<Outcome>,
+    arrival: Instant,
+    epoch: u64,
+    attempts: Vec<Attempt>,
+}
+
+/// A Kinesis record ready to send (or waiting to be retried).
+struct Ready {
+    record: KinesisRecord,
+    entries: Vec<(UserRecord, Pending)>,
+    /// When it must be sent at the latest: its earliest user record's deadline.
+    deadline: Instant,
+    /// Not before this (retry backoff).
+    not_before: Instant,
+}
+
+impl Ready {
+    fn from_aggregate(a: Aggregate<Pending>) -> Ready {
+        let deadline = Instant::from_std(a.deadline);
+        Ready {
+            record: a.record,
+            entries: a.entries,
+            deadline,
+            not_before: deadline,
+        }
+    }
+}
+
+struct StreamState {
+    name: Arc<str>,
+    map: Option<ShardMap>,
+    refreshing: bool,
+    next_refresh: Instant,
+    aggregators: Vec<Aggregator<Pending>>,
+    /// Records that arrived before the first shard map, with their deadlines. They wait for the
+    /// map until their deadline, then go out unaggregated (Kinesis routes each by its own key).
+    unmapped: VecDeque<(UserRecord, Pending, Instant)>,
+    ready: VecDeque<Ready>,
+    ready_bytes: usize,
+    retrying: Vec<Ready>,
+    /// How many of the records at the front of `ready` a flush asked to send now.
+    forced: usize,
+}
+
+/// Waiters of `flush_and_wait`: records are counted per epoch; a new epoch starts at each
+/// waiter, which is woken when every epoch up to its own has no records left.
+struct Epochs {
+    base: u64,
+    counts: VecDeque<u64>,
+    waiters: Vec<(u64, oneshot::Sender<()>)>,
+}
+
+impl Epochs {
+    fn new() -> Self {
+        Epochs {
+            base: 0,
+            counts: VecDeque::from([0]),
+            waiters: Vec::new(),
+        }
+    }
+
+    fn current(&self) -> u64 {
+        self.base + self.counts.len() as u64 - 1
+    }
+
+    fn add(&mut self) -> u64 {
+        *self.counts.back_mut().expect("never empty") += 1;
+        self.current()
+    }
+
+    fn resolve(&mut self, epoch: u64) {
+        if let Some(c) = self.counts.get_mut((epoch - self.base) as usize) {
+            *c -= 1;
+        }
+        self.settle();
+    }
+
+    fn wait(&mut self, tx: oneshot::Sender<()>) {
+        let epoch = self.current();
+        self.counts.push_back(0);
+        self.waiters.push((epoch, tx));
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        while self.counts.len() > 1 && self.counts[0] == 0 {
+            self.counts.pop_front();
+            self.base += 1;
+        }
+        let base = self.base;
+        let front_clear = self.counts[0] == 0;
+        // Waiter e is done when every epoch <= e is clear: either popped (e < base), or e is
+        // the front epoch and it is clear.
+        let waiters = std::mem::take(&mut self.waiters);
+        for (e, tx) in waiters {
+            if e < base || (e == base && front_clear) {
+                let _ = tx.send(());
+            } else {
+                self.waiters.push((e, tx));
+            }
+        }
+    }
+}
+
+struct PutDone {
+    stream: usize,
+    batch: Vec<Ready>,
+    started: Instant,
+    result: Result<Vec<EntryResult>, SinkError>,
+}
+
+struct RefreshDone {
+    stream: usize,
+    generation: u64,
+    result: Result<Vec<Shard>, SinkError>,
+}
+
+pub(crate) struct Engine<S> {
+    config: Config,
+    sink: Arc<S>,
+    streams: Vec<StreamState>,
+    by_name: HashMap<Arc<str>, usize>,
+    inflight: JoinSet<PutDone>,
+    refreshes: JoinSet<RefreshDone>,
+    generation: u64,
+    epochs: Epochs,
+    closing: bool,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+}
+
+fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs) {
+    let _ = pending.reply.send(Err(Failure {
+        kind,
+        attempts: pending.attempts,
+    }));
+    epochs.resolve(pending.epoch);
+}
+
+impl<S: Sink> Engine<S> {
+    pub(crate) fn new(config: Config, sink: S) -> Self {
+        Engine {
+            config,
+            sink: Arc::new(sink),
+            streams: Vec::new(),
+            by_name: HashMap::new(),
+            inflight: JoinSet::new(),
+            refreshes: JoinSet::new(),
+            generation: 0,
+            epochs: Epochs::new(),
+            closing: false,
+            shutdown_waiters: Vec::new(),
+        }
+    }
+
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut buf = Vec::with_capacity(RECV_BATCH);
+        let mut open = true;
+        loop {
+            let now = Instant::now();
+            self.tick(now);
+            if (self.closing || !open) && self.is_idle() {
+                break;
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                biased;
+                Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
+                    Ok(done) => self.on_put(done),
+                    // A panicking sink lost its batch; those futures resolve as Stopped.
+                    Err(e) => tracing::error!(error = %e, "a PutRecords task failed"),
+                },
+                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
+                    if let Ok(done) = done {
+                        self.on_refresh(done);
+                    }
+                }
+                n = rx.recv_many(&mut buf, RECV_BATCH), if open => {
+                    if n == 0 {
+                        // Every handle is gone: send what is held, then stop.
+                        open = false;
+                        self.closing = true;
+                    }
+                    let now = Instant::now();
+                    for msg in buf.drain(..) {
+                        self.on_msg(msg, now);
+                    }
+                }
+                () = sleep_until(wake.unwrap_or(now + Duration::from_secs(3600))), if wake.is_some() => {}
+            }
+        }
+        tracing::debug!("producer engine stopped");
+        for tx in self.shutdown_waiters.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.inflight.is_empty()
+            && self.streams.iter().all(|s| {
+                s.unmapped.is_empty()
+                    && s.ready.is_empty()
+                    && s.retrying.is_empty()
+                    && s.aggregators.iter().all(Aggregator::is_empty)
+            })
+    }
+
+    fn stream_index(&mut self, name: Arc<str>, now: Instant) -> usize {
+        if let Some(&i) = self.by_name.get(&name) {
+            return i;
+        }
+        let i = self.streams.len();
+        self.streams.push(StreamState {
+            name: name.clone(),
+            map: None,
+            refreshing: false,
+            next_refresh: now,
+            aggregators: Vec::new(),
+            unmapped: VecDeque::new(),
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            retrying: Vec::new(),
+            forced: 0,
+        });
+        self.by_name.insert(name, i);
+        i
+    }
+
+    fn on_msg(&mut self, msg: Msg, now: Instant) {
+        match msg {
+            Msg::Record {
+                stream,
+                record,
+                hash_key,
+                reply,
+            } => {
+                let i = self.stream_index(stream, now);
+                let pending = Pending {
+                    reply,
+                    arrival: now,
+                    epoch: self.epochs.add(),
+                    attempts: Vec::new(),
+                };
+                let deadline = now + self.config.record_max_buffered_time;
+                self.route(i, record, hash_key, pending, deadline);
+            }
+            Msg::Flush => self.flush_all(),
+            Msg::FlushWait(tx) => {
+                self.flush_all();
+                self.epochs.wait(tx);
+            }
+            Msg::Shutdown(tx) => {
+                self.closing = true;
+                self.shutdown_waiters.push(tx);
+            }
+        }
+    }
+
+    /// Puts a record into its predicted shard's aggregator, or holds it until the map is known.
+    fn route(
+        &mut self,
+        i: usize,
+        record: UserRecord,
+        hash_key: HashKey,
+        pending: Pending,
+        deadline: Instant,
+    ) {
+        let s = &mut self.streams[i];
+        let Some(map) = &s.map else {
+            s.unmapped.push_back((record, pending, deadline));
+            return;
+        };
+        match map.lookup(hash_key) {
+            Some(shard) => match s.aggregators[shard].push(record, pending, deadline.into_std()) {
+                Ok(full) => {
+                    if let Some(full) = full {
+                        push_ready(s, Ready::from_aggregate(full));
+                    }
+                }
+                Err(rejected) => fail(
+                    rejected.tag,
+                    PutErrorKind::InvalidRecord(rejected.error),
+                    &mut self.epochs,
+                ),
+            },
+            // A gap in a map taken mid-resharding: let Kinesis route it.
+            None => self.send_plain(i, record, pending, deadline),
+        }
+    }
+
+    /// Queues a record on its own, unaggregated, routed by its own keys.
+    fn send_plain(&mut self, i: usize, record: UserRecord, pending: Pending, deadline: Instant) {
+        let limit = self.config.aggregation.max_record_size();
+        if record.size() > limit {
+            let error = RecordError::RecordTooLarge {
+                size: record.size(),
+                data_len: record.data().len(),
+                key_len: record.partition_key().len(),
+                limit,
+            };
+            return fail(
+                pending,
+                PutErrorKind::InvalidRecord(error),
+                &mut self.epochs,
+            );
+        }
+        let kinesis = encode(std::slice::from_ref(&record)).expect("one record encodes");
+        let ready = Ready {
+            record: kinesis,
+            entries: vec![(record, pending)],
+            deadline,
+            not_before: deadline,
+        };
+        push_ready(&mut self.streams[i], ready);
+    }
+
+    fn flush_all(&mut self) {
+        for s in &mut self.streams {
+            flush_aggregators(s);
+            s.forced = s.ready.len();
+        }
+        let unmapped: Vec<_> = self
+            .streams
+            .iter_mut()
+            .map(|s| std::mem::take(&mut s.unmapped))
+            .collect();
+        for (i, records) in unmapped.into_iter().enumerate() {
+            for (record, pending, deadline) in records {
+                self.send_plain(i, record, pending, deadline);
+            }
+            self.streams[i].forced = self.streams[i].ready.len();
+        }
+    }
+
+    /// Does everything that is due: refreshes, deadlines, retries, and sends.
+    fn tick(&mut self, now: Instant) {
+        for i in 0..self.streams.len() {
+            let s = &mut self.streams[i];
+            if !s.refreshing && now >= s.next_refresh && !self.closing {
+                s.refreshing = true;
+                self.generation += 1;
+                let (sink, name, generation) = (self.sink.clone(), s.name.clone(), self.generation);
+                let limit = self.config.request_timeout;
+                self.refreshes.spawn(async move {
+                    let result = match timeout(limit, sink.list_shards(&name)).await {
+                        Ok(r) => r,
+                        Err(_) => Err(timed_out("ListShards", limit)),
+                    };
+                    RefreshDone {
+                        stream: i,
+                        generation,
+                        result,
+                    }
+                });
+            }
+            // Records still waiting for a map go out unaggregated at their deadline.
+            let closing = self.closing;
+            while let Some((record, pending, deadline)) = self.streams[i]
+                .unmapped
+                .pop_front_if(|(_, _, d)| *d <= now || closing)
+            {
+                self.send_plain(i, record, pending, deadline);
+            }
+            let s = &mut self.streams[i];
+            for agg in &mut s.aggregators {
+                let due = agg
+                    .earliest_deadline()
+                    .is_some_and(|d| Instant::from_std(d) <= now);
+                if (due || closing)
+                    && let Some(full) = agg.flush()
+                {
+                    push_ready_parts(
+                        &mut s.ready,
+                        &mut s.ready_bytes,
+                        Ready::from_aggregate(full),
+                    );
+                }
+            }
+            // Retries whose backoff is over go to the front: they are overdue.
+            let mut k = 0;
+            while k < s.retrying.len() {
+                if s.retrying[k].not_before <= now {
+                    let r = s.retrying.swap_remove(k);
+                    s.ready_bytes += r.record.size();
+                    s.ready.push_front(r);
+                    s.forced += 1;
+                } else {
+                    k += 1;
+                }
+            }
+            if closing {
+                s.forced = s.ready.len();
+            }
+            while self.inflight.len() < self.config.max_connections && self.should_send(i, now) {
+                self.send_batch(i, now);
+            }
+        }
+    }
+
+    /// Whether stream `i` has a PutRecords call's worth to send now.
+    fn should_send(&self, i: usize, now: Instant) -> bool {
+        let s = &self.streams[i];
+        !s.ready.is_empty()
+            && (s.forced > 0
+                || s.ready.len() >= self.config.collection_max_count
+                || s.ready_bytes >= self.config.collection_max_size
+                || s.ready.iter().any(|r| r.deadline <= now))
+    }
+
+    fn send_batch(&mut self, i: usize, now: Instant) {
+        let (max_count, max_size) = (
+            self.config.collection_max_count,
+            self.config.collection_max_size,
+        );
+        let s = &mut self.streams[i];
+        let mut batch = Vec::new();
+        let mut bytes = 0;
+        while let Some(next) = s.ready.front() {
+            let size = next.record.size();
+            // The first record always goes, even one larger than CollectionMaxSize (a stream
+            // with a raised record limit): the call must carry it somehow.
+            if batch.len() >= max_count || (!batch.is_empty() && bytes + size > max_size) {
+                break;
+            }
+            bytes += size;
+            batch.push(s.ready.pop_front().expect("checked"));
+        }
+        s.ready_bytes -= bytes;
+        s.forced = s.forced.saturating_sub(batch.len());
+        let entries: Vec<PutEntry> = batch
+            .iter()
+            .map(|r| PutEntry {
+                partition_key: r.record.partition_key.clone(),
+                explicit_hash_key: r.record.explicit_hash_key,
+                data: r.record.data.clone(),
+            })
+            .collect();
+        tracing::debug!(stream = %s.name, entries = entries.len(), bytes, "PutRecords");
+        let (sink, name, limit) = (
+            self.sink.clone(),
+            s.name.clone(),
+            self.config.request_timeout,
+        );
+        self.inflight.spawn(async move {
+            let result = match timeout(limit, sink.put_records(&name, entries)).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out("PutRecords", limit)),
+            };
+            PutDone {
+                stream: i,
+                batch,
+                started: now,
+                result,
+            }
+        });
+    }
+
+    fn on_put(&mut self, done: PutDone) {
+        let now = Instant::now();
+        let duration = now - done.started;
+        let stream = self.streams[done.stream].name.clone();
+        let results: Vec<Result<(String, String), (String, String)>> = match done.result {
+            Ok(results) if results.len() == done.batch.len() => results
+                .into_iter()
+                .map(|r| match r {
+                    EntryResult::Put {
+                        shard_id,
+                        sequence_number,
+                    } => Ok((shard_id, sequence_number)),
+                    EntryResult::Failed { code, message } => Err((code, message)),
+                })
+                .collect(),
+            Ok(results) => {
+                let message = format!("{} results for {} entries", results.len(), done.batch.len());
+                vec![Err(("MalformedResponse".into(), message)); done.batch.len()]
+            }
+            Err(e) => vec![Err((e.code, e.message)); done.batch.len()],
+        };
+        for (mut ready, result) in done.batch.into_iter().zip(results) {
+            match result {
+                Ok((shard_id, sequence_number)) => {
+                    let aggregated = ready.record.aggregated;
+                    for (n, (_, mut pending)) in ready.entries.into_iter().enumerate() {
+                        let delay = done.started - pending.arrival;
+                        pending.attempts.push(Attempt {
+                            delay,
+                            duration,
+                            error: None,
+                        });
+                        let receipt = Receipt {
+                            stream: stream.clone(),
+                            shard_id: shard_id.clone(),
+                            sequence_number: sequence_number.clone(),
+                            sub_sequence_number: if aggregated { n as u64 } else { 0 },
+                            aggregated,
+                            attempts: pending.attempts,
+                        };
+                        let _ = pending.reply.send(Ok(receipt));
+                        self.epochs.resolve(pending.epoch);
+                    }
+                }
+                Err((code, message)) => {
+                    tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
+                    for (_, pending) in &mut ready.entries {
+                        let delay = done.started - pending.arrival;
+                        pending.attempts.push(Attempt {
+                            delay,
+                            duration,
+                            error: Some((code.clone(), message.clone())),
+                        });
+                    }
+                    self.retry_or_expire(done.stream, ready, now, &code, &message);
+                }
+            }
+        }
+    }
+
+    /// Schedules a failed Kinesis record again after a backoff, or fails its user records if
+    /// the backoff would take them past RecordTtl.
+    fn retry_or_expire(
+        &mut self,
+        i: usize,
+        mut ready: Ready,
+        now: Instant,
+        code: &str,
+        message: &str,
+    ) {
+        let attempts = ready.entries.first().map_or(1, |(_, p)| p.attempts.len()) as u32;
+        let backoff = BASE_BACKOFF
+            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+            .min(MAX_BACKOFF);
+        let ttl = self.config.record_ttl;
+        let oldest = ready
+            .entries
+            .iter()
+            .map(|(_, p)| p.arrival)
+            .min()
+            .unwrap_or(now);
+        if now + backoff > oldest + ttl {
+            let ttl_ms = ttl.as_millis() as u64;
+            for (_, pending) in ready.entries {
+                let last_error = format!("{code}: {message}");
+                fail(
+                    pending,
+                    PutErrorKind::Expired { ttl_ms, last_error },
+                    &mut self.epochs,
+                );
+            }
+            return;
+        }
+        ready.not_before = now + backoff;
+        self.streams[i].retrying.push(ready);
+    }
+
+    fn on_refresh(&mut self, done: RefreshDone) {
+        let now = Instant::now();
+        let interval = self.config.shard_map_refresh_interval;
+        let s = &mut self.streams[done.stream];
+        s.refreshing = false;
+        match done.result {
+            Ok(shards) => {
+                s.next_refresh = now + interval;
+                let newer = s
+                    .map
+                    .as_ref()
+                    .is_none_or(|m| m.generation() < done.generation);
+                let changed = s
+                    .map
+                    .as_ref()
+                    .is_none_or(|m| m.shards() != ShardMap::new(shards.clone(), 0).shards());
+                if !newer || !changed {
+                    return;
+                }
+                let map = ShardMap::new(shards, done.generation);
+                tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
+                // Aggregates built for the old map go out as they are: each is routed by its
+                // first record's hash key.
+                flush_aggregators(s);
+                let limits = self.config.aggregation;
+                s.aggregators = (0..map.len()).map(|_| Aggregator::new(limits)).collect();
+                s.map = Some(map);
+                let waiting = std::mem::take(&mut s.unmapped);
+                for (record, pending, deadline) in waiting {
+                    let hash_key = record.hash_key();
+                    self.route(done.stream, record, hash_key, pending, deadline);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(stream = %s.name, error = %e, "could not list shards; records are sent unaggregated until it works");
+                s.next_refresh = now + REFRESH_RETRY;
+            }
+        }
+    }
+
+    /// The earliest moment something becomes due, if anything can.
+    fn next_wake(&self) -> Option<Instant> {
+        let mut wake: Option<Instant> = None;
+        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
+        let can_send = self.inflight.len() < self.config.max_connections;
+        for s in &self.streams {
+            if !s.refreshing && !self.closing {
+                at(s.next_refresh);
+            }
+            if let Some((_, _, d)) = s.unmapped.front() {
+                at(*d);
+            }
+            for agg in &s.aggregators {
+                if let Some(d) = agg.earliest_deadline() {
+                    at(Instant::from_std(d));
+                }
+            }
+            for r in &s.retrying {
+                at(r.not_before);
+            }
+            if can_send {
+                for r in &s.ready {
+                    at(r.deadline);
+                }
+            }
+        }
+        wake
+    }
+}
+
+fn flush_aggregators(s: &mut StreamState) {
+    for agg in &mut s.aggregators {
+        if let Some(full) = agg.flush() {
+            push_ready_parts(
+                &mut s.ready,
+                &mut s.ready_bytes,
+                Ready::from_aggregate(full),
+            );
+        }
+    }
+}
+
+fn push_ready(s: &mut StreamState, r: Ready) {
+    push_ready_parts(&mut s.ready, &mut s.ready_bytes, r);
+}
+
+fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
+    *bytes += r.record.size();
+    ready.push_back(r);
+}
+
+fn timed_out(operation: &'static str, limit: Duration) -> SinkError {
+    SinkError {
+        operation,
+        code: "RequestTimeout".into(),
+        message: format!("no answer within RequestTimeout ({} ms)", limit.as_millis()),
+    }
+}

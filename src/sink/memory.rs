@@ -1,0 +1,222 @@
+//! An in-memory Kinesis for deterministic tests: shards with hash ranges, sequence numbers, a
+//! record of every request, and scripted faults (failed entries, failed calls, latency).
+//!
+//! Not a substitute for a real endpoint: the end-to-end tests use a real local Kinesis through
+//! the AWS SDK. This is for faults a real endpoint cannot be made to produce on cue.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::{EntryResult, PutEntry, Sink, SinkError};
+use crate::hash_key::HashKey;
+use crate::shard_map::{Shard, even_split};
+
+/// A record as the in-memory Kinesis stored it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    /// The shard that took it.
+    pub shard_id: String,
+    /// Its sequence number.
+    pub sequence_number: String,
+    /// The partition key it was sent with.
+    pub partition_key: String,
+    /// The explicit hash key it was sent with.
+    pub explicit_hash_key: Option<HashKey>,
+    /// Its data.
+    pub data: Bytes,
+}
+
+/// Decides the fate of one entry: `Some((code, message))` fails it.
+pub type EntryFault = Box<dyn FnMut(&PutEntry) -> Option<(String, String)> + Send>;
+
+struct MemShard {
+    shard: Shard,
+    next_sequence: u64,
+}
+
+#[derive(Default)]
+struct State {
+    streams: HashMap<String, Vec<MemShard>>,
+    stored: HashMap<String, Vec<StoredRecord>>,
+    requests: Vec<(String, Vec<PutEntry>)>,
+    entry_fault: Option<EntryFault>,
+    failing_calls: Vec<SinkError>,
+    list_shards_calls: usize,
+    in_flight: usize,
+    max_in_flight: usize,
+}
+
+/// An in-memory Kinesis. Cloning shares the same streams.
+#[derive(Clone, Default)]
+pub struct MemorySink {
+    state: Arc<Mutex<State>>,
+    latency: Arc<Mutex<Duration>>,
+}
+
+impl MemorySink {
+    /// An empty Kinesis.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide other failures behind a poisoned lock.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a stream of `shards` evenly split shards.
+    pub fn with_stream(self, stream: &str, shards: usize) -> Self {
+        let ranges = even_split(shards);
+        let shards = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, (start, end))| MemShard {
+                shard: Shard {
+                    shard_id: format!("shardId-{i:012}"),
+                    start,
+                    end,
+                },
+                next_sequence: 0,
+            })
+            .collect();
+        self.lock().streams.insert(stream.to_owned(), shards);
+        self
+    }
+
+    /// Scripts the fate of each entry from now on (`None` puts it).
+    pub fn set_entry_fault(
+        &self,
+        fault: impl FnMut(&PutEntry) -> Option<(String, String)> + Send + 'static,
+    ) {
+        self.lock().entry_fault = Some(Box::new(fault));
+    }
+
+    /// Puts every entry from now on.
+    pub fn clear_entry_fault(&self) {
+        self.lock().entry_fault = None;
+    }
+
+    /// Fails the next `n` PutRecords calls as a whole with `code`.
+    pub fn fail_next_calls(&self, n: usize, code: &str, message: &str) {
+        let err = SinkError {
+            operation: "PutRecords",
+            code: code.into(),
+            message: message.into(),
+        };
+        self.lock()
+            .failing_calls
+            .extend(std::iter::repeat_n(err, n));
+    }
+
+    /// Makes every call take `latency` (tokio time: a paused clock makes it instant).
+    pub fn set_latency(&self, latency: Duration) {
+        *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
+    }
+
+    /// Every PutRecords request received, in order: (stream, entries).
+    pub fn requests(&self) -> Vec<(String, Vec<PutEntry>)> {
+        self.lock().requests.clone()
+    }
+
+    /// How many ListShards calls were made.
+    pub fn list_shards_calls(&self) -> usize {
+        self.lock().list_shards_calls
+    }
+
+    /// Every record stored in `stream`, in the order stored.
+    pub fn records(&self, stream: &str) -> Vec<StoredRecord> {
+        self.lock().stored.get(stream).cloned().unwrap_or_default()
+    }
+
+    /// The most PutRecords calls that were ever in progress at once.
+    pub fn max_concurrent_calls(&self) -> usize {
+        self.lock().max_in_flight
+    }
+
+    async fn delay(&self) {
+        let latency = *self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+    }
+}
+
+impl Sink for MemorySink {
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<EntryResult>, SinkError> {
+        {
+            let mut state = self.lock();
+            state.in_flight += 1;
+            state.max_in_flight = state.max_in_flight.max(state.in_flight);
+        }
+        self.delay().await;
+        let mut guard = self.lock();
+        guard.in_flight -= 1;
+        let state = &mut *guard;
+        state.requests.push((stream.to_owned(), entries.clone()));
+        if !state.failing_calls.is_empty() {
+            return Err(state.failing_calls.remove(0));
+        }
+        let Some(shards) = state.streams.get_mut(stream) else {
+            return Err(SinkError {
+                operation: "PutRecords",
+                code: "ResourceNotFoundException".into(),
+                message: format!("Stream {stream} under account 000000000000 not found."),
+            });
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some((code, message)) = state.entry_fault.as_mut().and_then(|f| f(&entry)) {
+                results.push(EntryResult::Failed { code, message });
+                continue;
+            }
+            let key = entry
+                .explicit_hash_key
+                .unwrap_or_else(|| HashKey::from_partition_key(&entry.partition_key));
+            let (i, shard) = shards
+                .iter_mut()
+                .enumerate()
+                .find(|(_, s)| s.shard.start <= key && key <= s.shard.end)
+                .expect("open shards cover the hash key space");
+            shard.next_sequence += 1;
+            let sequence_number = format!("{:04}{:028}", i, shard.next_sequence);
+            let shard_id = shard.shard.shard_id.clone();
+            state
+                .stored
+                .entry(stream.to_owned())
+                .or_default()
+                .push(StoredRecord {
+                    shard_id: shard_id.clone(),
+                    sequence_number: sequence_number.clone(),
+                    partition_key: entry.partition_key,
+                    explicit_hash_key: entry.explicit_hash_key,
+                    data: entry.data,
+                });
+            results.push(EntryResult::Put {
+                shard_id,
+                sequence_number,
+            });
+        }
+        Ok(results)
+    }
+
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, SinkError> {
+        self.delay().await;
+        let mut state = self.lock();
+        state.list_shards_calls += 1;
+        match state.streams.get(stream) {
+            Some(shards) => Ok(shards.iter().map(|s| s.shard.clone()).collect()),
+            None => Err(SinkError {
+                operation: "ListShards",
+                code: "ResourceNotFoundException".into(),
+                message: format!("Stream {stream} under account 000000000000 not found."),
+            }),
+        }
+    }
+}

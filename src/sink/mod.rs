@@ -1,0 +1,84 @@
+//! Where Kinesis records go: the [`Sink`] trait, in the crate's own types.
+//!
+//! Two implementations: [`aws::AwsSink`] over aws-sdk-kinesis (the only module that imports the
+//! SDK), and [`memory::MemorySink`], an in-memory Kinesis with scripted faults for deterministic
+//! tests (feature `test-util`).
+
+use std::future::Future;
+
+use bytes::Bytes;
+
+use crate::hash_key::HashKey;
+use crate::shard_map::Shard;
+
+#[cfg(feature = "aws")]
+pub mod aws;
+#[cfg(any(test, feature = "test-util"))]
+pub mod memory;
+
+/// One entry of a PutRecords call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PutEntry {
+    /// The partition key to send.
+    pub partition_key: String,
+    /// The explicit hash key to send, if any.
+    pub explicit_hash_key: Option<HashKey>,
+    /// The data.
+    pub data: Bytes,
+}
+
+impl PutEntry {
+    /// What Kinesis counts against its limits: data plus partition key bytes.
+    pub fn size(&self) -> usize {
+        self.data.len() + self.partition_key.len()
+    }
+}
+
+/// The outcome of one entry of a PutRecords call, in request order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntryResult {
+    /// Put: where and under which sequence number.
+    Put {
+        /// The shard that took it.
+        shard_id: String,
+        /// Its sequence number.
+        sequence_number: String,
+    },
+    /// Not put, with the service's code and message (e.g.
+    /// `ProvisionedThroughputExceededException`, `InternalFailure`).
+    Failed {
+        /// The error code.
+        code: String,
+        /// The error message.
+        message: String,
+    },
+}
+
+/// A whole call failed: nothing in it was put.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{operation} failed: {code}: {message}")]
+pub struct SinkError {
+    /// `PutRecords` or `ListShards`.
+    pub operation: &'static str,
+    /// The service's error code, or a transport description (`timeout`, `dispatch`, ...).
+    pub code: String,
+    /// The message, as specific as the service or transport gave it.
+    pub message: String,
+}
+
+/// Puts records into Kinesis and lists shards. Implementations must be cheap to share: the
+/// engine holds one in an `Arc` and calls it from many tasks at once.
+pub trait Sink: Send + Sync + 'static {
+    /// One PutRecords call: one result per entry, in order, or an error for the whole call.
+    fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> impl Future<Output = Result<Vec<EntryResult>, SinkError>> + Send;
+
+    /// The stream's open shards, every page of ListShards.
+    fn list_shards(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<Vec<Shard>, SinkError>> + Send;
+}

@@ -1,0 +1,360 @@
+//! The engine against the in-memory Kinesis, on tokio's paused clock: exact and instant.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kinesis_producer::aggregation::deaggregate_strict;
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::{Config, HashKey, Producer, PutErrorKind, RecordError, UserRecord};
+use tokio::time::Instant;
+
+fn records(n: usize, keys: usize, size: usize) -> Vec<UserRecord> {
+    (0..n)
+        .map(|i| {
+            let r = UserRecord::new(format!("key-{}", i % keys), format!("{i:0size$}")).unwrap();
+            if i % 7 == 0 {
+                r.with_explicit_hash_key(HashKey((i as u128) << 100))
+            } else {
+                r
+            }
+        })
+        .collect()
+}
+
+/// Every user record stored in the sink, deaggregated, with the shard and sequence number that
+/// carries it, keyed by data (unique in these tests).
+fn stored(sink: &MemorySink, stream: &str) -> HashMap<Vec<u8>, (String, String, u64, String)> {
+    let mut out = HashMap::new();
+    for r in sink.records(stream) {
+        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
+            let prev = out.insert(
+                u.data.to_vec(),
+                (
+                    r.shard_id.clone(),
+                    r.sequence_number.clone(),
+                    u.sub_sequence_number,
+                    u.partition_key,
+                ),
+            );
+            assert!(prev.is_none(), "a record was stored twice");
+        }
+    }
+    out
+}
+
+#[tokio::test(start_paused = true)]
+async fn partial_failures_are_resent_until_everything_is_put() {
+    let sink = MemorySink::new().with_stream("s", 4);
+    let n = AtomicUsize::new(0);
+    // Every third entry fails, whatever it is: retried entries fail again a third of the time.
+    sink.set_entry_fault(move |_| {
+        n.fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(3)
+            .then(|| {
+                (
+                    "InternalFailure".to_string(),
+                    "Internal service failure.".to_string(),
+                )
+            })
+    });
+    let config = Config::builder()
+        .aggregation_max_size(4096)
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let sent = records(10_000, 500, 100);
+    let futures: Vec<_> = sent.iter().map(|r| producer.send("s", r.clone())).collect();
+    let mut retried = 0;
+    for (f, r) in futures.into_iter().zip(&sent) {
+        let receipt = f.await.unwrap();
+        assert_eq!(receipt.stream.as_ref(), "s");
+        retried += usize::from(receipt.attempts.len() > 1);
+        assert!(receipt.attempts.last().unwrap().is_success());
+        assert!(
+            receipt.attempts[..receipt.attempts.len() - 1]
+                .iter()
+                .all(|a| a.error.as_ref().unwrap().0 == "InternalFailure")
+        );
+        // The receipt says where the record is.
+        let _ = r;
+    }
+    assert!(retried > 1000, "{retried} records needed a retry");
+    let stored = stored(&sink, "s");
+    assert_eq!(stored.len(), sent.len());
+    // Only failed entries were sent again: no entry was put twice (checked in `stored`), and
+    // no request exceeded the PutRecords limits.
+    for (_, entries) in sink.requests() {
+        assert!(entries.len() <= 500);
+        assert!(entries.iter().map(|e| e.size()).sum::<usize>() <= 5 << 20);
+    }
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn receipts_match_where_records_were_stored_and_routing_is_by_shard() {
+    let sink = MemorySink::new().with_stream("s", 4);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let sent = records(5_000, 300, 50);
+    let futures: Vec<_> = sent.iter().map(|r| producer.send("s", r.clone())).collect();
+    let mut receipts = Vec::new();
+    for f in futures {
+        receipts.push(f.await.unwrap());
+    }
+    let stored = stored(&sink, "s");
+    let shards = kinesis_producer::shard_map::even_split(4);
+    for (r, receipt) in sent.iter().zip(&receipts) {
+        let (shard_id, seq, sub, pk) = &stored[&r.data().to_vec()];
+        assert_eq!(
+            (
+                &receipt.shard_id,
+                &receipt.sequence_number,
+                receipt.sub_sequence_number
+            ),
+            (shard_id, seq, *sub)
+        );
+        assert_eq!(pk, r.partition_key());
+        // Each record sits on the shard its own hash key belongs to.
+        let idx = shards
+            .iter()
+            .position(|(s, e)| *s <= r.hash_key() && r.hash_key() <= *e)
+            .unwrap();
+        assert_eq!(*shard_id, format!("shardId-{idx:012}"));
+    }
+    // Aggregation is real: 5000 records of ~60 bytes in a handful of Kinesis records.
+    assert!(
+        sink.records("s").len() <= 5_000 / 50,
+        "{} Kinesis records",
+        sink.records("s").len()
+    );
+    producer.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lone_record_is_sent_at_record_max_buffered_time() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_millis(250))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    // Let the shard map arrive first.
+    producer
+        .send("s", UserRecord::new("warm", "up").unwrap())
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let receipt = producer
+        .send("s", UserRecord::new("k", "alone").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), Duration::from_millis(250));
+    assert_eq!(receipt.attempts.len(), 1);
+    assert!(!receipt.aggregated);
+}
+
+#[tokio::test(start_paused = true)]
+async fn flush_and_wait_resolves_everything_sent_before_it() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let futures: Vec<_> = records(1000, 10, 20)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    let start = Instant::now();
+    producer.flush_and_wait().await;
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "flush did not wait for the buffer time"
+    );
+    for f in futures {
+        // Already resolved: polling once is enough.
+        assert!(
+            tokio::time::timeout(Duration::ZERO, f)
+                .await
+                .unwrap()
+                .is_ok()
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_drains_buffered_and_in_flight_records() {
+    let sink = MemorySink::new().with_stream("s", 4);
+    sink.set_latency(Duration::from_millis(300));
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(60))
+        .max_connections(2)
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let sent = records(20_000, 1000, 100);
+    let futures: Vec<_> = sent.iter().map(|r| producer.send("s", r.clone())).collect();
+    tokio::time::sleep(Duration::from_millis(500)).await; // some calls are in flight now
+    let clone = producer.clone();
+    producer.shutdown().await;
+    for f in futures {
+        f.await.unwrap();
+    }
+    assert_eq!(stored(&sink, "s").len(), sent.len());
+    assert!(sink.max_concurrent_calls() <= 2);
+    let late = clone
+        .send("s", UserRecord::new("k", "late").unwrap())
+        .await
+        .unwrap_err();
+    assert_eq!(late.kind, PutErrorKind::Closed);
+    assert_eq!(late.record.data().as_ref(), b"late");
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_producer_still_resolves_every_future() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let futures: Vec<_> = records(100, 5, 10)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    drop(producer);
+    for f in futures {
+        f.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn several_streams_through_one_producer() {
+    let sink = MemorySink::new().with_stream("a", 2).with_stream("b", 3);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let fa: Vec<_> = records(300, 30, 10)
+        .into_iter()
+        .map(|r| producer.send("a", r))
+        .collect();
+    let fb: Vec<_> = records(200, 30, 10)
+        .into_iter()
+        .map(|r| producer.send("b", r))
+        .collect();
+    for f in fa {
+        assert_eq!(f.await.unwrap().stream.as_ref(), "a");
+    }
+    for f in fb {
+        assert_eq!(f.await.unwrap().stream.as_ref(), "b");
+    }
+    assert_eq!(stored(&sink, "a").len(), 300);
+    assert_eq!(stored(&sink, "b").len(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn max_connections_bounds_calls_in_flight() {
+    let sink = MemorySink::new().with_stream("s", 8);
+    sink.set_latency(Duration::from_millis(50));
+    let config = Config::builder()
+        .max_connections(3)
+        .aggregation_enabled(false)
+        .collection_max_count(10)
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let futures: Vec<_> = records(2_000, 100, 10)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    for f in futures {
+        assert!(!f.await.unwrap().aggregated);
+    }
+    assert_eq!(sink.max_concurrent_calls(), 3);
+    assert!(sink.requests().iter().all(|(_, e)| e.len() <= 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_record_too_big_is_handed_back_and_others_go_through() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let ok = producer.send("s", UserRecord::new("k", "fine").unwrap());
+    let big = producer.send("s", UserRecord::new("k", vec![0u8; 1 << 20]).unwrap());
+    let err = big.await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        PutErrorKind::InvalidRecord(RecordError::RecordTooLarge {
+            size: 1_048_577,
+            data_len: 1_048_576,
+            key_len: 1,
+            limit: 1_048_576
+        })
+    );
+    assert_eq!(err.record.data().len(), 1 << 20);
+    assert!(err.to_string().contains("record is 1048577 bytes"), "{err}");
+    ok.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_expire_at_record_ttl_with_their_attempts() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(|_| Some(("InternalFailure".into(), "always".into())));
+    let config = Config::builder()
+        .record_ttl(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let start = Instant::now();
+    let err = producer
+        .send("s", UserRecord::new("k", "doomed").unwrap())
+        .await
+        .unwrap_err();
+    assert!(start.elapsed() <= Duration::from_secs(2) + Duration::from_millis(100));
+    assert!(
+        matches!(&err.kind, PutErrorKind::Expired { ttl_ms: 2000, last_error } if last_error == "InternalFailure: always")
+    );
+    assert!(err.attempts.len() >= 3, "{} attempts", err.attempts.len());
+    assert!(err.attempts.iter().all(|a| !a.is_success()));
+    assert_eq!(err.record.data().as_ref(), b"doomed");
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_call_failures_and_timeouts_are_retried() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    sink.fail_next_calls(3, "ServiceUnavailable", "try later");
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let futures: Vec<_> = records(100, 10, 10)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    for f in futures {
+        let receipt = f.await.unwrap();
+        assert!(receipt.attempts.len() >= 2);
+        assert_eq!(
+            receipt.attempts[0].error.as_ref().unwrap().0,
+            "ServiceUnavailable"
+        );
+    }
+    // Slow answers past RequestTimeout count as failed attempts and are retried.
+    sink.set_latency(Duration::from_secs(7));
+    let slow = producer.send("s", UserRecord::new("k", "slow").unwrap());
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    sink.set_latency(Duration::ZERO);
+    let receipt = slow.await.unwrap();
+    assert_eq!(
+        receipt.attempts[0].error.as_ref().unwrap().0,
+        "RequestTimeout"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_before_the_shard_map_are_sent_unaggregated_at_their_deadline() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    sink.set_latency(Duration::from_secs(2)); // ListShards (and puts) are slow
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let start = Instant::now();
+    let futures: Vec<_> = records(3, 3, 10)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    for f in futures {
+        let receipt = f.await.unwrap();
+        assert!(!receipt.aggregated);
+    }
+    // Sent at the 100 ms deadline, put 2 s later; not held for the map.
+    assert_eq!(start.elapsed(), Duration::from_millis(2100));
+}
