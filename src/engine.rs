@@ -17,10 +17,11 @@
 //! Only this task touches the state, so nothing in it is locked. Handles talk to it through one
 //! unbounded channel (`send` never blocks); each record carries its reply channel.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
+use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
@@ -138,8 +139,12 @@ impl Epochs {
     }
 
     fn resolve(&mut self, epoch: u64) {
+        self.resolve_many(epoch, 1);
+    }
+
+    fn resolve_many(&mut self, epoch: u64, n: u64) {
         if let Some(c) = self.counts.get_mut((epoch - self.base) as usize) {
-            *c -= 1;
+            *c -= n;
         }
         self.settle();
     }
@@ -171,11 +176,95 @@ impl Epochs {
     }
 }
 
+/// What a PutRecords task hands back to the engine: the Kinesis records that were not put (with
+/// the attempt recorded), and how many records of each epoch it resolved.
 struct PutDone {
     stream: usize,
+    failed: Vec<NotPut>,
+    resolved: Vec<(u64, u64)>,
+    finished: Instant,
+}
+
+/// A Kinesis record that was not put, with the error code and message.
+type NotPut = (Ready, String, String);
+
+/// Splits a PutRecords outcome: resolves the user records that were put, right here in the
+/// task (building receipts and waking futures is most of the per-record work after the call,
+/// and doing it here keeps it off the engine task), and returns the rest.
+fn settle_put(
+    stream: &Arc<str>,
     batch: Vec<Ready>,
     started: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
+) -> (Vec<NotPut>, Vec<(u64, u64)>) {
+    let finished = Instant::now();
+    let duration = finished - started;
+    let results: Vec<EntryResult> = match result {
+        Ok(results) if results.len() == batch.len() => results,
+        Ok(results) => {
+            let message = format!("{} results for {} entries", results.len(), batch.len());
+            vec![
+                EntryResult::Failed {
+                    code: "MalformedResponse".into(),
+                    message
+                };
+                batch.len()
+            ]
+        }
+        Err(e) => vec![
+            EntryResult::Failed {
+                code: e.code,
+                message: e.message
+            };
+            batch.len()
+        ],
+    };
+    let mut failed = Vec::new();
+    let mut resolved: Vec<(u64, u64)> = Vec::new();
+    for (mut ready, result) in batch.into_iter().zip(results) {
+        match result {
+            EntryResult::Put {
+                shard_id,
+                sequence_number,
+            } => {
+                let aggregated = ready.record.aggregated;
+                let (shard_id, sequence_number): (Arc<str>, Arc<str>) =
+                    (shard_id.into(), sequence_number.into());
+                for (n, (_, mut pending)) in ready.entries.into_iter().enumerate() {
+                    pending.attempts.push(Attempt {
+                        delay: started - pending.arrival,
+                        duration,
+                        error: None,
+                    });
+                    let receipt = Receipt {
+                        stream: stream.clone(),
+                        shard_id: shard_id.clone(),
+                        sequence_number: sequence_number.clone(),
+                        sub_sequence_number: if aggregated { n as u64 } else { 0 },
+                        aggregated,
+                        attempts: pending.attempts,
+                    };
+                    let _ = pending.reply.send(Ok(receipt));
+                    match resolved.last_mut() {
+                        Some((epoch, count)) if *epoch == pending.epoch => *count += 1,
+                        _ => resolved.push((pending.epoch, 1)),
+                    }
+                }
+            }
+            EntryResult::Failed { code, message } => {
+                for (_, pending) in &mut ready.entries {
+                    let error = Some((code.clone(), message.clone()));
+                    pending.attempts.push(Attempt {
+                        delay: started - pending.arrival,
+                        duration,
+                        error,
+                    });
+                }
+                failed.push((ready, code, message));
+            }
+        }
+    }
+    (failed, resolved)
 }
 
 struct RefreshDone {
@@ -514,72 +603,24 @@ impl<S: Sink> Engine<S> {
                 Ok(r) => r,
                 Err(_) => Err(timed_out("PutRecords", limit)),
             };
+            let (failed, resolved) = settle_put(&name, batch, now, result);
             PutDone {
                 stream: i,
-                batch,
-                started: now,
-                result,
+                failed,
+                resolved,
+                finished: Instant::now(),
             }
         });
     }
 
     fn on_put(&mut self, done: PutDone) {
-        let now = Instant::now();
-        let duration = now - done.started;
+        for (epoch, count) in done.resolved {
+            self.epochs.resolve_many(epoch, count);
+        }
         let stream = self.streams[done.stream].name.clone();
-        let results: Vec<Result<(String, String), (String, String)>> = match done.result {
-            Ok(results) if results.len() == done.batch.len() => results
-                .into_iter()
-                .map(|r| match r {
-                    EntryResult::Put {
-                        shard_id,
-                        sequence_number,
-                    } => Ok((shard_id, sequence_number)),
-                    EntryResult::Failed { code, message } => Err((code, message)),
-                })
-                .collect(),
-            Ok(results) => {
-                let message = format!("{} results for {} entries", results.len(), done.batch.len());
-                vec![Err(("MalformedResponse".into(), message)); done.batch.len()]
-            }
-            Err(e) => vec![Err((e.code, e.message)); done.batch.len()],
-        };
-        for (mut ready, result) in done.batch.into_iter().zip(results) {
-            match result {
-                Ok((shard_id, sequence_number)) => {
-                    let aggregated = ready.record.aggregated;
-                    for (n, (_, mut pending)) in ready.entries.into_iter().enumerate() {
-                        let delay = done.started - pending.arrival;
-                        pending.attempts.push(Attempt {
-                            delay,
-                            duration,
-                            error: None,
-                        });
-                        let receipt = Receipt {
-                            stream: stream.clone(),
-                            shard_id: shard_id.clone(),
-                            sequence_number: sequence_number.clone(),
-                            sub_sequence_number: if aggregated { n as u64 } else { 0 },
-                            aggregated,
-                            attempts: pending.attempts,
-                        };
-                        let _ = pending.reply.send(Ok(receipt));
-                        self.epochs.resolve(pending.epoch);
-                    }
-                }
-                Err((code, message)) => {
-                    tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
-                    for (_, pending) in &mut ready.entries {
-                        let delay = done.started - pending.arrival;
-                        pending.attempts.push(Attempt {
-                            delay,
-                            duration,
-                            error: Some((code.clone(), message.clone())),
-                        });
-                    }
-                    self.retry_or_expire(done.stream, ready, now, &code, &message);
-                }
-            }
+        for (ready, code, message) in done.failed {
+            tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
+            self.retry_or_expire(done.stream, ready, done.finished, &code, &message);
         }
     }
 

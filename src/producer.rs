@@ -134,6 +134,8 @@ impl std::fmt::Debug for RecordFuture {
 
 struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Stream names, interned: a send looks its stream up instead of allocating its name.
+    streams: dashmap::DashMap<Box<str>, Arc<str>>,
     closed: AtomicBool,
     /// The runtime the producer made for itself when created outside one; shut down (in the
     /// background, so dropping the producer never blocks or panics) with the last handle.
@@ -192,7 +194,8 @@ impl Producer {
             }
             Err(_) => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
+                    // One worker for the engine, one for PutRecords calls and their replies.
+                    .worker_threads(2)
                     .thread_name("kinesis-producer")
                     .enable_all()
                     .build()
@@ -204,6 +207,7 @@ impl Producer {
         Producer {
             inner: Arc::new(Inner {
                 tx,
+                streams: dashmap::DashMap::new(),
                 closed: AtomicBool::new(false),
                 runtime,
             }),
@@ -215,7 +219,7 @@ impl Producer {
     /// for the same shard and sent within `RecordMaxBufferedTime`; the returned future tells
     /// where it was put, or hands it back with the reason it was not.
     pub fn send(&self, stream: &str, record: UserRecord) -> RecordFuture {
-        let stream: Arc<str> = Arc::from(stream);
+        let stream = self.stream_name(stream);
         if self.inner.closed.load(Ordering::Acquire) {
             return RecordFuture::failed(PutErrorKind::Closed, stream, record);
         }
@@ -241,6 +245,17 @@ impl Producer {
                 stream,
             },
         }
+    }
+
+    fn stream_name(&self, stream: &str) -> Arc<str> {
+        if let Some(name) = self.inner.streams.get(stream) {
+            return name.clone();
+        }
+        self.inner
+            .streams
+            .entry(stream.into())
+            .or_insert_with(|| Arc::from(stream))
+            .clone()
     }
 
     /// Starts sending everything buffered now, without waiting for `RecordMaxBufferedTime` or

@@ -1,5 +1,7 @@
 //! The user record: what a caller hands the producer.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 
 use crate::error::RecordError;
@@ -13,13 +15,19 @@ use crate::hash_key::{HashKey, validate_partition_key};
 /// [`Aggregator`](crate::aggregation::Aggregator) and the producer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRecord {
-    partition_key: String,
+    // Shared, so that cloning a record (the producer keeps a copy to hand back on failure)
+    // costs a reference count, not an allocation.
+    partition_key: Arc<str>,
     explicit_hash_key: Option<HashKey>,
     data: Bytes,
 }
 
 impl UserRecord {
     /// A record routed by its partition key's MD5.
+    ///
+    /// The key may be a `&str`, a `String` or an `Arc<str>`; reusing `Arc<str>` keys (a fixed set
+    /// of device or tenant ids, say) avoids an allocation per record. The data may be anything
+    /// that converts into [`Bytes`]; it is never copied.
     ///
     /// ```
     /// use kinesis_producer::UserRecord;
@@ -29,7 +37,7 @@ impl UserRecord {
     /// assert_eq!(err.to_string(), "partition key is empty; it must be 1 to 256 characters");
     /// ```
     pub fn new(
-        partition_key: impl Into<String>,
+        partition_key: impl Into<Arc<str>>,
         data: impl Into<Bytes>,
     ) -> Result<Self, RecordError> {
         let partition_key = partition_key.into();
@@ -84,7 +92,7 @@ impl UserRecord {
     }
 
     /// Takes the record apart: partition key, explicit hash key, data.
-    pub fn into_parts(self) -> (String, Option<HashKey>, Bytes) {
+    pub fn into_parts(self) -> (Arc<str>, Option<HashKey>, Bytes) {
         (self.partition_key, self.explicit_hash_key, self.data)
     }
 }
@@ -112,11 +120,12 @@ impl Attempt {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
     /// The stream.
-    pub stream: std::sync::Arc<str>,
+    pub stream: Arc<str>,
     /// The shard that took it.
-    pub shard_id: String,
-    /// The sequence number of the Kinesis record that carries it.
-    pub sequence_number: String,
+    pub shard_id: Arc<str>,
+    /// The sequence number of the Kinesis record that carries it (shared by every user record
+    /// in that Kinesis record).
+    pub sequence_number: Arc<str>,
     /// Its index in that Kinesis record (0 when the record was sent plain); consumers see the
     /// same number after deaggregating.
     pub sub_sequence_number: u64,

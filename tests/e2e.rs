@@ -110,11 +110,11 @@ async fn every_record_is_put_where_its_hash_key_belongs_and_reads_back_exactly()
         );
         assert_eq!(
             (
-                &receipt.shard_id,
-                &receipt.sequence_number,
+                &*receipt.shard_id,
+                &*receipt.sequence_number,
                 receipt.sub_sequence_number
             ),
-            (shard, seq, *sub),
+            (shard.as_str(), seq.as_str(), *sub),
             "record {i}"
         );
     }

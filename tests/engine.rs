@@ -107,11 +107,11 @@ async fn receipts_match_where_records_were_stored_and_routing_is_by_shard() {
         let (shard_id, seq, sub, pk) = &stored[&r.data().to_vec()];
         assert_eq!(
             (
-                &receipt.shard_id,
-                &receipt.sequence_number,
+                &*receipt.shard_id,
+                &*receipt.sequence_number,
                 receipt.sub_sequence_number
             ),
-            (shard_id, seq, *sub)
+            (shard_id.as_str(), seq.as_str(), *sub)
         );
         assert_eq!(pk, r.partition_key());
         // Each record sits on the shard its own hash key belongs to.

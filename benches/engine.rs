@@ -1,0 +1,192 @@
+//! The producer engine alone (in-memory Kinesis, no network), in user records/s, beside the
+//! codec floor measured in the same run (aggregating and encoding the same records on one
+//! thread, no engine).
+//!
+//! Workload: 200,000 user records of 100 bytes, 16-byte partition keys (10,000 distinct), sent
+//! from one plain (non-async) thread; each measurement ends when every record's future has
+//! resolved. Streams of 4 and 64 shards. Also prints the memory each buffered record costs.
+//!
+//! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::hint::black_box;
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
+use std::time::{Duration, Instant};
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use kinesis_producer::aggregation::{AggregationLimits, Aggregator};
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::{Config, Producer, UserRecord};
+
+const RECORDS: usize = 200_000;
+
+fn workload(n: usize) -> Vec<UserRecord> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let key = format!("partition-{:06}", next() % 10_000);
+            let data: Vec<u8> = (0..100).map(|_| next() as u8).collect();
+            UserRecord::new(key, data).unwrap()
+        })
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    // Two workers, one per core: the engine and the PutRecords calls (and their replies).
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// Sends every record from this thread and waits for every future; returns the time taken.
+fn run_once(rt: &tokio::runtime::Runtime, shards: usize, records: &[UserRecord]) -> Duration {
+    let sink = MemorySink::new().with_stream("bench", shards).discarding();
+    let producer = {
+        let _guard = rt.enter();
+        Producer::with_sink(Config::default(), sink)
+    };
+    // Let the shard map arrive, so the measurement is the steady state.
+    rt.block_on(producer.send("bench", UserRecord::new("warm", "up").unwrap()))
+        .unwrap();
+    let records = records.to_vec();
+    let start = Instant::now();
+    let futures: Vec<_> = records
+        .into_iter()
+        .map(|r| producer.send("bench", r))
+        .collect();
+    rt.block_on(async {
+        for f in futures {
+            black_box(f.await.unwrap());
+        }
+    });
+    let elapsed = start.elapsed();
+    rt.block_on(producer.shutdown());
+    elapsed
+}
+
+fn engine(c: &mut Criterion) {
+    let records = workload(RECORDS);
+    let rt = runtime();
+    let mut group = c.benchmark_group("engine/100B-records");
+    group.throughput(Throughput::Elements(RECORDS as u64));
+    group.sample_size(20);
+    group.bench_function("codec_floor", |b| {
+        b.iter_batched(
+            || records.clone(),
+            |rs| {
+                let mut agg = Aggregator::new(AggregationLimits::default());
+                let now = Instant::now();
+                for r in rs {
+                    black_box(agg.push(r, (), now).unwrap());
+                }
+                black_box(agg.flush())
+            },
+            criterion::BatchSize::LargeInput,
+        )
+    });
+    for shards in [4, 64] {
+        group.bench_function(format!("producer_{shards}_shards"), |b| {
+            b.iter_custom(|iters| (0..iters).map(|_| run_once(&rt, shards, &records)).sum())
+        });
+    }
+    group.finish();
+    memory_per_buffered_record(&rt);
+}
+
+/// Counts live heap bytes, so the memory a buffered record costs is measured exactly rather
+/// than through the resident size, which the allocator's reuse of freed memory hides.
+struct Counting;
+
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Counting is on only while memory is measured: a counter shared by every thread would
+/// otherwise slow the throughput measurements down.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
+        }
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            LIVE.fetch_add(
+                new_size as isize - layout.size() as isize,
+                Ordering::Relaxed,
+            );
+        }
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
+}
+
+/// Holds every record buffered (an hour's RecordMaxBufferedTime, aggregates that never fill)
+/// and reports the resident memory it took per record, futures included.
+fn memory_per_buffered_record(rt: &tokio::runtime::Runtime) {
+    let sink = MemorySink::new().with_stream("bench", 64).discarding();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_secs(3600))
+        .aggregation_max_size(1 << 20)
+        .build()
+        .unwrap();
+    let producer = {
+        let _guard = rt.enter();
+        Producer::with_sink(config, sink)
+    };
+    // The first record waits for the shard map; let it go out.
+    let warm = producer.send("bench", UserRecord::new("warm", "up").unwrap());
+    producer.flush();
+    rt.block_on(warm).unwrap();
+    // 100,000 records of 100 bytes at most 1 MiB per aggregate over 64 shards: none fills.
+    // Fresh records, so that the measurement includes their data (not shared with `records`).
+    let held: Vec<UserRecord> = workload(100_000);
+    let data_bytes: usize = held.iter().map(|r| r.size()).sum();
+    // The records themselves count as buffered memory: measure from before they exist.
+    drop(held);
+    COUNTING.store(true, Ordering::Relaxed);
+    let before = live_bytes();
+    let held = workload(100_000);
+    let futures: Vec<_> = held
+        .into_iter()
+        .map(|r| producer.send("bench", r))
+        .collect();
+    rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
+    let after = live_bytes();
+    COUNTING.store(false, Ordering::Relaxed);
+    let per = (after - before) as f64 / futures.len() as f64;
+    println!(
+        "memory per buffered record: {per:.0} bytes of heap, of which {:.0} are the record's data and key \
+         (100,000 records held, their futures included)",
+        data_bytes as f64 / futures.len() as f64
+    );
+    producer.flush();
+    rt.block_on(async {
+        for f in futures {
+            f.await.unwrap();
+        }
+    });
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);
