@@ -3,13 +3,47 @@
 //! An in-process producer for Amazon Kinesis Data Streams that packs user records in the KPL
 //! aggregation format, so every KCL, Lambda and Firehose consumer reads them unchanged.
 //!
-//! This release carries the foundation: the aggregation format.
-//!
 //! ```text
-//! UserRecord ──▶ aggregation::Aggregator (one per shard, exact size) ──▶ KinesisRecord
-//!                                                                        │ PutRecords
-//! DeaggregatedRecord ◀── aggregation::deaggregate ◀── Kinesis record data ◀┘ GetRecords
+//!  any thread                      engine task (owns all state)                      network
+//!  producer.send(stream, record) ─▶ shard map: hash key (EHK or MD5(pk)) → shard
+//!   → RecordFuture                   per-shard Aggregator (exact size, deadline)
+//!                                      │ full / RecordMaxBufferedTime / flush
+//!                                    collector (≤ CollectionMaxCount, ≤ CollectionMaxSize)
+//!                                      │ ≤ MaxConnections calls
+//!                                    Sink::put_records ──────────────────────────▶ Kinesis
+//!                                      │ failed entries only: backoff, until RecordTtl
+//!  RecordFuture ◀── Receipt {shard, sequence number, sub-sequence, attempts}
+//!               ◀── PutError {kind, record handed back, attempts}
 //! ```
+//!
+//! ```
+//! # #[cfg(feature = "local")]
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kinesis_producer::local::{LocalKinesis, LocalOptions};
+//! use kinesis_producer::{Producer, UserRecord};
+//!
+//! // An embedded local Kinesis on 127.0.0.1; against AWS, use Config::builder().region(..).
+//! let kinesis = LocalKinesis::start(LocalOptions::default()).await?;
+//! kinesis.create_stream("events", 2).await?;
+//! let producer = Producer::new(kinesis.config().build()?).await;
+//!
+//! let futures: Vec<_> = (0..100)
+//!     .map(|i| producer.send("events", UserRecord::new(format!("user-{}", i % 7), format!("event {i}")).unwrap()))
+//!     .collect();
+//! for f in futures {
+//!     let receipt = f.await?;
+//!     assert!(receipt.shard_id.starts_with("shardId-"));
+//! }
+//! producer.shutdown().await;
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "local"))]
+//! # fn main() {}
+//! ```
+//!
+//! The codec is usable on its own: [`aggregation::Aggregator`] packs user records for one shard
+//! with exact size accounting, [`aggregation::deaggregate`] reads them back.
 //!
 //! ```
 //! use std::time::{Duration, Instant};
@@ -40,6 +74,9 @@
 //! assert_eq!(read_back[10].explicit_hash_key.as_deref(), Some("10"));
 //! assert_eq!(read_back[11].explicit_hash_key, None);
 //! ```
+//!
+//! Features: `cli` (default; the `kpl` tool), `aws` (default; the aws-sdk-kinesis sink and
+//! [`Producer::new`]), `local` (the embedded local Kinesis), `test-util` (the in-memory sink).
 
 #![warn(missing_docs)]
 

@@ -26,7 +26,7 @@ enum Command {
     /// Decode Kinesis records and show whether they are aggregates and what they carry.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
-    /// Run the codec end to end on a synthetic workload and show what aggregation saves.
+    /// Run the producer end to end on an embedded local Kinesis and show what aggregation saves.
     #[command(after_help = demo::EXAMPLES)]
     Demo(demo::Args),
 }
