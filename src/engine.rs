@@ -31,12 +31,23 @@ use crate::config::Config;
 use crate::error::RecordError;
 use crate::hash_key::HashKey;
 use crate::producer::PutErrorKind;
-use crate::record::{Attempt, Receipt, UserRecord};
+use crate::record::{Attempt, UserRecord};
 use crate::shard_map::{Shard, ShardMap};
 use crate::sink::{EntryResult, PutEntry, Sink, SinkError};
 
-/// What a record's future receives.
-pub(crate) type Outcome = Result<Receipt, Failure>;
+/// What a record's future receives. The future adds what it already knows (the stream and the
+/// record) to make the public `Receipt` or `PutError`.
+pub(crate) type Outcome = Result<Delivered, Failure>;
+
+/// Where a record was put.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) sequence_number: Arc<str>,
+    pub(crate) sub_sequence_number: u64,
+    pub(crate) aggregated: bool,
+    pub(crate) attempts: Vec<Attempt>,
+}
 
 /// A failure as the engine reports it; the future adds the record it kept.
 #[derive(Debug)]
@@ -46,8 +57,16 @@ pub(crate) struct Failure {
 }
 
 pub(crate) enum Msg {
+    /// A stream seen for the first time, with the id records will name it by. Sent before any
+    /// record for it (the producer registers streams under a lock).
+    NewStream {
+        id: usize,
+        name: Arc<str>,
+    },
     Record {
-        stream: Arc<str>,
+        /// The stream's id: an index, so the sending thread and the engine never share a
+        /// reference count per record.
+        stream: usize,
         record: UserRecord,
         hash_key: HashKey,
         reply: oneshot::Sender<Outcome>,
@@ -192,7 +211,6 @@ type NotPut = (Ready, String, String);
 /// task (building receipts and waking futures is most of the per-record work after the call,
 /// and doing it here keeps it off the engine task), and returns the rest.
 fn settle_put(
-    stream: &Arc<str>,
     batch: Vec<Ready>,
     started: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
@@ -236,8 +254,7 @@ fn settle_put(
                         duration,
                         error: None,
                     });
-                    let receipt = Receipt {
-                        stream: stream.clone(),
+                    let receipt = Delivered {
                         shard_id: shard_id.clone(),
                         sequence_number: sequence_number.clone(),
                         sub_sequence_number: if aggregated { n as u64 } else { 0 },
@@ -277,7 +294,8 @@ pub(crate) struct Engine<S> {
     config: Config,
     sink: Arc<S>,
     streams: Vec<StreamState>,
-    by_name: HashMap<Arc<str>, usize>,
+    /// Stream index by the id the producer gave it.
+    by_id: HashMap<usize, usize>,
     inflight: JoinSet<PutDone>,
     refreshes: JoinSet<RefreshDone>,
     generation: u64,
@@ -300,7 +318,7 @@ impl<S: Sink> Engine<S> {
             config,
             sink: Arc::new(sink),
             streams: Vec::new(),
-            by_name: HashMap::new(),
+            by_id: HashMap::new(),
             inflight: JoinSet::new(),
             refreshes: JoinSet::new(),
             generation: 0,
@@ -362,13 +380,10 @@ impl<S: Sink> Engine<S> {
             })
     }
 
-    fn stream_index(&mut self, name: Arc<str>, now: Instant) -> usize {
-        if let Some(&i) = self.by_name.get(&name) {
-            return i;
-        }
+    fn add_stream(&mut self, id: usize, name: Arc<str>, now: Instant) {
         let i = self.streams.len();
         self.streams.push(StreamState {
-            name: name.clone(),
+            name,
             map: None,
             refreshing: false,
             next_refresh: now,
@@ -379,19 +394,23 @@ impl<S: Sink> Engine<S> {
             retrying: Vec::new(),
             forced: 0,
         });
-        self.by_name.insert(name, i);
-        i
+        self.by_id.insert(id, i);
     }
 
     fn on_msg(&mut self, msg: Msg, now: Instant) {
         match msg {
+            Msg::NewStream { id, name } => self.add_stream(id, name, now),
             Msg::Record {
                 stream,
                 record,
                 hash_key,
                 reply,
             } => {
-                let i = self.stream_index(stream, now);
+                let Some(&i) = self.by_id.get(&stream) else {
+                    // Cannot happen: a stream's id is announced before its first record.
+                    tracing::error!(stream, "record for an unknown stream id");
+                    return;
+                };
                 let pending = Pending {
                     reply,
                     arrival: now,
@@ -603,7 +622,7 @@ impl<S: Sink> Engine<S> {
                 Ok(r) => r,
                 Err(_) => Err(timed_out("PutRecords", limit)),
             };
-            let (failed, resolved) = settle_put(&name, batch, now, result);
+            let (failed, resolved) = settle_put(batch, now, result);
             PutDone {
                 stream: i,
                 failed,

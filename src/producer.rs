@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::config::Config;
-use crate::engine::{Engine, Failure, Msg, Outcome};
+use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
 use crate::error::RecordError;
 use crate::record::{Attempt, Receipt, UserRecord};
 use crate::sink::Sink;
@@ -107,7 +107,20 @@ impl Future for RecordFuture {
                 // so it can hand it back whatever happened to the engine.
                 let record = record.take().expect("RecordFuture polled after completion");
                 Poll::Ready(match outcome {
-                    Ok(Ok(receipt)) => Ok(receipt),
+                    Ok(Ok(Delivered {
+                        shard_id,
+                        sequence_number,
+                        sub_sequence_number,
+                        aggregated,
+                        attempts,
+                    })) => Ok(Receipt {
+                        stream: stream.clone(),
+                        shard_id,
+                        sequence_number,
+                        sub_sequence_number,
+                        aggregated,
+                        attempts,
+                    }),
                     Ok(Err(Failure { kind, attempts })) => Err(PutError {
                         kind,
                         stream: stream.clone(),
@@ -134,8 +147,12 @@ impl std::fmt::Debug for RecordFuture {
 
 struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
-    /// Stream names, interned: a send looks its stream up instead of allocating its name.
-    streams: dashmap::DashMap<Box<str>, Arc<str>>,
+    /// Stream names, interned, with the id the engine knows each by: a send looks its stream
+    /// up instead of allocating its name.
+    streams: dashmap::DashMap<Box<str>, (Arc<str>, usize)>,
+    /// Serialises first sightings of streams, so ids reach the engine in order, each before
+    /// any record of its stream.
+    new_stream: std::sync::Mutex<usize>,
     closed: AtomicBool,
     /// The runtime the producer made for itself when created outside one; shut down (in the
     /// background, so dropping the producer never blocks or panics) with the last handle.
@@ -208,6 +225,7 @@ impl Producer {
             inner: Arc::new(Inner {
                 tx,
                 streams: dashmap::DashMap::new(),
+                new_stream: std::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
                 runtime,
             }),
@@ -219,7 +237,7 @@ impl Producer {
     /// for the same shard and sent within `RecordMaxBufferedTime`; the returned future tells
     /// where it was put, or hands it back with the reason it was not.
     pub fn send(&self, stream: &str, record: UserRecord) -> RecordFuture {
-        let stream = self.stream_name(stream);
+        let (stream, stream_id) = self.stream_id(stream);
         if self.inner.closed.load(Ordering::Acquire) {
             return RecordFuture::failed(PutErrorKind::Closed, stream, record);
         }
@@ -229,7 +247,7 @@ impl Producer {
         let hash_key = record.hash_key();
         let kept = record.clone();
         let msg = Msg::Record {
-            stream: stream.clone(),
+            stream: stream_id,
             record,
             hash_key,
             reply,
@@ -247,14 +265,28 @@ impl Producer {
         }
     }
 
-    fn stream_name(&self, stream: &str) -> Arc<str> {
-        if let Some(name) = self.inner.streams.get(stream) {
-            return name.clone();
+    fn stream_id(&self, stream: &str) -> (Arc<str>, usize) {
+        if let Some(entry) = self.inner.streams.get(stream) {
+            return entry.clone();
         }
+        let mut next = self
+            .inner
+            .new_stream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         self.inner
             .streams
             .entry(stream.into())
-            .or_insert_with(|| Arc::from(stream))
+            .or_insert_with(|| {
+                let id = *next;
+                *next += 1;
+                let name: Arc<str> = Arc::from(stream);
+                let _ = self.inner.tx.send(Msg::NewStream {
+                    id,
+                    name: name.clone(),
+                });
+                (name, id)
+            })
             .clone()
     }
 

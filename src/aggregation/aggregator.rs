@@ -399,7 +399,10 @@ impl<T> Aggregator<T> {
     pub fn flush(&mut self) -> Option<Aggregate<T>> {
         // Held records and a deadline go together: `accept` sets both, only this clears them.
         let deadline = self.earliest_deadline.take()?;
-        let entries = std::mem::take(&mut self.entries);
+        // The next aggregate will likely hold as many records as this one: size its list once
+        // instead of regrowing (and moving) it a dozen times.
+        let next = Vec::with_capacity(self.entries.len());
+        let entries = std::mem::replace(&mut self.entries, next);
         self.solo = false;
         let record = match entries.len() {
             0 => return None,
