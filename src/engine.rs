@@ -31,7 +31,7 @@ use crate::config::Config;
 use crate::error::RecordError;
 use crate::hash_key::HashKey;
 use crate::producer::PutErrorKind;
-use crate::record::{Attempt, UserRecord};
+use crate::record::{Attempt, Attempts, UserRecord};
 use crate::shard_map::{Shard, ShardMap};
 use crate::sink::{EntryResult, PutEntry, Sink, SinkError};
 
@@ -46,14 +46,14 @@ pub(crate) struct Delivered {
     pub(crate) sequence_number: Arc<str>,
     pub(crate) sub_sequence_number: u64,
     pub(crate) aggregated: bool,
-    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) attempts: Attempts,
 }
 
 /// A failure as the engine reports it; the future adds the record it kept.
 #[derive(Debug)]
 pub(crate) struct Failure {
     pub(crate) kind: PutErrorKind,
-    pub(crate) attempts: Vec<Attempt>,
+    pub(crate) attempts: Attempts,
 }
 
 pub(crate) enum Msg {
@@ -90,7 +90,7 @@ struct Pending {
     reply: oneshot::Sender<Outcome>,
     arrival: Instant,
     epoch: u64,
-    attempts: Vec<Attempt>,
+    attempts: Attempts,
 }
 
 /// A Kinesis record ready to send (or waiting to be retried).
@@ -121,6 +121,10 @@ struct StreamState {
     refreshing: bool,
     next_refresh: Instant,
     aggregators: Vec<Aggregator<Pending>>,
+    /// No aggregator's earliest deadline is before this (it may be earlier than the true
+    /// minimum after a flush, never later): the aggregators are scanned only once it passes,
+    /// rather than on every wake-up, which with many shards would cost more than the records.
+    aggregators_due: Option<Instant>,
     /// Records that arrived before the first shard map, with their deadlines. They wait for the
     /// map until their deadline, then go out unaggregated (Kinesis routes each by its own key).
     unmapped: VecDeque<(UserRecord, Pending, Instant)>,
@@ -388,6 +392,7 @@ impl<S: Sink> Engine<S> {
             refreshing: false,
             next_refresh: now,
             aggregators: Vec::new(),
+            aggregators_due: None,
             unmapped: VecDeque::new(),
             ready: VecDeque::new(),
             ready_bytes: 0,
@@ -415,7 +420,7 @@ impl<S: Sink> Engine<S> {
                     reply,
                     arrival: now,
                     epoch: self.epochs.add(),
-                    attempts: Vec::new(),
+                    attempts: Attempts::default(),
                 };
                 let deadline = now + self.config.record_max_buffered_time;
                 self.route(i, record, hash_key, pending, deadline);
@@ -449,6 +454,8 @@ impl<S: Sink> Engine<S> {
         match map.lookup(hash_key) {
             Some(shard) => match s.aggregators[shard].push(record, pending, deadline.into_std()) {
                 Ok(full) => {
+                    s.aggregators_due =
+                        Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
                     if let Some(full) = full {
                         push_ready(s, Ready::from_aggregate(full));
                     }
@@ -538,19 +545,25 @@ impl<S: Sink> Engine<S> {
                 self.send_plain(i, record, pending, deadline);
             }
             let s = &mut self.streams[i];
-            for agg in &mut s.aggregators {
-                let due = agg
-                    .earliest_deadline()
-                    .is_some_and(|d| Instant::from_std(d) <= now);
-                if (due || closing)
-                    && let Some(full) = agg.flush()
-                {
-                    push_ready_parts(
-                        &mut s.ready,
-                        &mut s.ready_bytes,
-                        Ready::from_aggregate(full),
-                    );
+            if closing || s.aggregators_due.is_some_and(|d| d <= now) {
+                let mut next_due: Option<Instant> = None;
+                for agg in &mut s.aggregators {
+                    let Some(d) = agg.earliest_deadline().map(Instant::from_std) else {
+                        continue;
+                    };
+                    if d <= now || closing {
+                        if let Some(full) = agg.flush() {
+                            push_ready_parts(
+                                &mut s.ready,
+                                &mut s.ready_bytes,
+                                Ready::from_aggregate(full),
+                            );
+                        }
+                    } else {
+                        next_due = Some(next_due.map_or(d, |n| n.min(d)));
+                    }
                 }
+                s.aggregators_due = next_due;
             }
             // Retries whose backoff is over go to the front: they are overdue.
             let mut k = 0;
@@ -732,10 +745,8 @@ impl<S: Sink> Engine<S> {
             if let Some((_, _, d)) = s.unmapped.front() {
                 at(*d);
             }
-            for agg in &s.aggregators {
-                if let Some(d) = agg.earliest_deadline() {
-                    at(Instant::from_std(d));
-                }
+            if let Some(d) = s.aggregators_due {
+                at(d);
             }
             for r in &s.retrying {
                 at(r.not_before);
@@ -751,6 +762,7 @@ impl<S: Sink> Engine<S> {
 }
 
 fn flush_aggregators(s: &mut StreamState) {
+    s.aggregators_due = None;
     for agg in &mut s.aggregators {
         if let Some(full) = agg.flush() {
             push_ready_parts(

@@ -101,4 +101,4 @@ pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
 pub use producer::{Producer, PutError, PutErrorKind, RecordFuture};
-pub use record::{Attempt, Receipt, UserRecord};
+pub use record::{Attempt, Attempts, Receipt, UserRecord};

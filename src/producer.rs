@@ -11,7 +11,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::config::Config;
 use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
 use crate::error::RecordError;
-use crate::record::{Attempt, Receipt, UserRecord};
+use crate::record::{Attempts, Receipt, UserRecord};
 use crate::sink::Sink;
 
 /// Why a user record was not put. The record itself comes back in [`PutError::record`].
@@ -53,7 +53,7 @@ pub struct PutError {
     /// The record, handed back.
     pub record: UserRecord,
     /// Every attempt made, in order.
-    pub attempts: Vec<Attempt>,
+    pub attempts: Attempts,
 }
 
 /// The outcome of one [`Producer::send`]: resolves exactly once, to a [`Receipt`] or a
@@ -81,7 +81,7 @@ impl RecordFuture {
                 kind,
                 stream,
                 record,
-                attempts: Vec::new(),
+                attempts: Attempts::default(),
             }))),
         }
     }
@@ -131,7 +131,7 @@ impl Future for RecordFuture {
                         kind: PutErrorKind::Stopped,
                         stream: stream.clone(),
                         record,
-                        attempts: Vec::new(),
+                        attempts: Attempts::default(),
                     }),
                 })
             }

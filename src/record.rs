@@ -116,6 +116,40 @@ impl Attempt {
     }
 }
 
+/// Every attempt made for a record, in order; reads as a slice of [`Attempt`].
+///
+/// One attempt is held inline: a record put on its first try costs no allocation for it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Attempts(smallvec::SmallVec<[Attempt; 1]>);
+
+impl Attempts {
+    pub(crate) fn push(&mut self, attempt: Attempt) {
+        self.0.push(attempt);
+    }
+
+    /// The attempts as a `Vec`.
+    pub fn to_vec(&self) -> Vec<Attempt> {
+        self.0.to_vec()
+    }
+}
+
+impl std::ops::Deref for Attempts {
+    type Target = [Attempt];
+
+    fn deref(&self) -> &[Attempt] {
+        &self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Attempts {
+    type Item = &'a Attempt;
+    type IntoIter = std::slice::Iter<'a, Attempt>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
 /// Where a user record was put.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Receipt {
@@ -132,5 +166,5 @@ pub struct Receipt {
     /// Whether it travelled in an aggregate.
     pub aggregated: bool,
     /// Every attempt, the last one successful.
-    pub attempts: Vec<Attempt>,
+    pub attempts: Attempts,
 }
