@@ -72,6 +72,8 @@ pub(crate) enum Msg {
         reply: oneshot::Sender<Outcome>,
     },
     Flush,
+    /// Fetch this stream's shard map again now.
+    Refresh(Arc<str>),
     FlushWait(oneshot::Sender<()>),
     Shutdown(oneshot::Sender<()>),
 }
@@ -119,6 +121,9 @@ struct StreamState {
     name: Arc<str>,
     map: Option<ShardMap>,
     refreshing: bool,
+    /// A refresh was asked for while one was under way: its answer may predate the change
+    /// the caller knows of, so ask again once it is in.
+    refresh_again: bool,
     next_refresh: Instant,
     aggregators: Vec<Aggregator<Pending>>,
     /// No aggregator's earliest deadline is before this (it may be earlier than the true
@@ -390,6 +395,7 @@ impl<S: Sink> Engine<S> {
             name,
             map: None,
             refreshing: false,
+            refresh_again: false,
             next_refresh: now,
             aggregators: Vec::new(),
             aggregators_due: None,
@@ -426,6 +432,15 @@ impl<S: Sink> Engine<S> {
                 self.route(i, record, hash_key, pending, deadline);
             }
             Msg::Flush => self.flush_all(),
+            Msg::Refresh(name) => {
+                if let Some(s) = self.streams.iter_mut().find(|s| s.name == name) {
+                    if s.refreshing {
+                        s.refresh_again = true;
+                    } else {
+                        s.next_refresh = now;
+                    }
+                }
+            }
             Msg::FlushWait(tx) => {
                 self.flush_all();
                 self.epochs.wait(tx);
@@ -457,6 +472,12 @@ impl<S: Sink> Engine<S> {
                     s.aggregators_due =
                         Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
                     if let Some(full) = full {
+                        push_ready(s, Ready::from_aggregate(full));
+                    }
+                    // Nothing more can join a full aggregate: it need not wait for its deadline.
+                    if s.aggregators[shard].is_full()
+                        && let Some(full) = s.aggregators[shard].flush()
+                    {
                         push_ready(s, Ready::from_aggregate(full));
                     }
                 }
@@ -698,9 +719,10 @@ impl<S: Sink> Engine<S> {
         let interval = self.config.shard_map_refresh_interval;
         let s = &mut self.streams[done.stream];
         s.refreshing = false;
+        let again = std::mem::take(&mut s.refresh_again);
         match done.result {
             Ok(shards) => {
-                s.next_refresh = now + interval;
+                s.next_refresh = if again { now } else { now + interval };
                 let newer = s
                     .map
                     .as_ref()

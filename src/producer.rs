@@ -290,6 +290,15 @@ impl Producer {
             .clone()
     }
 
+    /// Fetches `stream`'s shard map again now, instead of at the next `ShardMapRefreshInterval`
+    /// (for example after resharding the stream yourself). Returns at once; records keep
+    /// flowing meanwhile. A stream the producer has not sent to yet is ignored.
+    pub fn refresh_shard_map(&self, stream: &str) {
+        if let Some(entry) = self.inner.streams.get(stream) {
+            let _ = self.inner.tx.send(Msg::Refresh(entry.0.clone()));
+        }
+    }
+
     /// Starts sending everything buffered now, without waiting for `RecordMaxBufferedTime` or
     /// full aggregates. Returns at once.
     pub fn flush(&self) {

@@ -358,3 +358,89 @@ async fn records_before_the_shard_map_are_sent_unaggregated_at_their_deadline() 
     // Sent at the 100 ms deadline, put 2 s later; not held for the map.
     assert_eq!(start.elapsed(), Duration::from_millis(2100));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_full_aggregate_goes_out_without_waiting_for_its_deadline() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let config = Config::builder()
+        .aggregation_max_count(3)
+        .record_max_buffered_time(Duration::from_secs(3600))
+        .collection_max_count(1)
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let start = Instant::now();
+    let futures: Vec<_> = records(3, 3, 10)
+        .into_iter()
+        .map(|r| producer.send("s", r))
+        .collect();
+    for f in futures {
+        assert!(f.await.unwrap().aggregated);
+    }
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "waited {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_shard_map_is_refreshed_periodically_and_on_demand() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    let config = Config::builder()
+        .shard_map_refresh_interval(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    producer
+        .send("s", UserRecord::new("k", "v").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(sink.list_shards_calls(), 1);
+    tokio::time::sleep(Duration::from_secs(25)).await;
+    assert_eq!(sink.list_shards_calls(), 3, "every 10 s");
+    producer.refresh_shard_map("s");
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(sink.list_shards_calls(), 4, "on demand");
+    producer.refresh_shard_map("never-used"); // ignored
+}
+
+/// Plain threads, no runtime anywhere: the producer runs on a runtime of its own, sends come
+/// from several threads, and the futures are waited on with a minimal executor.
+#[test]
+fn works_from_plain_threads_without_a_runtime() {
+    let sink = MemorySink::new().with_stream("s", 4);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let producer = producer.clone();
+            std::thread::spawn(move || {
+                (0..2_500)
+                    .map(|i| {
+                        let r = UserRecord::new(
+                            format!("key-{}", i % 50),
+                            format!("thread {t} record {i}"),
+                        )
+                        .unwrap();
+                        producer.send("s", r)
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let futures: Vec<_> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    producer.flush();
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    waiter.block_on(async {
+        for f in futures {
+            f.await.unwrap();
+        }
+    });
+    assert_eq!(stored(&sink, "s").len(), 10_000);
+}
