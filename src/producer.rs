@@ -200,7 +200,11 @@ impl Producer {
         Producer::with_sink(config, sink)
     }
 
-    /// A producer that sends through `sink`.
+    /// A producer that sends through `sink`: the in-memory Kinesis for tests, or your own sink.
+    ///
+    /// # Panics
+    /// Created outside a tokio runtime, it builds one of its own; if the operating system
+    /// refuses it threads, that panics.
     pub fn with_sink<S: Sink>(config: Config, sink: S) -> Producer {
         let (tx, rx) = mpsc::unbounded_channel();
         let engine = Engine::new(config, sink);
