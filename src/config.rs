@@ -52,6 +52,7 @@ pub struct Config {
     pub(crate) endpoint: Option<String>,
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) shard_map_refresh_interval: Duration,
+    pub(crate) fail_if_throttled: bool,
 }
 
 impl Default for Config {
@@ -118,6 +119,10 @@ impl Config {
     pub fn credentials(&self) -> Option<&StaticCredentials> {
         self.credentials.as_ref()
     }
+    /// `FailIfThrottled` (default false): fail throttled records at once instead of retrying.
+    pub fn fail_if_throttled(&self) -> bool {
+        self.fail_if_throttled
+    }
     /// How often each stream's shard map is refreshed (`ShardMapRefreshInterval`, default 60 s).
     pub fn shard_map_refresh_interval(&self) -> Duration {
         self.shard_map_refresh_interval
@@ -143,6 +148,7 @@ pub struct ConfigBuilder {
     port: Option<u16>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
+    fail_if_throttled: bool,
 }
 
 impl Default for ConfigBuilder {
@@ -164,6 +170,7 @@ impl Default for ConfigBuilder {
             port: None,
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
+            fail_if_throttled: false,
         }
     }
 }
@@ -176,6 +183,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "CollectionMaxCount",
     "CollectionMaxSize",
     "ConnectTimeout",
+    "FailIfThrottled",
     "KinesisEndpoint",
     "KinesisPort",
     "MaxConnections",
@@ -248,6 +256,11 @@ impl ConfigBuilder {
     setter!(
         /// `CollectionMaxSize`: most bytes in one PutRecords call (52224..=5242880).
         collection_max_size: collection_max_size, u64
+    );
+    setter!(
+        /// `FailIfThrottled`: fail throttled records at once instead of retrying them until
+        /// `RecordTtl` (default false).
+        fail_if_throttled: fail_if_throttled, bool
     );
     setter!(
         /// `MaxConnections`: most PutRecords calls in flight (1..=256).
@@ -328,6 +341,16 @@ impl ConfigBuilder {
                 _ => {
                     return Err(ConfigError::NotABoolean {
                         property: "AggregationEnabled",
+                        value: value.to_owned(),
+                    });
+                }
+            },
+            "FailIfThrottled" => match value.to_ascii_lowercase().as_str() {
+                "true" => self.fail_if_throttled(true),
+                "false" => self.fail_if_throttled(false),
+                _ => {
+                    return Err(ConfigError::NotABoolean {
+                        property: "FailIfThrottled",
                         value: value.to_owned(),
                     });
                 }
@@ -465,6 +488,7 @@ impl ConfigBuilder {
             endpoint,
             credentials: self.credentials,
             shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
+            fail_if_throttled: self.fail_if_throttled,
         })
     }
 }

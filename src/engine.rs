@@ -28,7 +28,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::aggregation::{Aggregate, Aggregator, KinesisRecord, encode};
 use crate::config::Config;
-use crate::error::RecordError;
+use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
 use crate::producer::PutErrorKind;
 use crate::record::{Attempt, Attempts, UserRecord};
@@ -80,7 +80,18 @@ pub(crate) enum Msg {
 
 /// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(2);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait before the next attempt after `attempts` failed ones: exponential from
+/// [`BASE_BACKOFF`], capped at [`MAX_BACKOFF`], with "equal jitter" (half fixed, half random) so
+/// that records failed together do not come back together, yet never retry at once.
+fn backoff(attempts: usize) -> Duration {
+    let exp = BASE_BACKOFF
+        .saturating_mul(1 << attempts.saturating_sub(1).min(16))
+        .min(MAX_BACKOFF);
+    let half = exp / 2;
+    half + half.mul_f64(fastrand::f64())
+}
 /// How long to wait before asking for a shard map again after ListShards failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
 /// Messages taken from the channel per wake-up: large enough to amortise the wake-up, small
@@ -101,8 +112,6 @@ struct Ready {
     entries: Vec<(UserRecord, Pending)>,
     /// When it must be sent at the latest: its earliest user record's deadline.
     deadline: Instant,
-    /// Not before this (retry backoff).
-    not_before: Instant,
 }
 
 impl Ready {
@@ -112,10 +121,35 @@ impl Ready {
             record: a.record,
             entries: a.entries,
             deadline,
-            not_before: deadline,
         }
     }
 }
+
+/// User records of one failed Kinesis record, waiting out their backoff before they go back
+/// through aggregation (with whatever else is bound for their shards by then).
+struct Retry {
+    at: Instant,
+    seq: u64,
+    records: Vec<(UserRecord, Pending)>,
+}
+
+// Ordered so that a `BinaryHeap` pops the earliest `at` first (ties in arrival order).
+impl Ord for Retry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+impl PartialOrd for Retry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Retry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Retry {}
 
 struct StreamState {
     name: Arc<str>,
@@ -135,7 +169,7 @@ struct StreamState {
     unmapped: VecDeque<(UserRecord, Pending, Instant)>,
     ready: VecDeque<Ready>,
     ready_bytes: usize,
-    retrying: Vec<Ready>,
+    retrying: std::collections::BinaryHeap<Retry>,
     /// How many of the records at the front of `ready` a flush asked to send now.
     forced: usize,
 }
@@ -311,6 +345,7 @@ pub(crate) struct Engine<S> {
     epochs: Epochs,
     closing: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
+    retry_seq: u64,
 }
 
 fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs) {
@@ -334,6 +369,7 @@ impl<S: Sink> Engine<S> {
             epochs: Epochs::new(),
             closing: false,
             shutdown_waiters: Vec::new(),
+            retry_seq: 0,
         }
     }
 
@@ -402,7 +438,7 @@ impl<S: Sink> Engine<S> {
             unmapped: VecDeque::new(),
             ready: VecDeque::new(),
             ready_bytes: 0,
-            retrying: Vec::new(),
+            retrying: std::collections::BinaryHeap::new(),
             forced: 0,
         });
         self.by_id.insert(id, i);
@@ -513,7 +549,6 @@ impl<S: Sink> Engine<S> {
             record: kinesis,
             entries: vec![(record, pending)],
             deadline,
-            not_before: deadline,
         };
         push_ready(&mut self.streams[i], ready);
     }
@@ -565,38 +600,20 @@ impl<S: Sink> Engine<S> {
             {
                 self.send_plain(i, record, pending, deadline);
             }
-            let s = &mut self.streams[i];
-            if closing || s.aggregators_due.is_some_and(|d| d <= now) {
-                let mut next_due: Option<Instant> = None;
-                for agg in &mut s.aggregators {
-                    let Some(d) = agg.earliest_deadline().map(Instant::from_std) else {
-                        continue;
-                    };
-                    if d <= now || closing {
-                        if let Some(full) = agg.flush() {
-                            push_ready_parts(
-                                &mut s.ready,
-                                &mut s.ready_bytes,
-                                Ready::from_aggregate(full),
-                            );
-                        }
-                    } else {
-                        next_due = Some(next_due.map_or(d, |n| n.min(d)));
-                    }
-                }
-                s.aggregators_due = next_due;
+            // Retries whose backoff is over go back through aggregation, due at once.
+            let mut due = Vec::new();
+            while self.streams[i].retrying.peek().is_some_and(|r| r.at <= now) {
+                due.extend(self.streams[i].retrying.pop().expect("peeked").records);
             }
-            // Retries whose backoff is over go to the front: they are overdue.
-            let mut k = 0;
-            while k < s.retrying.len() {
-                if s.retrying[k].not_before <= now {
-                    let r = s.retrying.swap_remove(k);
-                    s.ready_bytes += r.record.size();
-                    s.ready.push_front(r);
-                    s.forced += 1;
-                } else {
-                    k += 1;
-                }
+            for (record, pending) in due {
+                let hash_key = record.hash_key();
+                self.route(i, record, hash_key, pending, now);
+            }
+            let s = &mut self.streams[i];
+            if closing {
+                flush_aggregators(s);
+            } else if s.aggregators_due.is_some_and(|d| d <= now) {
+                flush_due(s, now);
             }
             if closing {
                 s.forced = s.ready.len();
@@ -673,45 +690,66 @@ impl<S: Sink> Engine<S> {
         let stream = self.streams[done.stream].name.clone();
         for (ready, code, message) in done.failed {
             tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
-            self.retry_or_expire(done.stream, ready, done.finished, &code, &message);
+            self.retry_or_fail(done.stream, ready.entries, done.finished, &code, &message);
         }
     }
 
-    /// Schedules a failed Kinesis record again after a backoff, or fails its user records if
-    /// the backoff would take them past RecordTtl.
-    fn retry_or_expire(
+    /// Decides the fate of the user records of a Kinesis record that was not put, by the one
+    /// classification of errors (`error::classify`): an error that cannot heal fails them at
+    /// once (as does throttling with `FailIfThrottled`); otherwise they wait a jittered,
+    /// exponentially growing backoff and go back through aggregation, except those the backoff
+    /// would take past their `RecordTtl`, which fail as expired.
+    fn retry_or_fail(
         &mut self,
         i: usize,
-        mut ready: Ready,
+        entries: Vec<(UserRecord, Pending)>,
         now: Instant,
         code: &str,
         message: &str,
     ) {
-        let attempts = ready.entries.first().map_or(1, |(_, p)| p.attempts.len()) as u32;
-        let backoff = BASE_BACKOFF
-            .saturating_mul(1 << attempts.saturating_sub(1).min(16))
-            .min(MAX_BACKOFF);
-        let ttl = self.config.record_ttl;
-        let oldest = ready
-            .entries
-            .iter()
-            .map(|(_, p)| p.arrival)
-            .min()
-            .unwrap_or(now);
-        if now + backoff > oldest + ttl {
-            let ttl_ms = ttl.as_millis() as u64;
-            for (_, pending) in ready.entries {
-                let last_error = format!("{code}: {message}");
-                fail(
-                    pending,
-                    PutErrorKind::Expired { ttl_ms, last_error },
-                    &mut self.epochs,
-                );
+        let class = classify(code);
+        let give_up = match class {
+            ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }),
+            ErrorClass::Throttled if self.config.fail_if_throttled => {
+                Some(PutErrorKind::Throttled {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(kind) = give_up {
+            for (_, pending) in entries {
+                fail(pending, kind.clone(), &mut self.epochs);
             }
             return;
         }
-        ready.not_before = now + backoff;
-        self.streams[i].retrying.push(ready);
+        let attempts = entries.first().map_or(1, |(_, p)| p.attempts.len());
+        let at = now + backoff(attempts);
+        let ttl = self.config.record_ttl;
+        let mut keep = Vec::with_capacity(entries.len());
+        for (record, pending) in entries {
+            if at <= pending.arrival + ttl {
+                keep.push((record, pending));
+            } else {
+                let kind = PutErrorKind::Expired {
+                    ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                    last_error: format!("{code}: {message}"),
+                };
+                fail(pending, kind, &mut self.epochs);
+            }
+        }
+        if !keep.is_empty() {
+            self.retry_seq += 1;
+            self.streams[i].retrying.push(Retry {
+                at,
+                seq: self.retry_seq,
+                records: keep,
+            });
+        }
     }
 
     fn on_refresh(&mut self, done: RefreshDone) {
@@ -770,8 +808,8 @@ impl<S: Sink> Engine<S> {
             if let Some(d) = s.aggregators_due {
                 at(d);
             }
-            for r in &s.retrying {
-                at(r.not_before);
+            if let Some(r) = s.retrying.peek() {
+                at(r.at);
             }
             if can_send {
                 for r in &s.ready {
@@ -781,6 +819,28 @@ impl<S: Sink> Engine<S> {
         }
         wake
     }
+}
+
+/// Flushes the aggregators whose earliest deadline has passed, and notes the next one.
+fn flush_due(s: &mut StreamState, now: Instant) {
+    let mut next_due: Option<Instant> = None;
+    for agg in &mut s.aggregators {
+        let Some(d) = agg.earliest_deadline().map(Instant::from_std) else {
+            continue;
+        };
+        if d <= now {
+            if let Some(full) = agg.flush() {
+                push_ready_parts(
+                    &mut s.ready,
+                    &mut s.ready_bytes,
+                    Ready::from_aggregate(full),
+                );
+            }
+        } else {
+            next_due = Some(next_due.map_or(d, |n| n.min(d)));
+        }
+    }
+    s.aggregators_due = next_due;
 }
 
 fn flush_aggregators(s: &mut StreamState) {

@@ -171,9 +171,102 @@ pub enum DeaggregationError {
     },
 }
 
+/// How an error from Kinesis (or from the way to it) is handled. Every failure the producer
+/// sees goes through [`classify`]: this is the one place that decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ErrorClass {
+    /// The shard (or the account, or KMS) is over its rate: retry after a backoff, and slow down.
+    Throttled,
+    /// Likely to heal by itself (a server error, a timeout, a dropped connection): retry after
+    /// a backoff, until `RecordTtl`.
+    Transient,
+    /// Will not heal by retrying (no such stream, access denied, invalid request, KMS key
+    /// unusable): fail the records at once with the service's code and message.
+    NonRetryable,
+}
+
+/// Classifies an error code: a Kinesis error code (per entry or for a whole call), or one of
+/// the transport codes the sink reports (`RequestTimeout`, `ConnectionError`, `DispatchFailure`,
+/// `ResponseError`). Unknown codes count as transient: retrying a record that could have been put
+/// costs less than dropping it.
+///
+/// ```
+/// use kinesis_producer::error::{ErrorClass, classify};
+/// assert_eq!(classify("ProvisionedThroughputExceededException"), ErrorClass::Throttled);
+/// assert_eq!(classify("InternalFailure"), ErrorClass::Transient);
+/// assert_eq!(classify("ResourceNotFoundException"), ErrorClass::NonRetryable);
+/// ```
+pub fn classify(code: &str) -> ErrorClass {
+    match code {
+        "ProvisionedThroughputExceededException"
+        | "ThrottlingException"
+        | "Throttling"
+        | "LimitExceededException"
+        | "RequestLimitExceeded"
+        | "TooManyRequestsException"
+        | "SlowDown"
+        | "KMSThrottlingException" => ErrorClass::Throttled,
+        "ResourceNotFoundException"
+        | "ResourceInUseException"
+        | "AccessDeniedException"
+        | "AccessDenied"
+        | "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken"
+        | "InvalidClientTokenId"
+        | "ValidationException"
+        | "InvalidArgumentException"
+        | "SerializationException"
+        | "KMSAccessDeniedException"
+        | "KMSDisabledException"
+        | "KMSNotFoundException"
+        | "KMSInvalidStateException"
+        | "KMSOptInRequired"
+        | "InvalidEntry"
+        | "ConstructionFailure" => ErrorClass::NonRetryable,
+        // InternalFailure, ServiceUnavailable, RequestTimeout, ConnectionError, DispatchFailure,
+        // ResponseError, ExpiredTokenException (credentials refresh), and anything unknown.
+        _ => ErrorClass::Transient,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn classification() {
+        for code in [
+            "ProvisionedThroughputExceededException",
+            "KMSThrottlingException",
+            "ThrottlingException",
+        ] {
+            assert_eq!(classify(code), ErrorClass::Throttled, "{code}");
+        }
+        for code in [
+            "InternalFailure",
+            "ServiceUnavailable",
+            "RequestTimeout",
+            "ConnectionError",
+            "ExpiredTokenException",
+            "SomethingNew",
+        ] {
+            assert_eq!(classify(code), ErrorClass::Transient, "{code}");
+        }
+        for code in [
+            "ResourceNotFoundException",
+            "AccessDeniedException",
+            "UnrecognizedClientException",
+            "ValidationException",
+            "KMSAccessDeniedException",
+            "KMSDisabledException",
+            "KMSNotFoundException",
+        ] {
+            assert_eq!(classify(code), ErrorClass::NonRetryable, "{code}");
+        }
+    }
 
     #[test]
     fn long_values_are_cut_and_their_length_stated() {

@@ -31,6 +31,23 @@ pub enum PutErrorKind {
         /// The last attempt's error code and message.
         last_error: String,
     },
+    /// Kinesis refused the record with an error that retrying cannot heal (no such stream,
+    /// access denied, a KMS key that cannot be used, ...): failed at once, never retried.
+    #[error("refused by Kinesis, not retried: {code}: {message}")]
+    Rejected {
+        /// The service's error code, e.g. `ResourceNotFoundException`.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
+    /// Throttled, and `FailIfThrottled` is set: failed at once instead of retried.
+    #[error("throttled, and FailIfThrottled is set: {code}: {message}")]
+    Throttled {
+        /// The service's error code, e.g. `ProvisionedThroughputExceededException`.
+        code: String,
+        /// The service's message.
+        message: String,
+    },
     /// Sent after [`Producer::shutdown`]: not accepted.
     #[error("the producer is shut down and accepts no records")]
     Closed,

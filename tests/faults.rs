@@ -1,0 +1,214 @@
+//! Delivery under faults, deterministic: the in-memory Kinesis scripts the faults, tokio's paused
+//! clock keeps time.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kinesis_producer::aggregation::deaggregate_strict;
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::{Config, Producer, PutErrorKind, UserRecord};
+use tokio::time::Instant;
+
+fn record(pk: &str, data: &str) -> UserRecord {
+    UserRecord::new(pk, data.to_owned()).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn errors_that_cannot_heal_fail_at_once_and_others_are_put() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    // Every Kinesis record whose first user record's key starts with "bad" is refused.
+    sink.set_entry_fault(|e| {
+        let users = deaggregate_strict(&e.partition_key, e.data.clone()).unwrap();
+        users[0].partition_key.starts_with("bad").then(|| {
+            (
+                "KMSAccessDeniedException".into(),
+                "The ciphertext refers to a key you cannot use.".into(),
+            )
+        })
+    });
+    let config = Config::builder()
+        .aggregation_enabled(false)
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let start = Instant::now();
+    let bad = producer.send("s", record("bad-1", "refused"));
+    let good = producer.send("s", record("good-1", "fine"));
+    let err = bad.await.unwrap_err();
+    assert_eq!(
+        err.kind,
+        PutErrorKind::Rejected {
+            code: "KMSAccessDeniedException".into(),
+            message: "The ciphertext refers to a key you cannot use.".into()
+        }
+    );
+    assert_eq!(err.attempts.len(), 1, "never retried");
+    assert_eq!(err.record.partition_key(), "bad-1");
+    assert!(
+        err.to_string()
+            .contains("refused by Kinesis, not retried: KMSAccessDeniedException"),
+        "{err}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(1));
+    good.await.unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unknown_stream_fails_fast_and_other_streams_keep_working() {
+    let sink = MemorySink::new().with_stream("real", 2);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let start = Instant::now();
+    let missing: Vec<_> = (0..10)
+        .map(|i| producer.send("missing", record("k", &format!("{i}"))))
+        .collect();
+    let real: Vec<_> = (0..10)
+        .map(|i| producer.send("real", record("k", &format!("{i}"))))
+        .collect();
+    for f in missing {
+        let err = f.await.unwrap_err();
+        assert!(
+            matches!(&err.kind, PutErrorKind::Rejected { code, .. } if code == "ResourceNotFoundException"),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains("Stream missing under account"),
+            "{err}"
+        );
+    }
+    // Failed after the first attempt, not retried until RecordTtl (30 s).
+    assert!(
+        start.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        start.elapsed()
+    );
+    for f in real {
+        f.await.unwrap();
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn fail_if_throttled_fails_throttled_records_at_once() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(|_| {
+        Some((
+            "ProvisionedThroughputExceededException".into(),
+            "Rate exceeded for shard".into(),
+        ))
+    });
+    let config = Config::builder().fail_if_throttled(true).build().unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let err = producer.send("s", record("k", "v")).await.unwrap_err();
+    assert!(
+        matches!(&err.kind, PutErrorKind::Throttled { code, .. } if code == "ProvisionedThroughputExceededException")
+    );
+    assert_eq!(err.attempts.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn throttled_records_are_retried_with_growing_jittered_backoff() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // The first four attempts are throttled, the fifth goes through.
+    sink.set_entry_fault(move |_| {
+        (c.fetch_add(1, Ordering::Relaxed) < 4).then(|| {
+            (
+                "ProvisionedThroughputExceededException".into(),
+                "Rate exceeded".into(),
+            )
+        })
+    });
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let receipt = producer.send("s", record("k", "v")).await.unwrap();
+    assert_eq!(receipt.attempts.len(), 5);
+    // Attempt n+1 starts after a backoff of [e/2, e], e = 100 ms * 2^(n-1).
+    for n in 1..5 {
+        let gap = receipt.attempts[n].delay - receipt.attempts[n - 1].delay;
+        let e = Duration::from_millis(100 * (1 << (n - 1)));
+        assert!(
+            gap >= e / 2 && gap <= e + Duration::from_millis(5),
+            "attempt {n}: gap {gap:?}, e {e:?}"
+        );
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn retried_records_go_back_through_aggregation() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c = calls.clone();
+    // The first 20 Kinesis records sent fail; everything after is put.
+    sink.set_entry_fault(move |_| {
+        (c.fetch_add(1, Ordering::Relaxed) < 20).then(|| ("InternalFailure".into(), "oops".into()))
+    });
+    // Small aggregates, so that the first 20 hold many records.
+    let config = Config::builder().aggregation_max_count(10).build().unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let futures: Vec<_> = (0..1_000)
+        .map(|i| producer.send("s", record(&format!("k{}", i % 7), &format!("record {i}"))))
+        .collect();
+    let mut retried = 0;
+    for f in futures {
+        let receipt = f.await.unwrap();
+        if receipt.attempts.len() > 1 {
+            retried += 1;
+            // Put inside an aggregate again, not one by one.
+            assert!(receipt.aggregated);
+        }
+    }
+    assert!(retried >= 100, "{retried}");
+    let stored: usize = sink
+        .records("s")
+        .iter()
+        .map(|r| {
+            deaggregate_strict(&r.partition_key, r.data.clone())
+                .unwrap()
+                .len()
+        })
+        .sum();
+    assert_eq!(stored, 1_000, "each record stored exactly once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn whole_call_throttling_is_retried() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    sink.fail_next_calls(2, "ThrottlingException", "Rate exceeded");
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let receipt = producer.send("s", record("k", "v")).await.unwrap();
+    assert_eq!(receipt.attempts.len(), 3);
+    assert_eq!(
+        receipt.attempts[0].error.as_ref().unwrap().0,
+        "ThrottlingException"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_record_expires_at_its_own_ttl() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(|_| Some(("InternalFailure".into(), "down".into())));
+    let config = Config::builder()
+        .record_ttl(Duration::from_secs(3))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let first = producer.send("s", record("k", "first"));
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let second = producer.send("s", record("k", "second"));
+    let start = Instant::now();
+    let e1 = first.await.unwrap_err();
+    let t1 = start.elapsed();
+    let e2 = second.await.unwrap_err();
+    let t2 = start.elapsed();
+    assert!(matches!(
+        e1.kind,
+        PutErrorKind::Expired { ttl_ms: 3000, .. }
+    ));
+    assert!(matches!(
+        e2.kind,
+        PutErrorKind::Expired { ttl_ms: 3000, .. }
+    ));
+    // Both within their own 3 s: the second expires about a second after the first.
+    assert!(t1 <= Duration::from_secs(2), "{t1:?}");
+    assert!(t2 > t1 && t2 <= Duration::from_secs(3), "{t1:?} {t2:?}");
+}
