@@ -53,6 +53,8 @@ pub struct Config {
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) shard_map_refresh_interval: Duration,
     pub(crate) fail_if_throttled: bool,
+    pub(crate) max_buffered_records: usize,
+    pub(crate) max_buffered_bytes: usize,
 }
 
 impl Default for Config {
@@ -123,6 +125,15 @@ impl Config {
     pub fn fail_if_throttled(&self) -> bool {
         self.fail_if_throttled
     }
+    /// `MaxBufferedRecords`: the most records accepted and not yet resolved (default 500,000).
+    pub fn max_buffered_records(&self) -> usize {
+        self.max_buffered_records
+    }
+    /// `MaxBufferedBytes`: the most bytes (data plus partition keys) accepted and not yet
+    /// resolved (default 256 MiB).
+    pub fn max_buffered_bytes(&self) -> usize {
+        self.max_buffered_bytes
+    }
     /// How often each stream's shard map is refreshed (`ShardMapRefreshInterval`, default 60 s).
     pub fn shard_map_refresh_interval(&self) -> Duration {
         self.shard_map_refresh_interval
@@ -149,7 +160,15 @@ pub struct ConfigBuilder {
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
     fail_if_throttled: bool,
+    max_buffered_records: u64,
+    max_buffered_bytes: u64,
 }
+
+/// Default `MaxBufferedRecords`: room for several seconds of a busy producer's records while
+/// Kinesis throttles or is away, at roughly 1 KB of bookkeeping each.
+pub const DEFAULT_MAX_BUFFERED_RECORDS: usize = 500_000;
+/// Default `MaxBufferedBytes` (256 MiB of data and keys).
+pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
 impl Default for ConfigBuilder {
     fn default() -> Self {
@@ -171,6 +190,8 @@ impl Default for ConfigBuilder {
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
             fail_if_throttled: false,
+            max_buffered_records: DEFAULT_MAX_BUFFERED_RECORDS as u64,
+            max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES as u64,
         }
     }
 }
@@ -186,6 +207,8 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "FailIfThrottled",
     "KinesisEndpoint",
     "KinesisPort",
+    "MaxBufferedBytes",
+    "MaxBufferedRecords",
     "MaxConnections",
     "MaxRecordSize",
     "RecordMaxBufferedTime",
@@ -261,6 +284,16 @@ impl ConfigBuilder {
         /// `FailIfThrottled`: fail throttled records at once instead of retrying them until
         /// `RecordTtl` (default false).
         fail_if_throttled: fail_if_throttled, bool
+    );
+    setter!(
+        /// `MaxBufferedRecords`: the most records accepted and not yet resolved
+        /// (1..=100000000, default 500000). Beyond it `send` refuses and `send_wait` waits.
+        max_buffered_records: max_buffered_records, u64
+    );
+    setter!(
+        /// `MaxBufferedBytes`: the most bytes (data plus partition keys) accepted and not yet
+        /// resolved (1048576..=1099511627776, default 268435456).
+        max_buffered_bytes: max_buffered_bytes, u64
     );
     setter!(
         /// `MaxConnections`: most PutRecords calls in flight (1..=256).
@@ -361,6 +394,8 @@ impl ConfigBuilder {
             "CollectionMaxCount" => self.collection_max_count(number("CollectionMaxCount")?),
             "CollectionMaxSize" => self.collection_max_size(number("CollectionMaxSize")?),
             "MaxConnections" => self.max_connections(number("MaxConnections")?),
+            "MaxBufferedRecords" => self.max_buffered_records(number("MaxBufferedRecords")?),
+            "MaxBufferedBytes" => self.max_buffered_bytes(number("MaxBufferedBytes")?),
             "RecordMaxBufferedTime" => Self {
                 record_max_buffered_time_ms: number("RecordMaxBufferedTime")?,
                 ..self
@@ -454,6 +489,18 @@ impl ConfigBuilder {
         )?;
         check_ms("RecordTtl", self.record_ttl_ms, 100, u32::MAX as u64)?;
         let max_connections = check("MaxConnections", self.max_connections, 1, 256)?;
+        let max_buffered_records = check(
+            "MaxBufferedRecords",
+            self.max_buffered_records,
+            1,
+            100_000_000,
+        )?;
+        let max_buffered_bytes = check(
+            "MaxBufferedBytes",
+            self.max_buffered_bytes,
+            1 << 20,
+            1 << 40,
+        )?;
         check_ms("RequestTimeout", self.request_timeout_ms, 100, 600_000)?;
         check_ms("ConnectTimeout", self.connect_timeout_ms, 100, 300_000)?;
         check_ms(
@@ -489,6 +536,8 @@ impl ConfigBuilder {
             credentials: self.credentials,
             shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
             fail_if_throttled: self.fail_if_throttled,
+            max_buffered_records: max_buffered_records as usize,
+            max_buffered_bytes: max_buffered_bytes as usize,
         })
     }
 }

@@ -27,6 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::aggregation::{Aggregate, Aggregator, KinesisRecord, encode};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
@@ -101,6 +102,8 @@ const RECV_BATCH: usize = 1024;
 /// A user record in the engine, with what is needed to resolve its future.
 struct Pending {
     reply: oneshot::Sender<Outcome>,
+    /// What the record holds of the producer's budget (data plus key), returned when it resolves.
+    size: usize,
     arrival: Instant,
     epoch: u64,
     attempts: Attempts,
@@ -254,6 +257,7 @@ type NotPut = (Ready, String, String);
 /// task (building receipts and waking futures is most of the per-record work after the call,
 /// and doing it here keeps it off the engine task), and returns the rest.
 fn settle_put(
+    budget: &Budget,
     batch: Vec<Ready>,
     started: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
@@ -282,6 +286,9 @@ fn settle_put(
     };
     let mut failed = Vec::new();
     let mut resolved: Vec<(u64, u64)> = Vec::new();
+    // Room goes back once per call rather than per record: the counters are shared with every
+    // sending thread.
+    let (mut put_records, mut put_bytes) = (0, 0);
     for (mut ready, result) in batch.into_iter().zip(results) {
         match result {
             EntryResult::Put {
@@ -305,6 +312,8 @@ fn settle_put(
                         attempts: pending.attempts,
                     };
                     let _ = pending.reply.send(Ok(receipt));
+                    put_records += 1;
+                    put_bytes += pending.size;
                     match resolved.last_mut() {
                         Some((epoch, count)) if *epoch == pending.epoch => *count += 1,
                         _ => resolved.push((pending.epoch, 1)),
@@ -324,6 +333,7 @@ fn settle_put(
             }
         }
     }
+    budget.release(put_records, put_bytes);
     (failed, resolved)
 }
 
@@ -336,6 +346,7 @@ struct RefreshDone {
 pub(crate) struct Engine<S> {
     config: Config,
     sink: Arc<S>,
+    budget: Arc<Budget>,
     streams: Vec<StreamState>,
     /// Stream index by the id the producer gave it.
     by_id: HashMap<usize, usize>,
@@ -348,7 +359,8 @@ pub(crate) struct Engine<S> {
     retry_seq: u64,
 }
 
-fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs) {
+fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs, budget: &Budget) {
+    budget.release(1, pending.size);
     let _ = pending.reply.send(Err(Failure {
         kind,
         attempts: pending.attempts,
@@ -357,10 +369,11 @@ fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs) {
 }
 
 impl<S: Sink> Engine<S> {
-    pub(crate) fn new(config: Config, sink: S) -> Self {
+    pub(crate) fn new(config: Config, sink: S, budget: Arc<Budget>) -> Self {
         Engine {
             config,
             sink: Arc::new(sink),
+            budget,
             streams: Vec::new(),
             by_id: HashMap::new(),
             inflight: JoinSet::new(),
@@ -460,6 +473,7 @@ impl<S: Sink> Engine<S> {
                 };
                 let pending = Pending {
                     reply,
+                    size: record.size(),
                     arrival: now,
                     epoch: self.epochs.add(),
                     attempts: Attempts::default(),
@@ -521,6 +535,7 @@ impl<S: Sink> Engine<S> {
                     rejected.tag,
                     PutErrorKind::InvalidRecord(rejected.error),
                     &mut self.epochs,
+                    &self.budget,
                 ),
             },
             // A gap in a map taken mid-resharding: let Kinesis route it.
@@ -542,6 +557,7 @@ impl<S: Sink> Engine<S> {
                 pending,
                 PutErrorKind::InvalidRecord(error),
                 &mut self.epochs,
+                &self.budget,
             );
         }
         let kinesis = encode(std::slice::from_ref(&record)).expect("one record encodes");
@@ -663,6 +679,7 @@ impl<S: Sink> Engine<S> {
             })
             .collect();
         tracing::debug!(stream = %s.name, entries = entries.len(), bytes, "PutRecords");
+        let budget = self.budget.clone();
         let (sink, name, limit) = (
             self.sink.clone(),
             s.name.clone(),
@@ -673,7 +690,7 @@ impl<S: Sink> Engine<S> {
                 Ok(r) => r,
                 Err(_) => Err(timed_out("PutRecords", limit)),
             };
-            let (failed, resolved) = settle_put(batch, now, result);
+            let (failed, resolved) = settle_put(&budget, batch, now, result);
             PutDone {
                 stream: i,
                 failed,
@@ -723,7 +740,7 @@ impl<S: Sink> Engine<S> {
         };
         if let Some(kind) = give_up {
             for (_, pending) in entries {
-                fail(pending, kind.clone(), &mut self.epochs);
+                fail(pending, kind.clone(), &mut self.epochs, &self.budget);
             }
             return;
         }
@@ -739,7 +756,7 @@ impl<S: Sink> Engine<S> {
                     ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
                     last_error: format!("{code}: {message}"),
                 };
-                fail(pending, kind, &mut self.epochs);
+                fail(pending, kind, &mut self.epochs, &self.budget);
             }
         }
         if !keep.is_empty() {

@@ -81,6 +81,7 @@
 #![warn(missing_docs)]
 
 pub mod aggregation;
+mod budget;
 pub mod config;
 mod engine;
 pub mod error;

@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
 use crate::error::RecordError;
@@ -47,6 +48,22 @@ pub enum PutErrorKind {
         code: String,
         /// The service's message.
         message: String,
+    },
+    /// The producer's buffer is full (`MaxBufferedRecords` or `MaxBufferedBytes`): the record
+    /// was not accepted. Wait for room ([`Producer::send_wait`], [`Producer::send_blocking`]) or
+    /// slow down.
+    #[error(
+        "the producer's buffer is full: {records} records buffered (MaxBufferedRecords {max_records}), {bytes} bytes (MaxBufferedBytes {max_bytes}); the record was not accepted"
+    )]
+    BufferFull {
+        /// Records buffered when it was refused.
+        records: usize,
+        /// Bytes (data plus keys) buffered when it was refused.
+        bytes: usize,
+        /// `MaxBufferedRecords`.
+        max_records: usize,
+        /// `MaxBufferedBytes`.
+        max_bytes: usize,
     },
     /// Sent after [`Producer::shutdown`]: not accepted.
     #[error("the producer is shut down and accepts no records")]
@@ -164,6 +181,8 @@ impl std::fmt::Debug for RecordFuture {
 
 struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
+    /// Buffered records and bytes against MaxBufferedRecords and MaxBufferedBytes.
+    budget: Arc<Budget>,
     /// Stream names, interned, with the id the engine knows each by: a send looks its stream
     /// up instead of allocating its name.
     streams: dashmap::DashMap<Box<str>, (Arc<str>, usize)>,
@@ -224,7 +243,13 @@ impl Producer {
     /// refuses it threads, that panics.
     pub fn with_sink<S: Sink>(config: Config, sink: S) -> Producer {
         let (tx, rx) = mpsc::unbounded_channel();
-        let engine = Engine::new(config, sink);
+        // The channel itself is unbounded; what bounds memory is this budget, reserved before a
+        // record enters the channel and released when it resolves.
+        let budget = Arc::new(Budget::new(
+            config.max_buffered_records,
+            config.max_buffered_bytes,
+        ));
+        let engine = Engine::new(config, sink, budget.clone());
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(engine.run(rx));
@@ -245,6 +270,7 @@ impl Producer {
         Producer {
             inner: Arc::new(Inner {
                 tx,
+                budget,
                 streams: dashmap::DashMap::new(),
                 new_stream: std::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
@@ -257,33 +283,153 @@ impl Producer {
     /// inside or outside an async runtime. The record is buffered, aggregated with others bound
     /// for the same shard and sent within `RecordMaxBufferedTime`; the returned future tells
     /// where it was put, or hands it back with the reason it was not.
+    ///
+    /// When the buffer is full (`MaxBufferedRecords`, `MaxBufferedBytes`) the future resolves
+    /// at once to [`PutErrorKind::BufferFull`] with the record; [`try_send`](Self::try_send)
+    /// says so directly, [`send_wait`](Self::send_wait) and [`send_blocking`](Self::send_blocking)
+    /// wait for room.
     pub fn send(&self, stream: &str, record: UserRecord) -> RecordFuture {
+        match self.try_send(stream, record) {
+            Ok(future) => future,
+            Err(e) => RecordFuture {
+                state: FutureState::Done(Some(Err(e))),
+            },
+        }
+    }
+
+    /// As [`send`](Self::send), but a record that is not accepted (buffer full, producer shut
+    /// down or stopped) comes back at once as the error, with the record.
+    ///
+    /// ```
+    /// # use kinesis_producer::{Config, Producer, PutErrorKind, UserRecord};
+    /// # use kinesis_producer::sink::memory::MemorySink;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let config = Config::builder().max_buffered_records(1).build().unwrap();
+    /// let producer = Producer::with_sink(config, MemorySink::new().with_stream("s", 1));
+    /// let first = producer.try_send("s", UserRecord::new("k", "one").unwrap()).unwrap();
+    /// let refused = producer.try_send("s", UserRecord::new("k", "two").unwrap()).unwrap_err();
+    /// assert!(matches!(refused.kind, PutErrorKind::BufferFull { max_records: 1, .. }));
+    /// assert_eq!(refused.record.data().as_ref(), b"two");
+    /// first.await.unwrap();
+    /// # }
+    /// ```
+    #[allow(clippy::result_large_err)] // the error hands the record back by value
+    pub fn try_send(&self, stream: &str, record: UserRecord) -> Result<RecordFuture, PutError> {
         let (stream, stream_id) = self.stream_id(stream);
-        if self.inner.closed.load(Ordering::Acquire) {
+        if let Some(kind) = self.refusal() {
+            return Err(PutError {
+                kind,
+                stream,
+                record,
+                attempts: Attempts::default(),
+            });
+        }
+        if !self.inner.budget.try_reserve(record.size()) {
+            return Err(self.full(stream, record));
+        }
+        self.enqueue(stream, stream_id, record)
+    }
+
+    /// As [`send`](Self::send), but waits for room in the buffer instead of refusing the record.
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes gives up the wait: the record was not accepted
+    /// and is dropped with the future.
+    pub async fn send_wait(&self, stream: &str, record: UserRecord) -> RecordFuture {
+        let (stream, stream_id) = self.stream_id(stream);
+        let closed = || self.inner.closed.load(Ordering::Acquire);
+        if !self.inner.budget.reserve(record.size(), closed).await {
             return RecordFuture::failed(PutErrorKind::Closed, stream, record);
         }
+        self.enqueue(stream, stream_id, record)
+            .unwrap_or_else(|e| RecordFuture {
+                state: FutureState::Done(Some(Err(e))),
+            })
+    }
+
+    /// As [`send_wait`](Self::send_wait), blocking the calling thread while the buffer is full:
+    /// for callers outside an async runtime. Do not call it from an async task (it would block
+    /// a runtime worker); use `send_wait` there.
+    pub fn send_blocking(&self, stream: &str, record: UserRecord) -> RecordFuture {
+        let (stream, stream_id) = self.stream_id(stream);
+        let closed = || self.inner.closed.load(Ordering::Acquire);
+        if !self.inner.budget.reserve_blocking(record.size(), closed) {
+            return RecordFuture::failed(PutErrorKind::Closed, stream, record);
+        }
+        self.enqueue(stream, stream_id, record)
+            .unwrap_or_else(|e| RecordFuture {
+                state: FutureState::Done(Some(Err(e))),
+            })
+    }
+
+    /// Records and bytes (data plus partition keys) buffered now: accepted and not yet
+    /// resolved. Never more than `MaxBufferedRecords` and `MaxBufferedBytes`.
+    pub fn buffered(&self) -> (usize, usize) {
+        self.inner.budget.used()
+    }
+
+    fn refusal(&self) -> Option<PutErrorKind> {
+        self.inner
+            .closed
+            .load(Ordering::Acquire)
+            .then_some(PutErrorKind::Closed)
+    }
+
+    fn full(&self, stream: Arc<str>, record: UserRecord) -> PutError {
+        let (records, bytes) = self.inner.budget.used();
+        let (max_records, max_bytes) = self.inner.budget.limits();
+        let kind = PutErrorKind::BufferFull {
+            records,
+            bytes,
+            max_records,
+            max_bytes,
+        };
+        PutError {
+            kind,
+            stream,
+            record,
+            attempts: Attempts::default(),
+        }
+    }
+
+    /// Hands a record whose room is reserved to the engine.
+    #[allow(clippy::result_large_err)] // the error hands the record back by value
+    fn enqueue(
+        &self,
+        stream: Arc<str>,
+        stream_id: usize,
+        record: UserRecord,
+    ) -> Result<RecordFuture, PutError> {
         let (reply, rx) = oneshot::channel();
         // The hash key (an MD5 when there is no explicit key) is computed here, on the
         // caller's thread, so that many senders share the hashing the engine would do alone.
         let hash_key = record.hash_key();
         let kept = record.clone();
+        let size = record.size();
         let msg = Msg::Record {
             stream: stream_id,
             record,
             hash_key,
             reply,
         };
-        if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
-            drop(msg);
-            return RecordFuture::failed(PutErrorKind::Stopped, stream, kept);
+        if self.inner.tx.send(msg).is_err() {
+            self.inner.budget.release(1, size);
+            let kind = PutErrorKind::Stopped;
+            return Err(PutError {
+                kind,
+                stream,
+                record: kept,
+                attempts: Attempts::default(),
+            });
         }
-        RecordFuture {
+        Ok(RecordFuture {
             state: FutureState::Waiting {
                 reply: rx,
                 record: Some(kept),
                 stream,
             },
-        }
+        })
     }
 
     fn stream_id(&self, stream: &str) -> (Arc<str>, usize) {
