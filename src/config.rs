@@ -53,6 +53,7 @@ pub struct Config {
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) shard_map_refresh_interval: Duration,
     pub(crate) fail_if_throttled: bool,
+    pub(crate) rate_limit: u32,
     pub(crate) max_buffered_records: usize,
     pub(crate) max_buffered_bytes: usize,
 }
@@ -125,6 +126,11 @@ impl Config {
     pub fn fail_if_throttled(&self) -> bool {
         self.fail_if_throttled
     }
+    /// `RateLimit`: the percentage of each shard's write limits (1000 records/s, 1 MiB/s) the
+    /// producer aims at (default 150).
+    pub fn rate_limit(&self) -> u32 {
+        self.rate_limit
+    }
     /// `MaxBufferedRecords`: the most records accepted and not yet resolved (default 500,000).
     pub fn max_buffered_records(&self) -> usize {
         self.max_buffered_records
@@ -160,6 +166,7 @@ pub struct ConfigBuilder {
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
     fail_if_throttled: bool,
+    rate_limit: u64,
     max_buffered_records: u64,
     max_buffered_bytes: u64,
 }
@@ -190,6 +197,7 @@ impl Default for ConfigBuilder {
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
             fail_if_throttled: false,
+            rate_limit: 150,
             max_buffered_records: DEFAULT_MAX_BUFFERED_RECORDS as u64,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES as u64,
         }
@@ -211,6 +219,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "MaxBufferedRecords",
     "MaxConnections",
     "MaxRecordSize",
+    "RateLimit",
     "RecordMaxBufferedTime",
     "RecordTtl",
     "Region",
@@ -284,6 +293,13 @@ impl ConfigBuilder {
         /// `FailIfThrottled`: fail throttled records at once instead of retrying them until
         /// `RecordTtl` (default false).
         fail_if_throttled: fail_if_throttled, bool
+    );
+    setter!(
+        /// `RateLimit`: the percentage of each shard's write limits (1000 records/s and
+        /// 1 MiB/s) to aim at (1..=1000000, KPL default 150). The producer lowers a shard's rate
+        /// by itself while the shard throttles, and raises it back as records go through. A very
+        /// large value turns limiting off in effect (for a sink that never throttles).
+        rate_limit: rate_limit, u64
     );
     setter!(
         /// `MaxBufferedRecords`: the most records accepted and not yet resolved
@@ -394,6 +410,7 @@ impl ConfigBuilder {
             "CollectionMaxCount" => self.collection_max_count(number("CollectionMaxCount")?),
             "CollectionMaxSize" => self.collection_max_size(number("CollectionMaxSize")?),
             "MaxConnections" => self.max_connections(number("MaxConnections")?),
+            "RateLimit" => self.rate_limit(number("RateLimit")?),
             "MaxBufferedRecords" => self.max_buffered_records(number("MaxBufferedRecords")?),
             "MaxBufferedBytes" => self.max_buffered_bytes(number("MaxBufferedBytes")?),
             "RecordMaxBufferedTime" => Self {
@@ -489,6 +506,7 @@ impl ConfigBuilder {
         )?;
         check_ms("RecordTtl", self.record_ttl_ms, 100, u32::MAX as u64)?;
         let max_connections = check("MaxConnections", self.max_connections, 1, 256)?;
+        let rate_limit = check("RateLimit", self.rate_limit, 1, 1_000_000)?;
         let max_buffered_records = check(
             "MaxBufferedRecords",
             self.max_buffered_records,
@@ -536,6 +554,7 @@ impl ConfigBuilder {
             credentials: self.credentials,
             shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
             fail_if_throttled: self.fail_if_throttled,
+            rate_limit: rate_limit as u32,
             max_buffered_records: max_buffered_records as usize,
             max_buffered_bytes: max_buffered_bytes as usize,
         })

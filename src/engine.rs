@@ -31,6 +31,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
+use crate::limiter::ShardLimiter;
 use crate::producer::PutErrorKind;
 use crate::record::{Attempt, Attempts, UserRecord};
 use crate::shard_map::{Shard, ShardMap};
@@ -115,15 +116,20 @@ struct Ready {
     entries: Vec<(UserRecord, Pending)>,
     /// When it must be sent at the latest: its earliest user record's deadline.
     deadline: Instant,
+    /// The shard it is predicted to land on, as an index into the map of the given generation:
+    /// whose rate limiter it answers to. `None` while no map is known.
+    shard: Option<(usize, u64)>,
 }
 
 impl Ready {
-    fn from_aggregate(a: Aggregate<Pending>) -> Ready {
+    /// An aggregate flushed from the aggregator of shard `shard` of the map of `generation`.
+    fn from_aggregate(a: Aggregate<Pending>, shard: usize, generation: u64) -> Ready {
         let deadline = Instant::from_std(a.deadline);
         Ready {
             record: a.record,
             entries: a.entries,
             deadline,
+            shard: Some((shard, generation)),
         }
     }
 }
@@ -175,6 +181,10 @@ struct StreamState {
     retrying: std::collections::BinaryHeap<Retry>,
     /// How many of the records at the front of `ready` a flush asked to send now.
     forced: usize,
+    /// One rate limiter per shard of the current map.
+    limiters: Vec<ShardLimiter>,
+    /// When a record held back by its shard's limiter can go, if any is.
+    limited_until: Option<Instant>,
 }
 
 /// Waiters of `flush_and_wait`: records are counted per epoch; a new epoch starts at each
@@ -247,8 +257,13 @@ struct PutDone {
     stream: usize,
     failed: Vec<NotPut>,
     resolved: Vec<(u64, u64)>,
+    outcomes: Vec<ShardOutcome>,
     finished: Instant,
 }
+
+/// For the rate limiters: the (shard index, map generation) an entry was sent to, and whether it
+/// was throttled.
+type ShardOutcome = ((usize, u64), bool);
 
 /// A Kinesis record that was not put, with the error code and message.
 type NotPut = (Ready, String, String);
@@ -261,7 +276,7 @@ fn settle_put(
     batch: Vec<Ready>,
     started: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
-) -> (Vec<NotPut>, Vec<(u64, u64)>) {
+) -> (Vec<NotPut>, Vec<(u64, u64)>, Vec<ShardOutcome>) {
     let finished = Instant::now();
     let duration = finished - started;
     let results: Vec<EntryResult> = match result {
@@ -289,7 +304,12 @@ fn settle_put(
     // Room goes back once per call rather than per record: the counters are shared with every
     // sending thread.
     let (mut put_records, mut put_bytes) = (0, 0);
+    let mut outcomes = Vec::new();
     for (mut ready, result) in batch.into_iter().zip(results) {
+        if let Some(shard) = ready.shard {
+            let throttled = matches!(&result, EntryResult::Failed { code, .. } if classify(code) == ErrorClass::Throttled);
+            outcomes.push((shard, throttled));
+        }
         match result {
             EntryResult::Put {
                 shard_id,
@@ -334,7 +354,7 @@ fn settle_put(
         }
     }
     budget.release(put_records, put_bytes);
-    (failed, resolved)
+    (failed, resolved, outcomes)
 }
 
 struct RefreshDone {
@@ -453,6 +473,8 @@ impl<S: Sink> Engine<S> {
             ready_bytes: 0,
             retrying: std::collections::BinaryHeap::new(),
             forced: 0,
+            limiters: Vec::new(),
+            limited_until: None,
         });
         self.by_id.insert(id, i);
     }
@@ -521,14 +543,15 @@ impl<S: Sink> Engine<S> {
                 Ok(full) => {
                     s.aggregators_due =
                         Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
+                    let generation = map.generation();
                     if let Some(full) = full {
-                        push_ready(s, Ready::from_aggregate(full));
+                        push_ready(s, Ready::from_aggregate(full, shard, generation));
                     }
                     // Nothing more can join a full aggregate: it need not wait for its deadline.
                     if s.aggregators[shard].is_full()
                         && let Some(full) = s.aggregators[shard].flush()
                     {
-                        push_ready(s, Ready::from_aggregate(full));
+                        push_ready(s, Ready::from_aggregate(full, shard, generation));
                     }
                 }
                 Err(rejected) => fail(
@@ -561,12 +584,18 @@ impl<S: Sink> Engine<S> {
             );
         }
         let kinesis = encode(std::slice::from_ref(&record)).expect("one record encodes");
+        let s = &mut self.streams[i];
+        let shard = s
+            .map
+            .as_ref()
+            .and_then(|m| Some((m.lookup(record.hash_key())?, m.generation())));
         let ready = Ready {
             record: kinesis,
             entries: vec![(record, pending)],
             deadline,
+            shard,
         };
-        push_ready(&mut self.streams[i], ready);
+        push_ready(s, ready);
     }
 
     fn flush_all(&mut self) {
@@ -634,9 +663,10 @@ impl<S: Sink> Engine<S> {
             if closing {
                 s.forced = s.ready.len();
             }
-            while self.inflight.len() < self.config.max_connections && self.should_send(i, now) {
-                self.send_batch(i, now);
-            }
+            while self.inflight.len() < self.config.max_connections
+                && self.should_send(i, now)
+                && self.send_batch(i, now)
+            {}
         }
     }
 
@@ -650,23 +680,45 @@ impl<S: Sink> Engine<S> {
                 || s.ready.iter().any(|r| r.deadline <= now))
     }
 
-    fn send_batch(&mut self, i: usize, now: Instant) {
+    /// Sends one PutRecords call's worth from stream `i`; false if rate limits held back all.
+    fn send_batch(&mut self, i: usize, now: Instant) -> bool {
         let (max_count, max_size) = (
             self.config.collection_max_count,
             self.config.collection_max_size,
         );
         let s = &mut self.streams[i];
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
         let mut batch = Vec::new();
         let mut bytes = 0;
-        while let Some(next) = s.ready.front() {
+        let mut held = Vec::new();
+        s.limited_until = None;
+        while let Some(next) = s.ready.pop_front() {
             let size = next.record.size();
             // The first record always goes, even one larger than CollectionMaxSize (a stream
             // with a raised record limit): the call must carry it somehow.
             if batch.len() >= max_count || (!batch.is_empty() && bytes + size > max_size) {
+                s.ready.push_front(next);
                 break;
             }
+            // Records of a shard over its rate wait; the others go past them.
+            if let Some((k, g)) = next.shard
+                && g == generation
+                && let Some(limiter) = s.limiters.get_mut(k)
+                && !limiter.try_take(size, now.into_std())
+            {
+                let at = Instant::from_std(limiter.ready_at(size, now.into_std()));
+                s.limited_until = Some(s.limited_until.map_or(at, |u| u.min(at)));
+                held.push(next);
+                continue;
+            }
             bytes += size;
-            batch.push(s.ready.pop_front().expect("checked"));
+            batch.push(next);
+        }
+        for r in held.into_iter().rev() {
+            s.ready.push_front(r);
+        }
+        if batch.is_empty() {
+            return false;
         }
         s.ready_bytes -= bytes;
         s.forced = s.forced.saturating_sub(batch.len());
@@ -690,19 +742,33 @@ impl<S: Sink> Engine<S> {
                 Ok(r) => r,
                 Err(_) => Err(timed_out("PutRecords", limit)),
             };
-            let (failed, resolved) = settle_put(&budget, batch, now, result);
+            let (failed, resolved, outcomes) = settle_put(&budget, batch, now, result);
             PutDone {
                 stream: i,
                 failed,
                 resolved,
+                outcomes,
                 finished: Instant::now(),
             }
         });
+        true
     }
 
     fn on_put(&mut self, done: PutDone) {
         for (epoch, count) in done.resolved {
             self.epochs.resolve_many(epoch, count);
+        }
+        let s = &mut self.streams[done.stream];
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+        for ((k, g), throttled) in done.outcomes {
+            // Feedback about the shards of an older map does not apply to the new one.
+            if let (true, Some(limiter)) = (g == generation, s.limiters.get_mut(k)) {
+                if throttled {
+                    limiter.throttled(done.finished.into_std());
+                } else {
+                    limiter.put(done.finished.into_std());
+                }
+            }
         }
         let stream = self.streams[done.stream].name.clone();
         for (ready, code, message) in done.failed {
@@ -796,6 +862,18 @@ impl<S: Sink> Engine<S> {
                 flush_aggregators(s);
                 let limits = self.config.aggregation;
                 s.aggregators = (0..map.len()).map(|_| Aggregator::new(limits)).collect();
+                let rate = self.config.rate_limit;
+                s.limiters = (0..map.len())
+                    .map(|_| ShardLimiter::new(rate, now.into_std()))
+                    .collect();
+                // Records already waiting to be sent answer to the new map's shards now.
+                for r in &mut s.ready {
+                    let key = r
+                        .record
+                        .explicit_hash_key
+                        .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
+                    r.shard = map.lookup(key).map(|k| (k, map.generation()));
+                }
                 s.map = Some(map);
                 let waiting = std::mem::take(&mut s.unmapped);
                 for (record, pending, deadline) in waiting {
@@ -832,6 +910,9 @@ impl<S: Sink> Engine<S> {
                 for r in &s.ready {
                     at(r.deadline);
                 }
+                if let Some(t) = s.limited_until {
+                    at(t);
+                }
             }
         }
         wake
@@ -841,7 +922,8 @@ impl<S: Sink> Engine<S> {
 /// Flushes the aggregators whose earliest deadline has passed, and notes the next one.
 fn flush_due(s: &mut StreamState, now: Instant) {
     let mut next_due: Option<Instant> = None;
-    for agg in &mut s.aggregators {
+    let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+    for (shard, agg) in s.aggregators.iter_mut().enumerate() {
         let Some(d) = agg.earliest_deadline().map(Instant::from_std) else {
             continue;
         };
@@ -850,7 +932,7 @@ fn flush_due(s: &mut StreamState, now: Instant) {
                 push_ready_parts(
                     &mut s.ready,
                     &mut s.ready_bytes,
-                    Ready::from_aggregate(full),
+                    Ready::from_aggregate(full, shard, generation),
                 );
             }
         } else {
@@ -862,12 +944,13 @@ fn flush_due(s: &mut StreamState, now: Instant) {
 
 fn flush_aggregators(s: &mut StreamState) {
     s.aggregators_due = None;
-    for agg in &mut s.aggregators {
+    let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+    for (shard, agg) in s.aggregators.iter_mut().enumerate() {
         if let Some(full) = agg.flush() {
             push_ready_parts(
                 &mut s.ready,
                 &mut s.ready_bytes,
-                Ready::from_aggregate(full),
+                Ready::from_aggregate(full, shard, generation),
             );
         }
     }

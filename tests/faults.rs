@@ -218,15 +218,31 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
     let sink = MemorySink::new().with_stream("s", 1);
     let config = Config::builder().max_buffered_records(3).build().unwrap();
     let producer = Producer::with_sink(config, sink.clone());
-    let accepted: Vec<_> = (0..3).map(|i| producer.try_send("s", record("k", &format!("{i}"))).unwrap()).collect();
+    let accepted: Vec<_> = (0..3)
+        .map(|i| {
+            producer
+                .try_send("s", record("k", &format!("{i}")))
+                .unwrap()
+        })
+        .collect();
     assert_eq!(producer.buffered(), (3, 6));
     let refused = producer.try_send("s", record("k", "refused")).unwrap_err();
     assert_eq!(
         refused.kind,
-        PutErrorKind::BufferFull { records: 3, bytes: 6, max_records: 3, max_bytes: 256 << 20 }
+        PutErrorKind::BufferFull {
+            records: 3,
+            bytes: 6,
+            max_records: 3,
+            max_bytes: 256 << 20
+        }
     );
     assert_eq!(refused.record.data().as_ref(), b"refused");
-    assert!(refused.to_string().contains("buffer is full: 3 records buffered (MaxBufferedRecords 3)"), "{refused}");
+    assert!(
+        refused
+            .to_string()
+            .contains("buffer is full: 3 records buffered (MaxBufferedRecords 3)"),
+        "{refused}"
+    );
     // `send` says the same through its future.
     let via_send = producer.send("s", record("k", "too")).await.unwrap_err();
     assert!(matches!(via_send.kind, PutErrorKind::BufferFull { .. }));
@@ -235,7 +251,10 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
     }
     assert_eq!(producer.buffered(), (0, 0));
     // Failed records give their room back too.
-    let big = producer.send("s", UserRecord::new("k", vec![0u8; 2 << 20]).unwrap()).await.unwrap_err();
+    let big = producer
+        .send("s", UserRecord::new("k", vec![0u8; 2 << 20]).unwrap())
+        .await
+        .unwrap_err();
     assert!(matches!(big.kind, PutErrorKind::InvalidRecord(_)));
     assert_eq!(producer.buffered(), (0, 0));
 }
@@ -248,7 +267,10 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
     let sink = MemorySink::new().with_stream("s", 4);
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
     let d = down.clone();
-    sink.set_entry_fault(move |_| d.load(Ordering::Relaxed).then(|| ("InternalFailure".into(), "down".into())));
+    sink.set_entry_fault(move |_| {
+        d.load(Ordering::Relaxed)
+            .then(|| ("InternalFailure".into(), "down".into()))
+    });
     let config = Config::builder()
         .max_buffered_records(2_000)
         .max_buffered_bytes(1 << 20)
@@ -262,7 +284,14 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
             let mut futures = Vec::new();
             let mut peak = (0, 0);
             for i in 0..20_000 {
-                futures.push(producer.send_wait("s", record(&format!("k{}", i % 100), &format!("record {i:>10}"))).await);
+                futures.push(
+                    producer
+                        .send_wait(
+                            "s",
+                            record(&format!("k{}", i % 100), &format!("record {i:>10}")),
+                        )
+                        .await,
+                );
                 let (r, b) = producer.buffered();
                 peak = (peak.0.max(r), peak.1.max(b));
             }
@@ -272,14 +301,25 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
     tokio::time::sleep(Duration::from_secs(20)).await;
     let during = producer.buffered();
     assert!(during.0 <= 2_000 && during.1 <= 1 << 20, "{during:?}");
-    assert!(during.0 >= 1_900, "the buffer filled up and the sender was held back: {during:?}");
+    assert!(
+        during.0 >= 1_900,
+        "the buffer filled up and the sender was held back: {during:?}"
+    );
     down.store(false, Ordering::Relaxed);
     let (futures, peak) = sender.await.unwrap();
     assert!(peak.0 <= 2_000 && peak.1 <= 1 << 20, "peak {peak:?}");
     for f in futures {
         f.await.unwrap();
     }
-    let stored: usize = sink.records("s").iter().map(|r| deaggregate_strict(&r.partition_key, r.data.clone()).unwrap().len()).sum();
+    let stored: usize = sink
+        .records("s")
+        .iter()
+        .map(|r| {
+            deaggregate_strict(&r.partition_key, r.data.clone())
+                .unwrap()
+                .len()
+        })
+        .sum();
     assert_eq!(stored, 20_000);
     assert_eq!(producer.buffered(), (0, 0));
 }
@@ -290,12 +330,20 @@ fn send_blocking_waits_for_room_on_a_plain_thread() {
     sink.set_latency(Duration::from_millis(20));
     let config = Config::builder().max_buffered_records(10).build().unwrap();
     let producer = Producer::with_sink(config, sink.clone());
-    let futures: Vec<_> = (0..200).map(|i| producer.send_blocking("s", record("k", &format!("{i}")))).collect();
-    let waiter = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let futures: Vec<_> = (0..200)
+        .map(|i| producer.send_blocking("s", record("k", &format!("{i}"))))
+        .collect();
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     waiter.block_on(async {
         for f in futures {
             f.await.unwrap();
         }
     });
-    assert!(sink.requests().len() >= 20, "sent in small batches as room freed up");
+    assert!(
+        sink.requests().len() >= 20,
+        "sent in small batches as room freed up"
+    );
 }

@@ -1,0 +1,15 @@
+//! Sustained overload against a real per-shard-throttling Kinesis (ferrokinesis with limits
+//! enforced, on 127.0.0.1): twice the stream's capacity offered, no record may fail and every
+//! record must read back. The throughput figure is printed, not asserted (see
+//! `cargo bench --bench throttling` for the 30 s measurement).
+
+#[path = "common/overload.rs"]
+mod overload;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twice_the_capacity_turns_into_backpressure_not_failures() {
+    let r = overload::run(2, 1000, 200.0, 8).await;
+    eprintln!("{r:?}");
+    assert_eq!(r.failed, 0, "{r:?}");
+    assert_eq!(r.read_back, r.records, "{r:?}");
+}
