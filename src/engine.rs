@@ -119,17 +119,26 @@ struct Ready {
     /// The shard it is predicted to land on, as an index into the map of the given generation:
     /// whose rate limiter it answers to. `None` while no map is known.
     shard: Option<(usize, u64)>,
+    /// The id of that shard: Kinesis naming another one means the map is stale, and an
+    /// aggregate may then hold records outside the range of the shard that took it.
+    expected: Option<Arc<str>>,
 }
 
 impl Ready {
     /// An aggregate flushed from the aggregator of shard `shard` of the map of `generation`.
-    fn from_aggregate(a: Aggregate<Pending>, shard: usize, generation: u64) -> Ready {
+    fn from_aggregate(
+        a: Aggregate<Pending>,
+        shard: usize,
+        generation: u64,
+        expected: &[Arc<str>],
+    ) -> Ready {
         let deadline = Instant::from_std(a.deadline);
         Ready {
             record: a.record,
             entries: a.entries,
             deadline,
             shard: Some((shard, generation)),
+            expected: expected.get(shard).cloned(),
         }
     }
 }
@@ -183,6 +192,11 @@ struct StreamState {
     forced: usize,
     /// One rate limiter per shard of the current map.
     limiters: Vec<ShardLimiter>,
+    /// The current map's shard ids, by index.
+    shard_ids: Vec<Arc<str>>,
+    /// Aggregates Kinesis put on another shard than predicted, waiting for a shard map that
+    /// knows that shard's range to tell which of their user records consumers will keep.
+    unverified: Vec<Misrouted>,
     /// When a record held back by its shard's limiter can go, if any is.
     limited_until: Option<Instant>,
 }
@@ -258,12 +272,33 @@ struct PutDone {
     failed: Vec<NotPut>,
     resolved: Vec<(u64, u64)>,
     outcomes: Vec<ShardOutcome>,
+    misrouted: Vec<Misrouted>,
+    /// Kinesis put something on another shard than predicted: the map is stale.
+    stale: bool,
     finished: Instant,
+}
+
+/// An aggregate that was put, but on another shard than the one it was built for.
+struct Misrouted {
+    ready: Ready,
+    shard_id: Arc<str>,
+    sequence_number: Arc<str>,
+    started: Instant,
+    duration: Duration,
 }
 
 /// For the rate limiters: the (shard index, map generation) an entry was sent to, and whether it
 /// was throttled.
 type ShardOutcome = ((usize, u64), bool);
+
+/// What a PutRecords task found.
+struct Settled {
+    failed: Vec<NotPut>,
+    resolved: Vec<(u64, u64)>,
+    outcomes: Vec<ShardOutcome>,
+    misrouted: Vec<Misrouted>,
+    stale: bool,
+}
 
 /// A Kinesis record that was not put, with the error code and message.
 type NotPut = (Ready, String, String);
@@ -276,7 +311,7 @@ fn settle_put(
     batch: Vec<Ready>,
     started: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
-) -> (Vec<NotPut>, Vec<(u64, u64)>, Vec<ShardOutcome>) {
+) -> Settled {
     let finished = Instant::now();
     let duration = finished - started;
     let results: Vec<EntryResult> = match result {
@@ -305,6 +340,8 @@ fn settle_put(
     // sending thread.
     let (mut put_records, mut put_bytes) = (0, 0);
     let mut outcomes = Vec::new();
+    let mut misrouted = Vec::new();
+    let mut stale = false;
     for (mut ready, result) in batch.into_iter().zip(results) {
         if let Some(shard) = ready.shard {
             let throttled = matches!(&result, EntryResult::Failed { code, .. } if classify(code) == ErrorClass::Throttled);
@@ -318,6 +355,21 @@ fn settle_put(
                 let aggregated = ready.record.aggregated;
                 let (shard_id, sequence_number): (Arc<str>, Arc<str>) =
                     (shard_id.into(), sequence_number.into());
+                if ready.expected.as_ref().is_some_and(|e| *e != shard_id) {
+                    stale = true;
+                    // A plain record is where its own key put it; an aggregate went where its
+                    // first record's key put it, and the others may be outside that shard.
+                    if aggregated {
+                        misrouted.push(Misrouted {
+                            ready,
+                            shard_id,
+                            sequence_number,
+                            started,
+                            duration,
+                        });
+                        continue;
+                    }
+                }
                 for (n, (_, mut pending)) in ready.entries.into_iter().enumerate() {
                     pending.attempts.push(Attempt {
                         delay: started - pending.arrival,
@@ -354,7 +406,13 @@ fn settle_put(
         }
     }
     budget.release(put_records, put_bytes);
-    (failed, resolved, outcomes)
+    Settled {
+        failed,
+        resolved,
+        outcomes,
+        misrouted,
+        stale,
+    }
 }
 
 struct RefreshDone {
@@ -454,6 +512,7 @@ impl<S: Sink> Engine<S> {
                 s.unmapped.is_empty()
                     && s.ready.is_empty()
                     && s.retrying.is_empty()
+                    && s.unverified.is_empty()
                     && s.aggregators.iter().all(Aggregator::is_empty)
             })
     }
@@ -475,6 +534,8 @@ impl<S: Sink> Engine<S> {
             forced: 0,
             limiters: Vec::new(),
             limited_until: None,
+            shard_ids: Vec::new(),
+            unverified: Vec::new(),
         });
         self.by_id.insert(id, i);
     }
@@ -506,11 +567,7 @@ impl<S: Sink> Engine<S> {
             Msg::Flush => self.flush_all(),
             Msg::Refresh(name) => {
                 if let Some(s) = self.streams.iter_mut().find(|s| s.name == name) {
-                    if s.refreshing {
-                        s.refresh_again = true;
-                    } else {
-                        s.next_refresh = now;
-                    }
+                    request_refresh(s, now);
                 }
             }
             Msg::FlushWait(tx) => {
@@ -545,13 +602,19 @@ impl<S: Sink> Engine<S> {
                         Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
                     let generation = map.generation();
                     if let Some(full) = full {
-                        push_ready(s, Ready::from_aggregate(full, shard, generation));
+                        push_ready(
+                            s,
+                            Ready::from_aggregate(full, shard, generation, &s.shard_ids),
+                        );
                     }
                     // Nothing more can join a full aggregate: it need not wait for its deadline.
                     if s.aggregators[shard].is_full()
                         && let Some(full) = s.aggregators[shard].flush()
                     {
-                        push_ready(s, Ready::from_aggregate(full, shard, generation));
+                        push_ready(
+                            s,
+                            Ready::from_aggregate(full, shard, generation, &s.shard_ids),
+                        );
                     }
                 }
                 Err(rejected) => fail(
@@ -589,11 +652,13 @@ impl<S: Sink> Engine<S> {
             .map
             .as_ref()
             .and_then(|m| Some((m.lookup(record.hash_key())?, m.generation())));
+        let expected = shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
         let ready = Ready {
             record: kinesis,
             entries: vec![(record, pending)],
             deadline,
             shard,
+            expected,
         };
         push_ready(s, ready);
     }
@@ -620,7 +685,9 @@ impl<S: Sink> Engine<S> {
     fn tick(&mut self, now: Instant) {
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
-            if !s.refreshing && now >= s.next_refresh && !self.closing {
+            // While closing, maps are fetched only to settle misrouted aggregates.
+            if !s.refreshing && now >= s.next_refresh && (!self.closing || !s.unverified.is_empty())
+            {
                 s.refreshing = true;
                 self.generation += 1;
                 let (sink, name, generation) = (self.sink.clone(), s.name.clone(), self.generation);
@@ -742,12 +809,20 @@ impl<S: Sink> Engine<S> {
                 Ok(r) => r,
                 Err(_) => Err(timed_out("PutRecords", limit)),
             };
-            let (failed, resolved, outcomes) = settle_put(&budget, batch, now, result);
+            let Settled {
+                failed,
+                resolved,
+                outcomes,
+                misrouted,
+                stale,
+            } = settle_put(&budget, batch, now, result);
             PutDone {
                 stream: i,
                 failed,
                 resolved,
                 outcomes,
+                misrouted,
+                stale,
                 finished: Instant::now(),
             }
         });
@@ -759,6 +834,11 @@ impl<S: Sink> Engine<S> {
             self.epochs.resolve_many(epoch, count);
         }
         let s = &mut self.streams[done.stream];
+        if done.stale {
+            tracing::info!(stream = %s.name, misrouted = done.misrouted.len(), "records landed on unexpected shards; refreshing the shard map");
+            request_refresh(s, done.finished);
+        }
+        s.unverified.extend(done.misrouted);
         let generation = s.map.as_ref().map_or(0, ShardMap::generation);
         for ((k, g), throttled) in done.outcomes {
             // Feedback about the shards of an older map does not apply to the new one.
@@ -844,41 +924,17 @@ impl<S: Sink> Engine<S> {
         match done.result {
             Ok(shards) => {
                 s.next_refresh = if again { now } else { now + interval };
+                let fresh = ShardMap::new(shards, done.generation);
                 let newer = s
                     .map
                     .as_ref()
                     .is_none_or(|m| m.generation() < done.generation);
-                let changed = s
-                    .map
-                    .as_ref()
-                    .is_none_or(|m| m.shards() != ShardMap::new(shards.clone(), 0).shards());
-                if !newer || !changed {
-                    return;
+                let changed = s.map.as_ref().is_none_or(|m| m.shards() != fresh.shards());
+                if newer && changed {
+                    self.install(done.stream, fresh.clone(), now);
                 }
-                let map = ShardMap::new(shards, done.generation);
-                tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
-                // Aggregates built for the old map go out as they are: each is routed by its
-                // first record's hash key.
-                flush_aggregators(s);
-                let limits = self.config.aggregation;
-                s.aggregators = (0..map.len()).map(|_| Aggregator::new(limits)).collect();
-                let rate = self.config.rate_limit;
-                s.limiters = (0..map.len())
-                    .map(|_| ShardLimiter::new(rate, now.into_std()))
-                    .collect();
-                // Records already waiting to be sent answer to the new map's shards now.
-                for r in &mut s.ready {
-                    let key = r
-                        .record
-                        .explicit_hash_key
-                        .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
-                    r.shard = map.lookup(key).map(|k| (k, map.generation()));
-                }
-                s.map = Some(map);
-                let waiting = std::mem::take(&mut s.unmapped);
-                for (record, pending, deadline) in waiting {
-                    let hash_key = record.hash_key();
-                    self.route(done.stream, record, hash_key, pending, deadline);
+                if !self.streams[done.stream].unverified.is_empty() {
+                    self.verify(done.stream, &fresh, now);
                 }
             }
             Err(e) => {
@@ -888,13 +944,111 @@ impl<S: Sink> Engine<S> {
         }
     }
 
+    /// Makes `map` stream `i`'s shard map.
+    fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
+        let s = &mut self.streams[i];
+        tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
+        // Aggregates built for the old map go out as they are: each is routed by its first
+        // record's hash key, and checked against the shard that takes it.
+        flush_aggregators(s);
+        let limits = self.config.aggregation;
+        s.aggregators = (0..map.len()).map(|_| Aggregator::new(limits)).collect();
+        let rate = self.config.rate_limit;
+        s.limiters = (0..map.len())
+            .map(|_| ShardLimiter::new(rate, now.into_std()))
+            .collect();
+        s.shard_ids = map
+            .shards()
+            .iter()
+            .map(|sh| Arc::from(sh.shard_id.as_str()))
+            .collect();
+        // Records already waiting to be sent answer to the new map's shards now.
+        for r in &mut s.ready {
+            let key = r
+                .record
+                .explicit_hash_key
+                .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
+            r.shard = map.lookup(key).map(|k| (k, map.generation()));
+            r.expected = r.shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
+        }
+        s.map = Some(map);
+        let waiting = std::mem::take(&mut s.unmapped);
+        for (record, pending, deadline) in waiting {
+            let hash_key = record.hash_key();
+            self.route(i, record, hash_key, pending, deadline);
+        }
+    }
+
+    /// Settles aggregates that landed on another shard than predicted, now that `map` (a fresh
+    /// listing) may know that shard's range: consumers that filter by range (the KCL) keep the
+    /// user records whose hash keys lie inside it, so those are put; the others go back through
+    /// aggregation, to the shards they belong to. An aggregate whose shard the listing does not
+    /// know yet waits for the next one.
+    fn verify(&mut self, i: usize, map: &ShardMap, now: Instant) {
+        let waiting = std::mem::take(&mut self.streams[i].unverified);
+        let mut resend = Vec::new();
+        for m in waiting {
+            let Some((start, end)) = map.range_of(&m.shard_id) else {
+                self.streams[i].unverified.push(m);
+                continue;
+            };
+            for (n, (record, mut pending)) in m.ready.entries.into_iter().enumerate() {
+                let delay = m.started - pending.arrival;
+                let key = record.hash_key();
+                if start <= key && key <= end {
+                    pending.attempts.push(Attempt {
+                        delay,
+                        duration: m.duration,
+                        error: None,
+                    });
+                    let delivered = Delivered {
+                        shard_id: m.shard_id.clone(),
+                        sequence_number: m.sequence_number.clone(),
+                        sub_sequence_number: n as u64,
+                        aggregated: true,
+                        attempts: std::mem::take(&mut pending.attempts),
+                    };
+                    self.budget.release(1, pending.size);
+                    let _ = pending.reply.send(Ok(delivered));
+                    self.epochs.resolve(pending.epoch);
+                } else {
+                    let message = format!(
+                        "put in an aggregate on {}, whose hash key range does not hold this record's hash key {key}: consumers that filter by range would drop it; sent again",
+                        m.shard_id
+                    );
+                    pending.attempts.push(Attempt {
+                        delay,
+                        duration: m.duration,
+                        error: Some(("WrongShard".into(), message)),
+                    });
+                    resend.push((record, pending));
+                }
+            }
+        }
+        if !resend.is_empty() {
+            tracing::info!(
+                records = resend.len(),
+                "re-sending records that landed outside their shard"
+            );
+        }
+        for (record, pending) in resend {
+            let key = record.hash_key();
+            self.route(i, record, key, pending, now);
+        }
+        let s = &mut self.streams[i];
+        if !s.unverified.is_empty() {
+            // The listing did not know the shard that took them yet: look again soon.
+            s.next_refresh = s.next_refresh.min(now + REFRESH_RETRY);
+        }
+    }
+
     /// The earliest moment something becomes due, if anything can.
     fn next_wake(&self) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         let can_send = self.inflight.len() < self.config.max_connections;
         for s in &self.streams {
-            if !s.refreshing && !self.closing {
+            if !s.refreshing && (!self.closing || !s.unverified.is_empty()) {
                 at(s.next_refresh);
             }
             if let Some((_, _, d)) = s.unmapped.front() {
@@ -919,6 +1073,16 @@ impl<S: Sink> Engine<S> {
     }
 }
 
+/// Asks for the stream's shard map now; during a refresh, once more after it (its answer may
+/// predate what prompted this).
+fn request_refresh(s: &mut StreamState, now: Instant) {
+    if s.refreshing {
+        s.refresh_again = true;
+    } else {
+        s.next_refresh = now;
+    }
+}
+
 /// Flushes the aggregators whose earliest deadline has passed, and notes the next one.
 fn flush_due(s: &mut StreamState, now: Instant) {
     let mut next_due: Option<Instant> = None;
@@ -932,7 +1096,7 @@ fn flush_due(s: &mut StreamState, now: Instant) {
                 push_ready_parts(
                     &mut s.ready,
                     &mut s.ready_bytes,
-                    Ready::from_aggregate(full, shard, generation),
+                    Ready::from_aggregate(full, shard, generation, &s.shard_ids),
                 );
             }
         } else {
@@ -950,7 +1114,7 @@ fn flush_aggregators(s: &mut StreamState) {
             push_ready_parts(
                 &mut s.ready,
                 &mut s.ready_bytes,
-                Ready::from_aggregate(full, shard, generation),
+                Ready::from_aggregate(full, shard, generation, &s.shard_ids),
             );
         }
     }

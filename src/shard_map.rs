@@ -11,13 +11,19 @@ pub struct Shard {
     pub start: HashKey,
     /// Last hash key it owns (inclusive).
     pub end: HashKey,
+    /// Closed by a split or merge: takes no new records, but still holds (and consumers still
+    /// read, filtered by its range) what was written to it.
+    pub closed: bool,
 }
 
-/// A snapshot of a stream's open shards, sorted by hash range, stamped with the generation it
+/// A snapshot of a stream's shards (lookups use the open ones), sorted by hash range, stamped with the generation it
 /// was fetched at so a late answer to an old refresh never replaces a newer map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardMap {
+    /// Open shards, sorted by range: what lookups search.
     shards: Vec<Shard>,
+    /// Every shard listed, closed ones included, by id: the ranges consumers filter by.
+    ranges: std::collections::HashMap<String, (HashKey, HashKey)>,
     generation: u64,
 }
 
@@ -27,12 +33,26 @@ impl ShardMap {
     /// in it return `None`, and the records there go out unaggregated, routed by Kinesis itself.
     pub fn new(mut shards: Vec<Shard>, generation: u64) -> ShardMap {
         shards.retain(|s| s.start <= s.end);
+        let ranges = shards
+            .iter()
+            .map(|s| (s.shard_id.clone(), (s.start, s.end)))
+            .collect();
+        shards.retain(|s| !s.closed);
         shards.sort_by(|a, b| {
             a.start
                 .cmp(&b.start)
                 .then_with(|| a.shard_id.cmp(&b.shard_id))
         });
-        ShardMap { shards, generation }
+        ShardMap {
+            shards,
+            ranges,
+            generation,
+        }
+    }
+
+    /// The hash key range of any listed shard, closed ones included.
+    pub fn range_of(&self, shard_id: &str) -> Option<(HashKey, HashKey)> {
+        self.ranges.get(shard_id).copied()
     }
 
     /// The generation this map was fetched at.
@@ -40,7 +60,7 @@ impl ShardMap {
         self.generation
     }
 
-    /// The shards, sorted by hash range.
+    /// The open shards, sorted by hash range.
     pub fn shards(&self) -> &[Shard] {
         &self.shards
     }
@@ -114,6 +134,7 @@ mod tests {
                 shard_id: format!("shardId-{i:012}"),
                 start,
                 end,
+                closed: false,
             })
             .rev()
             .collect();
@@ -160,11 +181,19 @@ mod tests {
                     shard_id: "a".into(),
                     start: HashKey(0),
                     end: HashKey(9),
+                    closed: false,
                 },
                 Shard {
                     shard_id: "b".into(),
                     start: HashKey(20),
                     end: HashKey::MAX,
+                    closed: false,
+                },
+                Shard {
+                    shard_id: "old".into(),
+                    start: HashKey(0),
+                    end: HashKey::MAX,
+                    closed: true,
                 },
             ],
             3,
@@ -174,6 +203,10 @@ mod tests {
         assert_eq!(m.lookup(HashKey(10)), None);
         assert_eq!(m.lookup(HashKey(20)), Some(1));
         assert_eq!(m.generation(), 3);
+        assert_eq!(m.len(), 2, "closed shards take no records");
+        assert_eq!(m.range_of("old"), Some((HashKey(0), HashKey::MAX)));
+        assert_eq!(m.range_of("b"), Some((HashKey(20), HashKey::MAX)));
+        assert_eq!(m.range_of("nope"), None);
         assert_eq!(ShardMap::new(vec![], 0).lookup(HashKey(5)), None);
     }
 }

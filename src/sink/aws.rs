@@ -175,13 +175,11 @@ impl Sink for AwsSink {
             let before = shards.len();
             for s in out.shards.unwrap_or_default() {
                 // Closed shards (split or merged away) have an ending sequence number.
-                if s.sequence_number_range
+                let closed = s
+                    .sequence_number_range
                     .as_ref()
                     .and_then(|r| r.ending_sequence_number.as_ref())
-                    .is_some()
-                {
-                    continue;
-                }
+                    .is_some();
                 let range = s.hash_key_range.as_ref();
                 let parse = |v: Option<&str>| v.and_then(|v| v.parse::<u128>().ok()).map(HashKey);
                 let (Some(start), Some(end)) = (
@@ -199,6 +197,7 @@ impl Sink for AwsSink {
                         shard_id: s.shard_id,
                         start,
                         end,
+                        closed,
                     });
                 }
             }

@@ -80,6 +80,7 @@ impl MemorySink {
                     shard_id: format!("shardId-{i:012}"),
                     start,
                     end,
+                    closed: false,
                 },
                 next_sequence: 0,
             })
@@ -93,6 +94,53 @@ impl MemorySink {
     pub fn discarding(self) -> Self {
         self.lock().discard = true;
         self
+    }
+
+    /// Splits an open shard at `at` (the first hash key of the upper child), as SplitShard does:
+    /// the parent closes, two new shards take its range. Returns the children's ids.
+    pub fn split_shard(&self, stream: &str, shard_id: &str, at: HashKey) -> (String, String) {
+        let mut state = self.lock();
+        let shards = state
+            .streams
+            .get_mut(stream)
+            .expect("a stream of this sink");
+        let next = shards.len();
+        let parent = shards
+            .iter_mut()
+            .find(|s| s.shard.shard_id == shard_id && !s.shard.closed)
+            .expect("an open shard of this stream");
+        assert!(
+            parent.shard.start < at && at <= parent.shard.end,
+            "split inside the range"
+        );
+        parent.shard.closed = true;
+        let (start, end) = (parent.shard.start, parent.shard.end);
+        let lower = format!("shardId-{next:012}");
+        let upper = format!("shardId-{:012}", next + 1);
+        for (id, start, end) in [
+            (lower.clone(), start, HashKey(at.0 - 1)),
+            (upper.clone(), at, end),
+        ] {
+            shards.push(MemShard {
+                shard: Shard {
+                    shard_id: id,
+                    start,
+                    end,
+                    closed: false,
+                },
+                next_sequence: 0,
+            });
+        }
+        (lower, upper)
+    }
+
+    /// Every shard's id and range, closed ones included.
+    pub fn shards(&self, stream: &str) -> Vec<Shard> {
+        self.lock()
+            .streams
+            .get(stream)
+            .map(|s| s.iter().map(|m| m.shard.clone()).collect())
+            .unwrap_or_default()
     }
 
     /// Scripts the fate of each entry from now on (`None` puts it).
@@ -193,7 +241,7 @@ impl Sink for MemorySink {
             let (i, shard) = shards
                 .iter_mut()
                 .enumerate()
-                .find(|(_, s)| s.shard.start <= key && key <= s.shard.end)
+                .find(|(_, s)| !s.shard.closed && s.shard.start <= key && key <= s.shard.end)
                 .expect("open shards cover the hash key space");
             shard.next_sequence += 1;
             let sequence_number = format!("{:04}{:028}", i, shard.next_sequence);

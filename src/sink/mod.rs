@@ -76,7 +76,8 @@ pub trait Sink: Send + Sync + 'static {
         entries: Vec<PutEntry>,
     ) -> impl Future<Output = Result<Vec<EntryResult>, SinkError>> + Send;
 
-    /// The stream's open shards, every page of ListShards.
+    /// Every shard of the stream, open and closed (with `closed` set), every page of
+    /// ListShards.
     fn list_shards(
         &self,
         stream: &str,
