@@ -948,9 +948,17 @@ impl<S: Sink> Engine<S> {
     fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
         let s = &mut self.streams[i];
         tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
-        // Aggregates built for the old map go out as they are: each is routed by its first
-        // record's hash key, and checked against the shard that takes it.
-        flush_aggregators(s);
+        // Nothing not yet sent keeps its old packing: an aggregate built for an old shard may
+        // straddle the new ones, and would reach consumers that drop what lies outside the
+        // shard that takes it. Its user records are packed again for the new map. (Aggregates
+        // already in flight are checked against the shard that takes them: see `verify`.)
+        let mut repack: Vec<(Vec<(UserRecord, Pending)>, Instant)> = Vec::new();
+        for agg in &mut s.aggregators {
+            if let Some(a) = agg.flush() {
+                repack.push((a.entries, Instant::from_std(a.deadline)));
+            }
+        }
+        s.aggregators_due = None;
         let limits = self.config.aggregation;
         s.aggregators = (0..map.len()).map(|_| Aggregator::new(limits)).collect();
         let rate = self.config.rate_limit;
@@ -962,17 +970,31 @@ impl<S: Sink> Engine<S> {
             .iter()
             .map(|sh| Arc::from(sh.shard_id.as_str()))
             .collect();
-        // Records already waiting to be sent answer to the new map's shards now.
-        for r in &mut s.ready {
-            let key = r
-                .record
-                .explicit_hash_key
-                .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
-            r.shard = map.lookup(key).map(|k| (k, map.generation()));
-            r.expected = r.shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
+        let queued = std::mem::take(&mut s.ready);
+        s.ready_bytes = 0;
+        s.forced = 0;
+        for mut r in queued {
+            if r.record.aggregated {
+                repack.push((r.entries, r.deadline));
+            } else {
+                // A plain record goes where its own key sends it: only its label changes.
+                let key = r
+                    .record
+                    .explicit_hash_key
+                    .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
+                r.shard = map.lookup(key).map(|k| (k, map.generation()));
+                r.expected = r.shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
+                push_ready(s, r);
+            }
         }
         s.map = Some(map);
-        let waiting = std::mem::take(&mut s.unmapped);
+        for (entries, deadline) in repack {
+            for (record, pending) in entries {
+                let hash_key = record.hash_key();
+                self.route(i, record, hash_key, pending, deadline);
+            }
+        }
+        let waiting = std::mem::take(&mut self.streams[i].unmapped);
         for (record, pending, deadline) in waiting {
             let hash_key = record.hash_key();
             self.route(i, record, hash_key, pending, deadline);

@@ -350,9 +350,18 @@ fn send_blocking_waits_for_room_on_a_plain_thread() {
 
 /// What a KCL consumer keeps: every user record inside the hash key range of the shard its
 /// Kinesis record was read from (closed shards included), by data.
-fn kcl_view(sink: &MemorySink, stream: &str) -> std::collections::HashMap<Vec<u8>, (String, String, u64)> {
-    let ranges: std::collections::HashMap<String, (kinesis_producer::HashKey, kinesis_producer::HashKey)> =
-        sink.shards(stream).into_iter().map(|s| (s.shard_id, (s.start, s.end))).collect();
+fn kcl_view(
+    sink: &MemorySink,
+    stream: &str,
+) -> std::collections::HashMap<Vec<u8>, (String, String, u64)> {
+    let ranges: std::collections::HashMap<
+        String,
+        (kinesis_producer::HashKey, kinesis_producer::HashKey),
+    > = sink
+        .shards(stream)
+        .into_iter()
+        .map(|s| (s.shard_id, (s.start, s.end)))
+        .collect();
     let mut kept = std::collections::HashMap::new();
     for r in sink.records(stream) {
         let (start, end) = ranges[&r.shard_id];
@@ -362,7 +371,14 @@ fn kcl_view(sink: &MemorySink, stream: &str) -> std::collections::HashMap<Vec<u8
                 None => kinesis_producer::HashKey::from_partition_key(&u.partition_key),
             };
             if start <= key && key <= end {
-                kept.insert(u.data.to_vec(), (r.shard_id.clone(), r.sequence_number.clone(), u.sub_sequence_number));
+                kept.insert(
+                    u.data.to_vec(),
+                    (
+                        r.shard_id.clone(),
+                        r.sequence_number.clone(),
+                        u.sub_sequence_number,
+                    ),
+                );
             }
         }
     }
@@ -377,29 +393,64 @@ fn kcl_view(sink: &MemorySink, stream: &str) -> std::collections::HashMap<Vec<u8
 async fn a_split_in_mid_flight_loses_nothing_for_a_range_filtering_consumer() {
     let sink = MemorySink::new().with_stream("s", 2);
     sink.set_latency(Duration::from_millis(50));
-    let config = Config::builder().record_max_buffered_time(Duration::from_millis(200)).build().unwrap();
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_millis(200))
+        .build()
+        .unwrap();
     let producer = Producer::with_sink(config, sink.clone());
     producer.send("s", record("warm", "up")).await.unwrap();
-    let before: Vec<_> = (0..2_000).map(|i| producer.send("s", record(&format!("k{}", i % 300), &format!("before {i}")))).collect();
+    let before: Vec<_> = (0..2_000)
+        .map(|i| {
+            producer.send(
+                "s",
+                record(&format!("k{}", i % 300), &format!("before {i}")),
+            )
+        })
+        .collect();
     // The aggregates above are still being filled (200 ms) when both shards split.
     tokio::time::sleep(Duration::from_millis(10)).await;
     let half = u128::MAX / 4;
     sink.split_shard("s", "shardId-000000000000", kinesis_producer::HashKey(half));
-    sink.split_shard("s", "shardId-000000000001", kinesis_producer::HashKey(half * 3));
-    let after: Vec<_> = (0..2_000).map(|i| producer.send("s", record(&format!("k{}", i % 300), &format!("after {i}")))).collect();
+    sink.split_shard(
+        "s",
+        "shardId-000000000001",
+        kinesis_producer::HashKey(half * 3),
+    );
+    let after: Vec<_> = (0..2_000)
+        .map(|i| producer.send("s", record(&format!("k{}", i % 300), &format!("after {i}"))))
+        .collect();
     let mut receipts = Vec::new();
     let mut resent = 0;
     for (i, f) in before.into_iter().chain(after).enumerate() {
         let receipt = f.await.unwrap();
-        resent += usize::from(receipt.attempts.iter().any(|a| a.error.as_ref().is_some_and(|e| e.0 == "WrongShard")));
+        resent += usize::from(
+            receipt
+                .attempts
+                .iter()
+                .any(|a| a.error.as_ref().is_some_and(|e| e.0 == "WrongShard")),
+        );
         receipts.push((i, receipt));
     }
     assert!(resent > 0, "the split caught aggregates in flight");
     let kept = kcl_view(&sink, "s");
     for (i, receipt) in receipts {
-        let data = if i < 2_000 { format!("before {i}") } else { format!("after {}", i - 2_000) };
-        let (shard, seq, sub) = kept.get(data.as_bytes()).unwrap_or_else(|| panic!("{data} is lost to a KCL consumer"));
-        assert_eq!((&**shard, &**seq, *sub), (&*receipt.shard_id, &*receipt.sequence_number, receipt.sub_sequence_number), "{data}");
+        let data = if i < 2_000 {
+            format!("before {i}")
+        } else {
+            format!("after {}", i - 2_000)
+        };
+        let (shard, seq, sub) = kept
+            .get(data.as_bytes())
+            .unwrap_or_else(|| panic!("{data} is lost to a KCL consumer"));
+        assert_eq!(
+            (&**shard, &**seq, *sub),
+            (
+                &*receipt.shard_id,
+                &*receipt.sequence_number,
+                receipt.sub_sequence_number
+            ),
+            "{data}"
+        );
     }
     assert!(sink.list_shards_calls() >= 2, "the map was refreshed");
 }
