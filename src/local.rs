@@ -63,6 +63,18 @@ impl LocalKinesis {
     /// # Cancellation
     /// Dropping the future before it completes leaves nothing running.
     pub async fn start(options: LocalOptions) -> std::io::Result<LocalKinesis> {
+        Self::start_with(options, |app| app).await
+    }
+
+    /// As [`start`](Self::start), with the HTTP service wrapped by `wrap` (an axum `Router`
+    /// layer): for tests that inject faults between the SDK and the Kinesis implementation.
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes leaves nothing running.
+    pub async fn start_with(
+        options: LocalOptions,
+        wrap: impl FnOnce(axum::Router) -> axum::Router,
+    ) -> std::io::Result<LocalKinesis> {
         let (app, _store) = ferrokinesis::create_app(ferrokinesis::store::StoreOptions {
             create_stream_ms: 0,
             delete_stream_ms: 0,
@@ -71,7 +83,7 @@ impl LocalKinesis {
             enforce_limits: options.enforce_limits,
             ..ferrokinesis::store::StoreOptions::default()
         });
-        let app = app.layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT));
+        let app = wrap(app.layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT)));
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", options.port)).await?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
