@@ -53,6 +53,7 @@ pub struct Config {
     pub(crate) credentials: Option<StaticCredentials>,
     pub(crate) shard_map_refresh_interval: Duration,
     pub(crate) fail_if_throttled: bool,
+    pub(crate) per_key_ordering: bool,
     pub(crate) rate_limit: u32,
     pub(crate) max_buffered_records: usize,
     pub(crate) max_buffered_bytes: usize,
@@ -126,6 +127,11 @@ impl Config {
     pub fn fail_if_throttled(&self) -> bool {
         self.fail_if_throttled
     }
+    /// `PerKeyOrdering` (default false): records with the same partition key are written in
+    /// the order sent, even across retries.
+    pub fn per_key_ordering(&self) -> bool {
+        self.per_key_ordering
+    }
     /// `RateLimit`: the percentage of each shard's write limits (1000 records/s, 1 MiB/s) the
     /// producer aims at (default 150).
     pub fn rate_limit(&self) -> u32 {
@@ -166,6 +172,7 @@ pub struct ConfigBuilder {
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
     fail_if_throttled: bool,
+    per_key_ordering: bool,
     rate_limit: u64,
     max_buffered_records: u64,
     max_buffered_bytes: u64,
@@ -197,6 +204,7 @@ impl Default for ConfigBuilder {
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
             fail_if_throttled: false,
+            per_key_ordering: false,
             rate_limit: 150,
             max_buffered_records: DEFAULT_MAX_BUFFERED_RECORDS as u64,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES as u64,
@@ -219,6 +227,7 @@ pub const PROPERTY_NAMES: &[&str] = &[
     "MaxBufferedRecords",
     "MaxConnections",
     "MaxRecordSize",
+    "PerKeyOrdering",
     "RateLimit",
     "RecordMaxBufferedTime",
     "RecordTtl",
@@ -293,6 +302,12 @@ impl ConfigBuilder {
         /// `FailIfThrottled`: fail throttled records at once instead of retrying them until
         /// `RecordTtl` (default false).
         fail_if_throttled: fail_if_throttled, bool
+    );
+    setter!(
+        /// `PerKeyOrdering`: write records with the same partition key in the order sent, even
+        /// across retries (default false). Costs throughput: each shard then takes one Kinesis
+        /// record per round trip, and a failed one holds its shard until it is retried.
+        per_key_ordering: per_key_ordering, bool
     );
     setter!(
         /// `RateLimit`: the percentage of each shard's write limits (1000 records/s and
@@ -390,6 +405,16 @@ impl ConfigBuilder {
                 _ => {
                     return Err(ConfigError::NotABoolean {
                         property: "AggregationEnabled",
+                        value: value.to_owned(),
+                    });
+                }
+            },
+            "PerKeyOrdering" => match value.to_ascii_lowercase().as_str() {
+                "true" => self.per_key_ordering(true),
+                "false" => self.per_key_ordering(false),
+                _ => {
+                    return Err(ConfigError::NotABoolean {
+                        property: "PerKeyOrdering",
                         value: value.to_owned(),
                     });
                 }
@@ -554,6 +579,7 @@ impl ConfigBuilder {
             credentials: self.credentials,
             shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
             fail_if_throttled: self.fail_if_throttled,
+            per_key_ordering: self.per_key_ordering,
             rate_limit: rate_limit as u32,
             max_buffered_records: max_buffered_records as usize,
             max_buffered_bytes: max_buffered_bytes as usize,

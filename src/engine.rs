@@ -194,6 +194,12 @@ struct StreamState {
     limiters: Vec<ShardLimiter>,
     /// The current map's shard ids, by index.
     shard_ids: Vec<Arc<str>>,
+    /// Per-key ordering: shards (by index in the current map) with a record in flight or held
+    /// for an in-order retry; nothing else goes to them meanwhile.
+    busy: Vec<bool>,
+    /// Per-key ordering: failed Kinesis records waiting out their backoff, to be sent again as
+    /// they are, ahead of anything newer for their shard.
+    ordered_retries: Vec<(Instant, Ready)>,
     /// Aggregates Kinesis put on another shard than predicted, waiting for a shard map that
     /// knows that shard's range to tell which of their user records consumers will keep.
     unverified: Vec<Misrouted>,
@@ -473,7 +479,7 @@ impl<S: Sink> Engine<S> {
             if (self.closing || !open) && self.is_idle() {
                 break;
             }
-            let wake = self.next_wake();
+            let wake = self.next_wake(now);
             tokio::select! {
                 biased;
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
@@ -513,6 +519,7 @@ impl<S: Sink> Engine<S> {
                     && s.ready.is_empty()
                     && s.retrying.is_empty()
                     && s.unverified.is_empty()
+                    && s.ordered_retries.is_empty()
                     && s.aggregators.iter().all(Aggregator::is_empty)
             })
     }
@@ -536,6 +543,8 @@ impl<S: Sink> Engine<S> {
             limited_until: None,
             shard_ids: Vec::new(),
             unverified: Vec::new(),
+            busy: Vec::new(),
+            ordered_retries: Vec::new(),
         });
         self.by_id.insert(id, i);
     }
@@ -704,13 +713,49 @@ impl<S: Sink> Engine<S> {
                     }
                 });
             }
-            // Records still waiting for a map go out unaggregated at their deadline.
             let closing = self.closing;
-            while let Some((record, pending, deadline)) = self.streams[i]
-                .unmapped
-                .pop_front_if(|(_, _, d)| *d <= now || closing)
-            {
-                self.send_plain(i, record, pending, deadline);
+            if self.config.per_key_ordering {
+                // In order, records wait for the map (sent plain, two of the same key could
+                // reach different calls in any order); past their RecordTtl they fail.
+                let ttl = self.config.record_ttl;
+                while let Some((_, pending, _)) = self.streams[i]
+                    .unmapped
+                    .pop_front_if(|(_, p, _)| p.arrival + ttl <= now)
+                {
+                    let kind = PutErrorKind::Expired {
+                        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                        last_error: "no shard map yet (ListShards has not answered)".into(),
+                    };
+                    fail(pending, kind, &mut self.epochs, &self.budget);
+                }
+            } else {
+                // Records still waiting for a map go out unaggregated at their deadline.
+                while let Some((record, pending, deadline)) = self.streams[i]
+                    .unmapped
+                    .pop_front_if(|(_, _, d)| *d <= now || closing)
+                {
+                    self.send_plain(i, record, pending, deadline);
+                }
+            }
+            // In-order retries whose backoff is over go to the front of their shard's queue.
+            let s = &mut self.streams[i];
+            let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+            let mut k = 0;
+            while k < s.ordered_retries.len() {
+                if s.ordered_retries[k].0 <= now {
+                    let (_, r) = s.ordered_retries.swap_remove(k);
+                    if let Some((shard, g)) = r.shard
+                        && g == generation
+                        && let Some(b) = s.busy.get_mut(shard)
+                    {
+                        *b = false;
+                    }
+                    s.ready_bytes += r.record.size();
+                    s.ready.push_front(r);
+                    s.forced += 1;
+                } else {
+                    k += 1;
+                }
             }
             // Retries whose backoff is over go back through aggregation, due at once.
             let mut due = Vec::new();
@@ -753,11 +798,17 @@ impl<S: Sink> Engine<S> {
             self.config.collection_max_count,
             self.config.collection_max_size,
         );
+        let ordered = self.config.per_key_ordering;
         let s = &mut self.streams[i];
         let generation = s.map.as_ref().map_or(0, ShardMap::generation);
         let mut batch = Vec::new();
         let mut bytes = 0;
         let mut held = Vec::new();
+        let mut held_shards = if ordered {
+            vec![false; s.busy.len()]
+        } else {
+            Vec::new()
+        };
         s.limited_until = None;
         while let Some(next) = s.ready.pop_front() {
             let size = next.record.size();
@@ -767,6 +818,17 @@ impl<S: Sink> Engine<S> {
                 s.ready.push_front(next);
                 break;
             }
+            // In order, a shard takes one record at a time: PutRecords does not order its
+            // entries, so two of one shard in flight could land in either order.
+            if ordered
+                && let Some((k, g)) = next.shard
+                && g == generation
+                && (s.busy.get(k).copied().unwrap_or(false)
+                    || held_shards.get(k).copied().unwrap_or(false))
+            {
+                held.push(next);
+                continue;
+            }
             // Records of a shard over its rate wait; the others go past them.
             if let Some((k, g)) = next.shard
                 && g == generation
@@ -775,8 +837,19 @@ impl<S: Sink> Engine<S> {
             {
                 let at = Instant::from_std(limiter.ready_at(size, now.into_std()));
                 s.limited_until = Some(s.limited_until.map_or(at, |u| u.min(at)));
+                // In order, nothing later of this shard may pass it in this scan.
+                if let Some(h) = held_shards.get_mut(k) {
+                    *h = true;
+                }
                 held.push(next);
                 continue;
+            }
+            if ordered
+                && let Some((k, g)) = next.shard
+                && g == generation
+                && let Some(b) = s.busy.get_mut(k)
+            {
+                *b = true;
             }
             bytes += size;
             batch.push(next);
@@ -840,6 +913,13 @@ impl<S: Sink> Engine<S> {
         }
         s.unverified.extend(done.misrouted);
         let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+        for ((k, g), _) in &done.outcomes {
+            if *g == generation
+                && let Some(b) = s.busy.get_mut(*k)
+            {
+                *b = false;
+            }
+        }
         for ((k, g), throttled) in done.outcomes {
             // Feedback about the shards of an older map does not apply to the new one.
             if let (true, Some(limiter)) = (g == generation, s.limiters.get_mut(k)) {
@@ -853,7 +933,11 @@ impl<S: Sink> Engine<S> {
         let stream = self.streams[done.stream].name.clone();
         for (ready, code, message) in done.failed {
             tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
-            self.retry_or_fail(done.stream, ready.entries, done.finished, &code, &message);
+            if self.config.per_key_ordering {
+                self.retry_in_order(done.stream, ready, done.finished, &code, &message);
+            } else {
+                self.retry_or_fail(done.stream, ready.entries, done.finished, &code, &message);
+            }
         }
     }
 
@@ -915,6 +999,73 @@ impl<S: Sink> Engine<S> {
         }
     }
 
+    /// Per-key ordering: a failed Kinesis record is sent again as it is (its user records keep
+    /// their order), ahead of anything newer for its shard, which waits meanwhile. Records the
+    /// backoff would take past their RecordTtl fail, and the rest are packed again without them.
+    fn retry_in_order(
+        &mut self,
+        i: usize,
+        mut ready: Ready,
+        now: Instant,
+        code: &str,
+        message: &str,
+    ) {
+        let give_up = match classify(code) {
+            ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
+                code: code.to_owned(),
+                message: message.to_owned(),
+            }),
+            ErrorClass::Throttled if self.config.fail_if_throttled => {
+                Some(PutErrorKind::Throttled {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                })
+            }
+            _ => None,
+        };
+        if let Some(kind) = give_up {
+            for (_, pending) in ready.entries {
+                fail(pending, kind.clone(), &mut self.epochs, &self.budget);
+            }
+            return;
+        }
+        let attempts = ready.entries.first().map_or(1, |(_, p)| p.attempts.len());
+        let at = now + backoff(attempts);
+        let ttl = self.config.record_ttl;
+        let before = ready.entries.len();
+        let mut keep = Vec::with_capacity(before);
+        for (record, pending) in ready.entries {
+            if at <= pending.arrival + ttl {
+                keep.push((record, pending));
+            } else {
+                let kind = PutErrorKind::Expired {
+                    ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                    last_error: format!("{code}: {message}"),
+                };
+                fail(pending, kind, &mut self.epochs, &self.budget);
+            }
+        }
+        let s = &mut self.streams[i];
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+        if keep.is_empty() {
+            return;
+        }
+        if keep.len() < before {
+            // A subset of an aggregate, in the same order, is smaller than the aggregate.
+            let records: Vec<UserRecord> = keep.iter().map(|(r, _)| r.clone()).collect();
+            ready.record = encode(&records).expect("at least one record");
+        }
+        ready.entries = keep;
+        // The shard stays busy until the retry is back in the queue.
+        if let Some((k, g)) = ready.shard
+            && g == generation
+            && let Some(b) = s.busy.get_mut(k)
+        {
+            *b = true;
+        }
+        s.ordered_retries.push((at, ready));
+    }
+
     fn on_refresh(&mut self, done: RefreshDone) {
         let now = Instant::now();
         let interval = self.config.shard_map_refresh_interval;
@@ -970,6 +1121,7 @@ impl<S: Sink> Engine<S> {
             .iter()
             .map(|sh| Arc::from(sh.shard_id.as_str()))
             .collect();
+        s.busy = vec![false; map.len()];
         let queued = std::mem::take(&mut s.ready);
         s.ready_bytes = 0;
         s.forced = 0;
@@ -1065,7 +1217,7 @@ impl<S: Sink> Engine<S> {
     }
 
     /// The earliest moment something becomes due, if anything can.
-    fn next_wake(&self) -> Option<Instant> {
+    fn next_wake(&self, now: Instant) -> Option<Instant> {
         let mut wake: Option<Instant> = None;
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         let can_send = self.inflight.len() < self.config.max_connections;
@@ -1082,9 +1234,23 @@ impl<S: Sink> Engine<S> {
             if let Some(r) = s.retrying.peek() {
                 at(r.at);
             }
+            for (t, _) in &s.ordered_retries {
+                at(*t);
+            }
+            if self.config.per_key_ordering
+                && let Some((_, p, _)) = s.unmapped.front()
+            {
+                at(p.arrival + self.config.record_ttl);
+            }
             if can_send {
+                // A deadline already past was acted on by `tick`: a record still here is held
+                // back (its shard over its rate, or busy in order), and what frees it (a call
+                // finishing, the limiter's time, a retry's time) wakes the engine instead.
+                // Counting it would spin.
                 for r in &s.ready {
-                    at(r.deadline);
+                    if r.deadline > now {
+                        at(r.deadline);
+                    }
                 }
                 if let Some(t) = s.limited_until {
                     at(t);

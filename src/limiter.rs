@@ -21,6 +21,8 @@ const DECREASE: f64 = 0.7;
 const DECREASE_EVERY: Duration = Duration::from_millis(200);
 /// Each record put earns this much of the rate back.
 const INCREASE: f64 = 0.02;
+/// The shortest wait [`ShardLimiter::ready_at`] reports when a record cannot go now.
+const MIN_WAIT: Duration = Duration::from_millis(1);
 /// Buckets hold at most this much time's worth of tokens (the burst allowed).
 const BURST: Duration = Duration::from_millis(500);
 
@@ -104,8 +106,12 @@ impl ShardLimiter {
         let full_bytes = self.bytes.rate * self.factor * BURST.as_secs_f64();
         let need_bytes = (bytes as f64).min(full_bytes);
         let secs = wait(&self.records, 1.0).max(wait(&self.bytes, need_bytes));
-        // Measured from the last refill; never in the past.
-        (self.last + Duration::from_secs_f64(secs)).max(now)
+        if secs <= 0.0 {
+            return now;
+        }
+        // Measured from the last refill; at least a millisecond ahead, so that a wait rounded
+        // down to nothing cannot wake the caller at the same instant over and over.
+        (self.last + Duration::from_secs_f64(secs)).max(now + MIN_WAIT)
     }
 
     /// The shard throttled a record: slow down (once per [`DECREASE_EVERY`]).

@@ -454,3 +454,82 @@ async fn a_split_in_mid_flight_loses_nothing_for_a_range_filtering_consumer() {
     }
     assert!(sink.list_shards_calls() >= 2, "the map was refreshed");
 }
+
+/// For each partition key, the order its records were stored in: by shard, sequence number and
+/// sub-sequence number (one key lives on one shard).
+fn stored_order(sink: &MemorySink, stream: &str) -> std::collections::HashMap<String, Vec<usize>> {
+    let mut rows = Vec::new();
+    for r in sink.records(stream) {
+        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
+            let n: usize = std::str::from_utf8(&u.data).unwrap().parse().unwrap();
+            rows.push((
+                r.shard_id.clone(),
+                r.sequence_number.clone(),
+                u.sub_sequence_number,
+                u.partition_key,
+                n,
+            ));
+        }
+    }
+    rows.sort();
+    let mut by_key: std::collections::HashMap<String, Vec<usize>> =
+        std::collections::HashMap::new();
+    for (_, _, _, key, n) in rows {
+        by_key.entry(key).or_default().push(n);
+    }
+    by_key
+}
+
+async fn run_with_faults(ordered: bool) -> (MemorySink, usize) {
+    let sink = MemorySink::new().with_stream("s", 4);
+    sink.set_latency(Duration::from_millis(5));
+    // A third of all Kinesis records are throttled, whatever they hold.
+    sink.set_entry_fault(|_| {
+        (fastrand::u8(..) < 85).then(|| {
+            (
+                "ProvisionedThroughputExceededException".into(),
+                "Rate exceeded".into(),
+            )
+        })
+    });
+    let config = Config::builder()
+        .per_key_ordering(ordered)
+        .aggregation_max_count(20)
+        .record_max_buffered_time(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let mut futures = Vec::new();
+    for n in 0..4_000usize {
+        futures.push(producer.send("s", record(&format!("key-{}", n % 40), &n.to_string())));
+        if n % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(7)).await;
+        }
+    }
+    let mut retried = 0;
+    for f in futures {
+        retried += usize::from(f.await.unwrap().attempts.len() > 1);
+    }
+    (sink, retried)
+}
+
+#[tokio::test(start_paused = true)]
+async fn per_key_ordering_holds_across_throttling_and_retries() {
+    let (sink, retried) = run_with_faults(true).await;
+    assert!(retried > 500, "{retried}");
+    let order = stored_order(&sink, "s");
+    assert_eq!(order.values().map(Vec::len).sum::<usize>(), 4_000);
+    for (key, ns) in &order {
+        assert!(
+            ns.windows(2).all(|w| w[0] < w[1]),
+            "{key} out of order: {ns:?}"
+        );
+    }
+    // The same faults without the option: records of a key overtake each other on retries.
+    let (sink, _) = run_with_faults(false).await;
+    let order = stored_order(&sink, "s");
+    assert!(
+        order.values().any(|ns| ns.windows(2).any(|w| w[0] > w[1])),
+        "the control run should show disorder"
+    );
+}
