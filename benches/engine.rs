@@ -49,10 +49,19 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Sends every record from this thread and waits for every future; returns the time taken.
-fn run_once(rt: &tokio::runtime::Runtime, shards: usize, records: &[UserRecord]) -> Duration {
+fn run_once(
+    rt: &tokio::runtime::Runtime,
+    shards: usize,
+    ordered: bool,
+    records: &[UserRecord],
+) -> Duration {
     let sink = MemorySink::new().with_stream("bench", shards).discarding();
     // The in-memory sink never throttles: per-shard rate limiting off, to measure the engine.
-    let config = Config::builder().rate_limit(1_000_000).build().unwrap();
+    let config = Config::builder()
+        .rate_limit(1_000_000)
+        .per_key_ordering(ordered)
+        .build()
+        .unwrap();
     let producer = {
         let _guard = rt.enter();
         Producer::with_sink(config, sink)
@@ -99,9 +108,17 @@ fn engine(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
-    for shards in [4, 64] {
-        group.bench_function(format!("producer_{shards}_shards"), |b| {
-            b.iter_custom(|iters| (0..iters).map(|_| run_once(&rt, shards, &records)).sum())
+    for (shards, ordered) in [(4, false), (64, false), (4, true), (64, true)] {
+        let name = format!(
+            "producer_{shards}_shards{}",
+            if ordered { "_ordered" } else { "" }
+        );
+        group.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                (0..iters)
+                    .map(|_| run_once(&rt, shards, ordered, &records))
+                    .sum()
+            })
         });
     }
     group.finish();
