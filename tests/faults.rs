@@ -533,3 +533,24 @@ async fn per_key_ordering_holds_across_throttling_and_retries() {
         "the control run should show disorder"
     );
 }
+
+/// Wrong credentials: the service refuses every call. Records fail at once, with the service's
+/// code and message, instead of being retried until RecordTtl.
+#[tokio::test(start_paused = true)]
+async fn wrong_credentials_fail_fast_with_the_services_words() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.fail_next_calls(1_000, "UnrecognizedClientException", "The security token included in the request is invalid.");
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let start = Instant::now();
+    let err = producer.send("s", record("k", "v")).await.unwrap_err();
+    assert!(start.elapsed() < Duration::from_secs(1));
+    assert_eq!(
+        err.kind,
+        PutErrorKind::Rejected {
+            code: "UnrecognizedClientException".into(),
+            message: "The security token included in the request is invalid.".into()
+        }
+    );
+    assert_eq!(err.attempts.len(), 1);
+    assert_eq!(producer.buffered(), (0, 0));
+}
