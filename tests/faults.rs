@@ -539,7 +539,11 @@ async fn per_key_ordering_holds_across_throttling_and_retries() {
 #[tokio::test(start_paused = true)]
 async fn wrong_credentials_fail_fast_with_the_services_words() {
     let sink = MemorySink::new().with_stream("s", 1);
-    sink.fail_next_calls(1_000, "UnrecognizedClientException", "The security token included in the request is invalid.");
+    sink.fail_next_calls(
+        1_000,
+        "UnrecognizedClientException",
+        "The security token included in the request is invalid.",
+    );
     let producer = Producer::with_sink(Config::default(), sink.clone());
     let start = Instant::now();
     let err = producer.send("s", record("k", "v")).await.unwrap_err();
