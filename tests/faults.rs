@@ -208,9 +208,11 @@ async fn each_record_expires_at_its_own_ttl() {
         e2.kind,
         PutErrorKind::Expired { ttl_ms: 3000, .. }
     ));
-    // Both within their own 3 s: the second expires about a second after the first.
+    // Each fails by its own RecordTtl (the first arrived a second before `start`). A record fails
+    // as soon as its next attempt would start after its TTL, so with a long backoff both can be
+    // failed at the same moment.
     assert!(t1 <= Duration::from_secs(2), "{t1:?}");
-    assert!(t2 > t1 && t2 <= Duration::from_secs(3), "{t1:?} {t2:?}");
+    assert!(t2 >= t1 && t2 <= Duration::from_secs(3), "{t1:?} {t2:?}");
 }
 
 #[tokio::test(start_paused = true)]
