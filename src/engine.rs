@@ -943,19 +943,18 @@ impl<S: Sink> Engine<S> {
 
     /// Decides the fate of the user records of a Kinesis record that was not put, by the one
     /// classification of errors (`error::classify`): an error that cannot heal fails them at
-    /// once (as does throttling with `FailIfThrottled`); otherwise they wait a jittered,
-    /// exponentially growing backoff and go back through aggregation, except those the backoff
-    /// would take past their `RecordTtl`, which fail as expired.
-    fn retry_or_fail(
+    /// once (as does throttling with `FailIfThrottled`); otherwise they are to be tried again
+    /// after a jittered, exponentially growing backoff, except those the backoff would take past
+    /// their own RecordTtl, which fail as expired. Returns the records to try again, in order,
+    /// and when; `None` when none are left.
+    fn triage(
         &mut self,
-        i: usize,
         entries: Vec<(UserRecord, Pending)>,
         now: Instant,
         code: &str,
         message: &str,
-    ) {
-        let class = classify(code);
-        let give_up = match class {
+    ) -> Option<(Vec<(UserRecord, Pending)>, Instant)> {
+        let give_up = match classify(code) {
             ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
                 code: code.to_owned(),
                 message: message.to_owned(),
@@ -972,7 +971,7 @@ impl<S: Sink> Engine<S> {
             for (_, pending) in entries {
                 fail(pending, kind.clone(), &mut self.epochs, &self.budget);
             }
-            return;
+            return None;
         }
         let attempts = entries.first().map_or(1, |(_, p)| p.attempts.len());
         let at = now + backoff(attempts);
@@ -989,19 +988,32 @@ impl<S: Sink> Engine<S> {
                 fail(pending, kind, &mut self.epochs, &self.budget);
             }
         }
-        if !keep.is_empty() {
+        (!keep.is_empty()).then_some((keep, at))
+    }
+
+    /// Retries that go back through aggregation (with whatever else is bound for their shards
+    /// by then) once their backoff is over.
+    fn retry_or_fail(
+        &mut self,
+        i: usize,
+        entries: Vec<(UserRecord, Pending)>,
+        now: Instant,
+        code: &str,
+        message: &str,
+    ) {
+        if let Some((records, at)) = self.triage(entries, now, code, message) {
             self.retry_seq += 1;
             self.streams[i].retrying.push(Retry {
                 at,
                 seq: self.retry_seq,
-                records: keep,
+                records,
             });
         }
     }
 
     /// Per-key ordering: a failed Kinesis record is sent again as it is (its user records keep
-    /// their order), ahead of anything newer for its shard, which waits meanwhile. Records the
-    /// backoff would take past their RecordTtl fail, and the rest are packed again without them.
+    /// their order), ahead of anything newer for its shard, which waits meanwhile; if some of
+    /// its records expired, the rest are packed again without them.
     fn retry_in_order(
         &mut self,
         i: usize,
@@ -1010,52 +1022,22 @@ impl<S: Sink> Engine<S> {
         code: &str,
         message: &str,
     ) {
-        let give_up = match classify(code) {
-            ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
-                code: code.to_owned(),
-                message: message.to_owned(),
-            }),
-            ErrorClass::Throttled if self.config.fail_if_throttled => {
-                Some(PutErrorKind::Throttled {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
-                })
-            }
-            _ => None,
-        };
-        if let Some(kind) = give_up {
-            for (_, pending) in ready.entries {
-                fail(pending, kind.clone(), &mut self.epochs, &self.budget);
-            }
-            return;
-        }
-        let attempts = ready.entries.first().map_or(1, |(_, p)| p.attempts.len());
-        let at = now + backoff(attempts);
-        let ttl = self.config.record_ttl;
         let before = ready.entries.len();
-        let mut keep = Vec::with_capacity(before);
-        for (record, pending) in ready.entries {
-            if at <= pending.arrival + ttl {
-                keep.push((record, pending));
-            } else {
-                let kind = PutErrorKind::Expired {
-                    ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-                    last_error: format!("{code}: {message}"),
-                };
-                fail(pending, kind, &mut self.epochs, &self.budget);
-            }
-        }
-        let s = &mut self.streams[i];
-        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
-        if keep.is_empty() {
+        let shard = ready.shard;
+        let entries = std::mem::take(&mut ready.entries);
+        let Some((keep, at)) = self.triage(entries, now, code, message) else {
+            // Nothing left to send: the shard is free for what comes next.
+            self.free_shard(i, shard);
             return;
-        }
+        };
         if keep.len() < before {
             // A subset of an aggregate, in the same order, is smaller than the aggregate.
             let records: Vec<UserRecord> = keep.iter().map(|(r, _)| r.clone()).collect();
             ready.record = encode(&records).expect("at least one record");
         }
         ready.entries = keep;
+        let s = &mut self.streams[i];
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
         // The shard stays busy until the retry is back in the queue.
         if let Some((k, g)) = ready.shard
             && g == generation
@@ -1064,6 +1046,17 @@ impl<S: Sink> Engine<S> {
             *b = true;
         }
         s.ordered_retries.push((at, ready));
+    }
+
+    fn free_shard(&mut self, i: usize, shard: Option<(usize, u64)>) {
+        let s = &mut self.streams[i];
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+        if let Some((k, g)) = shard
+            && g == generation
+            && let Some(b) = s.busy.get_mut(k)
+        {
+            *b = false;
+        }
     }
 
     fn on_refresh(&mut self, done: RefreshDone) {
