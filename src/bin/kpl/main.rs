@@ -1,9 +1,12 @@
 //! `kpl`: the kinesis-producer command-line tool.
 
 mod aggregate;
+mod conn;
 mod demo;
 mod inspect;
 mod io;
+mod put;
+mod read;
 
 use std::process::ExitCode;
 
@@ -26,6 +29,12 @@ enum Command {
     /// Decode Kinesis records and show whether they are aggregates and what they carry.
     #[command(after_help = inspect::EXAMPLES)]
     Inspect(inspect::Args),
+    /// Send lines (raw or JSON) to a stream through the producer.
+    #[command(after_help = put::EXAMPLES)]
+    Put(put::Args),
+    /// Read a stream's user records (deaggregated), shard by shard in lineage order.
+    #[command(after_help = read::EXAMPLES)]
+    Read(read::Args),
     /// Run the producer end to end on an embedded local Kinesis and show what aggregation saves.
     #[command(after_help = demo::EXAMPLES)]
     Demo(demo::Args),
@@ -51,6 +60,8 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => aggregate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Demo(args) => demo::run(args),
+        Command::Put(args) => put::run(args),
+        Command::Read(args) => read::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,80 @@
+//! Connection flags every stream command takes, and KPL `.properties` files.
+
+use std::path::PathBuf;
+
+use kinesis_producer::{Config, ConfigBuilder};
+
+/// Where and how to reach Kinesis.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ConnArgs {
+    /// The stream.
+    #[arg(long)]
+    pub stream: String,
+    /// The AWS region (default: the standard AWS region chain).
+    #[arg(long)]
+    pub region: Option<String>,
+    /// The endpoint URL, e.g. http://127.0.0.1:4567 for a local Kinesis (`kpl local`). On a
+    /// loopback address, static placeholder credentials are used unless AWS credentials are set.
+    #[arg(long, value_name = "URL")]
+    pub endpoint_url: Option<String>,
+    /// A KPL-style .properties file (`Name = value` lines, KPL property names).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    /// The producer configuration these flags (and the properties file) describe.
+    pub fn config(&self) -> Result<Config, String> {
+        let mut builder = Config::builder();
+        if let Some(path) = &self.config {
+            builder = load_properties(builder, path)?;
+        }
+        if let Some(region) = &self.region {
+            builder = builder.region(region.clone());
+        }
+        if let Some(url) = &self.endpoint_url {
+            builder = builder.endpoint(url.clone());
+            let loopback = ["://127.", "://localhost", "://[::1]"]
+                .iter()
+                .any(|p| url.contains(p));
+            if loopback && std::env::var_os("AWS_ACCESS_KEY_ID").is_none() {
+                builder = builder.credentials("local", "local");
+                if self.region.is_none() {
+                    builder = builder.region("us-east-1");
+                }
+            }
+        }
+        // Ranges are checked once everything is read (one property's range can depend on
+        // another's), so a range error names the file but not a line.
+        builder.build().map_err(|e| match &self.config {
+            Some(path) => format!("{}: {e}", path.display()),
+            None => e.to_string(),
+        })
+    }
+}
+
+/// Applies a KPL `.properties` file: `Name = value` or `Name: value` lines; `#` and `!` start
+/// comments. An unknown name is an error that lists the known ones.
+pub fn load_properties(
+    mut builder: ConfigBuilder,
+    path: &PathBuf,
+) -> Result<ConfigBuilder, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    for (n, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+            continue;
+        }
+        let Some((name, value)) = line.split_once(['=', ':']) else {
+            return Err(format!(
+                "{} line {}: expected `Name = value`, found {line:?}",
+                path.display(),
+                n + 1
+            ));
+        };
+        builder = builder
+            .set_property(name.trim(), value.trim())
+            .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
+    }
+    Ok(builder)
+}

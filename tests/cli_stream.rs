@@ -1,0 +1,243 @@
+//! `kpl put` and `kpl read` end to end against the embedded Kinesis on 127.0.0.1, run as a user
+//! runs them.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use kinesis_producer::local::{LocalKinesis, LocalOptions};
+use serde_json::Value;
+
+fn kpl(args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pipe = child.stdin.take().unwrap();
+    let input = stdin.to_vec();
+    let writer = std::thread::spawn(move || pipe.write_all(&input));
+    let out = child.wait_with_output().unwrap();
+    writer.join().unwrap().unwrap();
+    out
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn read_back(endpoint: &str, stream: &str) -> Vec<Value> {
+    let out = kpl(
+        &["read", "--stream", stream, "--endpoint-url", endpoint],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_then_read_gives_back_exactly_what_was_put() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("cli", 3).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let input: String = (0..3000)
+        .map(|i| {
+            format!(
+                "{{\"user\":\"u{}\",\"n\":{i},\"msg\":\"héllo {i}\"}}\n",
+                i % 37
+            )
+        })
+        .collect();
+    // A KPL-style properties file turning on per-key ordering.
+    let props = std::env::temp_dir().join(format!("kpl-order-{}.properties", std::process::id()));
+    std::fs::write(
+        &props,
+        "PerKeyOrdering = true\nRecordMaxBufferedTime = 50\n",
+    )
+    .unwrap();
+    let out = tokio::task::spawn_blocking({
+        let (endpoint, input, props) = (
+            endpoint.clone(),
+            input.clone(),
+            props.to_str().unwrap().to_owned(),
+        );
+        move || {
+            let args = [
+                "put",
+                "--stream",
+                "cli",
+                "--endpoint-url",
+                &endpoint,
+                "--config",
+                &props,
+                "--json",
+                "--partition-key-field",
+                "user",
+            ];
+            kpl(&args, input.as_bytes())
+        }
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("3000 lines, 3000 put, 0 failed"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let records = tokio::task::spawn_blocking(move || read_back(&endpoint, "cli"))
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 3000);
+    let mut sent: HashMap<String, String> = HashMap::new();
+    for line in input.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        sent.insert(line.to_owned(), v["user"].as_str().unwrap().to_owned());
+    }
+    let mut per_key: HashMap<String, Vec<i64>> = HashMap::new();
+    for r in &records {
+        let data = r["data"].as_str().unwrap();
+        assert_eq!(
+            sent.get(data),
+            Some(&r["partition_key"].as_str().unwrap().to_owned()),
+            "{r}"
+        );
+        assert!(r["shard_id"].as_str().unwrap().starts_with("shardId-"));
+        let v: Value = serde_json::from_str(data).unwrap();
+        per_key
+            .entry(v["user"].as_str().unwrap().to_owned())
+            .or_default()
+            .push(v["n"].as_i64().unwrap());
+    }
+    assert_eq!(per_key.values().map(Vec::len).sum::<usize>(), 3000);
+    // `kpl read` reads each shard in order, and one key lives on one shard: with
+    // PerKeyOrdering, each key's records come back in the order they were put.
+    for (key, ns) in &per_key {
+        assert!(ns.windows(2).all(|w| w[0] < w[1]), "{key}: {ns:?}");
+    }
+    std::fs::remove_file(props).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_records_go_to_the_dead_letter_file_and_replay_from_it() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("real", 1).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let dir = std::env::temp_dir().join(format!("kpl-dead-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let dead = dir.join("dead.jsonl");
+    let dead_s = dead.to_str().unwrap().to_owned();
+    let (e, d) = (endpoint.clone(), dead_s.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        kpl(
+            &[
+                "put",
+                "--stream",
+                "missing",
+                "--endpoint-url",
+                &e,
+                "--dead-letter",
+                &d,
+            ],
+            b"one\ntwo\nthree\n",
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("3 lines, 0 put, 3 failed (written to"),
+        "{}",
+        text(&out.stderr)
+    );
+    let lines: Vec<Value> = std::fs::read_to_string(&dead)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("ResourceNotFoundException"),
+        "{}",
+        lines[0]
+    );
+
+    let (e, d) = (endpoint.clone(), dead_s.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        kpl(
+            &[
+                "put",
+                "--stream",
+                "real",
+                "--endpoint-url",
+                &e,
+                "--replay",
+                &d,
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records = tokio::task::spawn_blocking(move || read_back(&endpoint, "real"))
+        .await
+        .unwrap();
+    let mut data: Vec<&str> = records
+        .iter()
+        .map(|r| r["data"].as_str().unwrap())
+        .collect();
+    data.sort();
+    assert_eq!(data, ["one", "three", "two"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_properties_file_uses_kpl_names_and_refuses_unknown_ones() {
+    let dir = std::env::temp_dir().join(format!("kpl-props-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.properties");
+    std::fs::write(
+        &bad,
+        "# comment\nAggregationMaxSize = 102400\nRecordMaxBufferedTme = 50\n",
+    )
+    .unwrap();
+    let out = kpl(
+        &[
+            "put",
+            "--stream",
+            "s",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "--config",
+            bad.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("bad.properties line 3: unknown property RecordMaxBufferedTme; the known properties are AggregationEnabled,"), "{err}");
+    let range = dir.join("range.properties");
+    std::fs::write(&range, "CollectionMaxCount: 501\n").unwrap();
+    let out = kpl(
+        &["read", "--stream", "s", "--config", range.to_str().unwrap()],
+        b"",
+    );
+    assert!(
+        text(&out.stderr)
+            .contains("range.properties: CollectionMaxCount is 501; the range is 1..=500"),
+        "{}",
+        text(&out.stderr)
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
