@@ -312,7 +312,7 @@ fn demo_runs_the_producer_end_to_end_on_the_embedded_kinesis() {
 
 #[test]
 fn help_shows_examples() {
-    for cmd in ["aggregate", "inspect", "demo"] {
+    for cmd in ["aggregate", "inspect", "demo", "put", "read", "local"] {
         let out = kpl(&[cmd, "--help"], b"");
         assert!(out.status.success());
         assert!(text(&out.stdout).contains("Examples:"), "{cmd}");

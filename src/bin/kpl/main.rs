@@ -5,6 +5,7 @@ mod conn;
 mod demo;
 mod inspect;
 mod io;
+mod local;
 mod put;
 mod read;
 
@@ -35,6 +36,9 @@ enum Command {
     /// Read a stream's user records (deaggregated), shard by shard in lineage order.
     #[command(after_help = read::EXAMPLES)]
     Read(read::Args),
+    /// Run a local Kinesis (in memory, on 127.0.0.1) for development.
+    #[command(after_help = local::EXAMPLES)]
+    Local(local::Args),
     /// Run the producer end to end on an embedded local Kinesis and show what aggregation saves.
     #[command(after_help = demo::EXAMPLES)]
     Demo(demo::Args),
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => inspect::run(args),
         Command::Demo(args) => demo::run(args),
         Command::Put(args) => put::run(args),
+        Command::Local(args) => local::run(args),
         Command::Read(args) => read::run(args),
     };
     match result {
