@@ -1245,7 +1245,11 @@ impl<S: Sink> Engine<S> {
                         at(r.deadline);
                     }
                 }
-                if let Some(t) = s.limited_until {
+                // Only a time still ahead: a past one is stale (it is recomputed only when a
+                // batch is tried), and waking for it would spin.
+                if let Some(t) = s.limited_until
+                    && t > now
+                {
                     at(t);
                 }
             }
