@@ -392,6 +392,14 @@ impl ConfigBuilder {
     /// ```
     pub fn set_property(self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let value = value.trim();
+        let boolean = |property: &'static str| match value.to_ascii_lowercase().as_str() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(ConfigError::NotABoolean {
+                property,
+                value: value.to_owned(),
+            }),
+        };
         let number = |property: &'static str| {
             value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
                 property,
@@ -399,36 +407,9 @@ impl ConfigBuilder {
             })
         };
         Ok(match name {
-            "AggregationEnabled" => match value.to_ascii_lowercase().as_str() {
-                "true" => self.aggregation_enabled(true),
-                "false" => self.aggregation_enabled(false),
-                _ => {
-                    return Err(ConfigError::NotABoolean {
-                        property: "AggregationEnabled",
-                        value: value.to_owned(),
-                    });
-                }
-            },
-            "PerKeyOrdering" => match value.to_ascii_lowercase().as_str() {
-                "true" => self.per_key_ordering(true),
-                "false" => self.per_key_ordering(false),
-                _ => {
-                    return Err(ConfigError::NotABoolean {
-                        property: "PerKeyOrdering",
-                        value: value.to_owned(),
-                    });
-                }
-            },
-            "FailIfThrottled" => match value.to_ascii_lowercase().as_str() {
-                "true" => self.fail_if_throttled(true),
-                "false" => self.fail_if_throttled(false),
-                _ => {
-                    return Err(ConfigError::NotABoolean {
-                        property: "FailIfThrottled",
-                        value: value.to_owned(),
-                    });
-                }
-            },
+            "AggregationEnabled" => self.aggregation_enabled(boolean("AggregationEnabled")?),
+            "PerKeyOrdering" => self.per_key_ordering(boolean("PerKeyOrdering")?),
+            "FailIfThrottled" => self.fail_if_throttled(boolean("FailIfThrottled")?),
             "AggregationMaxCount" => self.aggregation_max_count(number("AggregationMaxCount")?),
             "AggregationMaxSize" => self.aggregation_max_size(number("AggregationMaxSize")?),
             "MaxRecordSize" => self.max_record_size(number("MaxRecordSize")?),
