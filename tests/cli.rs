@@ -2,34 +2,12 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
-use common::{JsonRecord, b64, unb64, workload};
+use common::{JsonRecord, b64, kpl, text, unb64, workload};
 use kinesis_producer::UserRecord;
 use kinesis_producer::aggregation::encode_aggregated;
 use serde_json::Value;
-
-fn kpl(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdin_pipe = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    // Write from another thread: a large input must not deadlock against a full stdout pipe.
-    let writer = std::thread::spawn(move || stdin_pipe.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
-}
-
-fn text(out: &[u8]) -> String {
-    String::from_utf8_lossy(out).into_owned()
-}
 
 fn lines(out: &Output) -> Vec<Value> {
     text(&out.stdout)

@@ -2,32 +2,14 @@
 //! runs them.
 
 use std::collections::HashMap;
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use std::process::{Command, Stdio};
+
+use common::{kpl, text};
 
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use serde_json::Value;
-
-fn kpl(args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || pipe.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
-}
-
-fn text(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
-}
 
 fn read_back(endpoint: &str, stream: &str) -> Vec<Value> {
     let out = kpl(
