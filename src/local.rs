@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 
 use crate::config::{Config, ConfigBuilder};
 use crate::sink::SinkError;
-use crate::sink::aws::AwsSink;
+use crate::sink::aws::{AwsSink, sink_error};
 
 /// ferrokinesis rejects bodies over axum's 2 MiB default; PutRecords may carry 5 MiB plus its
 /// base64 and JSON framing.
@@ -138,23 +138,13 @@ impl LocalKinesis {
     /// # Cancellation
     /// Dropping the future may leave the stream created.
     pub async fn create_stream(&self, name: &str, shards: i32) -> Result<(), SinkError> {
-        let err = |operation, e: &dyn std::fmt::Display| SinkError {
-            operation,
-            code: "LocalKinesis".into(),
-            message: e.to_string(),
-        };
         self.client
             .create_stream()
             .stream_name(name)
             .shard_count(shards)
             .send()
             .await
-            .map_err(|e| {
-                err(
-                    "CreateStream",
-                    &aws_sdk_kinesis::error::DisplayErrorContext(e),
-                )
-            })?;
+            .map_err(|e| sink_error("CreateStream", e))?;
         // Bounded wait: creation is immediate here (create_stream_ms = 0).
         for _ in 0..200 {
             let out = self
@@ -163,12 +153,7 @@ impl LocalKinesis {
                 .stream_name(name)
                 .send()
                 .await
-                .map_err(|e| {
-                    err(
-                        "DescribeStreamSummary",
-                        &aws_sdk_kinesis::error::DisplayErrorContext(e),
-                    )
-                })?;
+                .map_err(|e| sink_error("DescribeStreamSummary", e))?;
             if out
                 .stream_description_summary()
                 .is_some_and(|s| s.stream_status == StreamStatus::Active)
@@ -177,10 +162,11 @@ impl LocalKinesis {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(err(
-            "CreateStream",
-            &format!("stream {name} did not become active"),
-        ))
+        Err(SinkError {
+            operation: "CreateStream",
+            code: "StreamNotActive".into(),
+            message: format!("stream {name} did not become active"),
+        })
     }
 
     /// Every record in `stream`, shard by shard (closed shards included), each shard read from
@@ -189,23 +175,13 @@ impl LocalKinesis {
     /// # Cancellation
     /// Dropping the future stops the reading; nothing is changed.
     pub async fn read_all(&self, stream: &str) -> Result<Vec<ReadRecord>, SinkError> {
-        let err = |operation, e: &dyn std::fmt::Display| SinkError {
-            operation,
-            code: "LocalKinesis".into(),
-            message: e.to_string(),
-        };
         let shards = self
             .client
             .list_shards()
             .stream_name(stream)
             .send()
             .await
-            .map_err(|e| {
-                err(
-                    "ListShards",
-                    &aws_sdk_kinesis::error::DisplayErrorContext(e),
-                )
-            })?
+            .map_err(|e| sink_error("ListShards", e))?
             .shards
             .unwrap_or_default();
         let mut out = Vec::new();
@@ -218,12 +194,7 @@ impl LocalKinesis {
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
                 .await
-                .map_err(|e| {
-                    err(
-                        "GetShardIterator",
-                        &aws_sdk_kinesis::error::DisplayErrorContext(e),
-                    )
-                })?
+                .map_err(|e| sink_error("GetShardIterator", e))?
                 .shard_iterator;
             // Bounded: a page holds up to 10,000 records; stop at the first empty page.
             for _ in 0..100_000 {
@@ -235,12 +206,7 @@ impl LocalKinesis {
                     .limit(10_000)
                     .send()
                     .await
-                    .map_err(|e| {
-                        err(
-                            "GetRecords",
-                            &aws_sdk_kinesis::error::DisplayErrorContext(e),
-                        )
-                    })?;
+                    .map_err(|e| sink_error("GetRecords", e))?;
                 if page.records.is_empty() {
                     break;
                 }

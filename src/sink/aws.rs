@@ -85,7 +85,10 @@ impl AwsSink {
 
 /// The most specific code and message the SDK offers: the service's error code when there is
 /// one, else the kind of transport failure.
-fn sink_error<E: ProvideErrorMetadata + std::error::Error + 'static, R: std::fmt::Debug>(
+pub(crate) fn sink_error<
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+    R: std::fmt::Debug,
+>(
     operation: &'static str,
     err: SdkError<E, R>,
 ) -> SinkError {
