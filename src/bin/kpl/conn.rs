@@ -25,7 +25,12 @@ pub struct ConnArgs {
 impl ConnArgs {
     /// The producer configuration these flags (and the properties file) describe.
     pub fn config(&self) -> Result<Config, String> {
-        let mut builder = Config::builder();
+        self.build(self.builder(Config::builder())?)
+    }
+
+    /// `base` with the properties file and these flags applied.
+    pub fn builder(&self, base: ConfigBuilder) -> Result<ConfigBuilder, String> {
+        let mut builder = base;
         if let Some(path) = &self.config {
             builder = load_properties(builder, path)?;
         }
@@ -44,6 +49,11 @@ impl ConnArgs {
                 }
             }
         }
+        Ok(builder)
+    }
+
+    /// The configuration `builder` describes; an error names the properties file.
+    pub fn build(&self, builder: ConfigBuilder) -> Result<Config, String> {
         // Ranges are checked once everything is read (one property's range can depend on
         // another's), so a range error names the file but not a line.
         builder.build().map_err(|e| match &self.config {

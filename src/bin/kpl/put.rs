@@ -1,17 +1,16 @@
 //! `kpl put`: send lines through the producer; failures go to a dead-letter file.
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufWriter, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use kinesis_producer::{HashKey, Producer, PutError, RecordFuture, UserRecord};
-use serde_json::Value;
+use kinesis_producer::{Producer, RecordFuture};
 
 use crate::conn::ConnArgs;
-use crate::io::{InputRecord, b64, for_each_line};
+use crate::io::{InputRecord, for_each_line};
+use crate::lines::{DeadLetter, LineArgs};
+use crate::progress::Progress;
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -30,20 +29,9 @@ pub struct Args {
     conn: ConnArgs,
     /// Files of lines to send, one record a line; stdin when none.
     files: Vec<PathBuf>,
-    /// Read each line as a JSON object (for --partition-key-field and the like).
-    #[arg(long)]
-    json: bool,
-    /// With --json: the field whose value is the partition key (otherwise a random key).
-    #[arg(long, value_name = "FIELD", requires = "json")]
-    partition_key_field: Option<String>,
-    /// With --json: the field whose value is the explicit hash key (a decimal string or number).
-    #[arg(long, value_name = "FIELD", requires = "json")]
-    explicit_hash_key_field: Option<String>,
-    /// With --json: send this field's value (a string as its text, anything else as JSON)
-    /// instead of the whole line.
-    #[arg(long, value_name = "FIELD", requires = "json")]
-    data_field: Option<String>,
-    /// Where records that could not be put are written.
+    #[command(flatten)]
+    lines: LineArgs,
+    /// Where records that could not be put are written (appended to).
     #[arg(long, value_name = "FILE", default_value = "kpl-dead-letter.jsonl")]
     dead_letter: PathBuf,
     /// Send the records of a dead-letter file (written by an earlier `kpl put`) again.
@@ -54,7 +42,6 @@ pub struct Args {
 /// Futures not yet awaited are kept to this many: they resolve roughly in order, so waiting on
 /// the oldest keeps memory flat on an endless stdin.
 const OUTSTANDING: usize = 50_000;
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
 
 #[derive(Default)]
 struct Tally {
@@ -65,72 +52,18 @@ struct Tally {
     bytes: u64,
 }
 
-fn text_of(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-fn record_from(args: &Args, line: &[u8]) -> Result<UserRecord, String> {
-    if !args.json {
-        let key = format!("{:032x}", fastrand::u128(..));
-        return UserRecord::new(key, line.to_vec()).map_err(|e| e.to_string());
-    }
-    let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-    let field = |name: &str| value.get(name).ok_or_else(|| format!("no field {name:?}"));
-    let key = match &args.partition_key_field {
-        Some(f) => text_of(field(f)?),
-        None => format!("{:032x}", fastrand::u128(..)),
-    };
-    let data = match &args.data_field {
-        Some(f) => text_of(field(f)?).into_bytes(),
-        None => line.to_vec(),
-    };
-    let record = UserRecord::new(key, data).map_err(|e| e.to_string())?;
-    match &args.explicit_hash_key_field {
-        Some(f) => {
-            let key: HashKey = text_of(field(f)?)
-                .parse()
-                .map_err(|e: kinesis_producer::RecordError| e.to_string())?;
-            Ok(record.with_explicit_hash_key(key))
-        }
-        None => Ok(record),
-    }
-}
-
-struct DeadLetter {
-    path: PathBuf,
-    out: Option<BufWriter<File>>,
-}
-
-impl DeadLetter {
-    fn write(&mut self, e: &PutError) -> std::io::Result<()> {
-        if self.out.is_none() {
-            self.out = Some(BufWriter::new(File::create(&self.path)?));
-        }
-        let mut line = serde_json::json!({
-            "partition_key": e.record.partition_key(),
-            "data_base64": b64(e.record.data()),
-            "error": e.kind.to_string(),
-            "attempts": e.attempts.len(),
-        });
-        if let Some(k) = e.record.explicit_hash_key() {
-            line["explicit_hash_key"] = k.to_string().into();
-        }
-        let out = self.out.as_mut().expect("just opened");
-        serde_json::to_writer(&mut *out, &line)?;
-        out.write_all(b"\n")
-    }
-}
-
-async fn settle(f: RecordFuture, tally: &mut Tally, dead: &mut DeadLetter) -> std::io::Result<()> {
+async fn settle(
+    f: RecordFuture,
+    tally: &mut Tally,
+    dead: &mut DeadLetter,
+    progress: &Progress,
+) -> std::io::Result<()> {
     match f.await {
         Ok(_) => tally.put += 1,
         Err(e) => {
             tally.failed += 1;
             if tally.failed <= 3 {
-                eprintln!("kpl put: not put: {e}");
+                progress.println(&format!("kpl put: not put: {e}"));
             }
             dead.write(&e)?;
         }
@@ -148,15 +81,24 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // waits (blocking) for room, so an endless stdin streams through with bounded memory.
     let producer = runtime.block_on(Producer::new(config));
     let stream = args.conn.stream.clone();
-    let mut dead = DeadLetter {
-        path: args.dead_letter.clone(),
-        out: None,
-    };
+    let mut dead = DeadLetter::new(args.dead_letter.clone());
+    let mut progress = Progress::new("put", None);
     let mut tally = Tally::default();
     let mut outstanding: VecDeque<RecordFuture> = VecDeque::new();
     let start = Instant::now();
-    let mut last_progress = Instant::now();
-    let replay: Vec<PathBuf> = args.replay.iter().cloned().collect();
+    // Replaying the dead-letter file itself: it is moved aside first, so records failing again
+    // start a new dead-letter file instead of being appended to the one being read. The moved
+    // file is removed once every record in it is settled.
+    let mut replay: Vec<PathBuf> = args.replay.iter().cloned().collect();
+    let mut moved_aside = None;
+    if let Some(path) = &args.replay
+        && same_file(path, &args.dead_letter)
+    {
+        let aside = PathBuf::from(format!("{}.replaying", path.display()));
+        std::fs::rename(path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
+        replay = vec![aside.clone()];
+        moved_aside = Some(aside);
+    }
     let sources = if replay.is_empty() {
         &args.files
     } else {
@@ -169,7 +111,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .map_err(|e| format!("not a dead-letter line: {e}"))
                 .and_then(InputRecord::into_user_record)
         } else {
-            record_from(&args, line)
+            args.lines.record(line)
         };
         match record {
             Ok(r) => {
@@ -178,30 +120,33 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
             Err(reason) => {
                 tally.bad += 1;
-                eprintln!("kpl put: {source} line {number}: {reason}; skipped");
+                progress.println(&format!(
+                    "kpl put: {source} line {number}: {reason}; skipped"
+                ));
             }
         }
         while outstanding.len() > OUTSTANDING {
             let f = outstanding.pop_front().expect("non-empty");
-            runtime.block_on(settle(f, &mut tally, &mut dead))?;
+            runtime.block_on(settle(f, &mut tally, &mut dead, &progress))?;
         }
-        if last_progress.elapsed() >= PROGRESS_EVERY {
-            last_progress = Instant::now();
-            eprintln!(
-                "kpl put: {} lines read, {} put, {} failed",
+        progress.update(tally.lines, || {
+            format!(
+                "{} lines read, {} put, {} failed",
                 tally.lines, tally.put, tally.failed
-            );
-        }
+            )
+        });
         Ok(())
     })?;
     producer.flush();
     for f in outstanding {
-        runtime.block_on(settle(f, &mut tally, &mut dead))?;
+        runtime.block_on(settle(f, &mut tally, &mut dead, &progress))?;
     }
     runtime.block_on(producer.shutdown());
-    if let Some(out) = dead.out.as_mut() {
-        out.flush()?;
+    dead.sync()?;
+    if let Some(aside) = moved_aside {
+        std::fs::remove_file(aside)?;
     }
+    progress.finish();
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "kpl put: {} lines, {} put, {} failed{}, {} bad lines skipped; {} bytes in {secs:.2} s ({:.0} records/s)",
@@ -222,4 +167,11 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
 }
