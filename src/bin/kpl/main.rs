@@ -12,6 +12,7 @@ mod local;
 mod progress;
 mod put;
 mod read;
+mod tail;
 mod usage;
 
 use std::process::ExitCode;
@@ -38,6 +39,9 @@ enum Command {
     /// Send lines (raw or JSON) to a stream through the producer.
     #[command(after_help = put::EXAMPLES)]
     Put(put::Args),
+    /// Follow files (glob patterns) and send their new lines, surviving rotation and restarts.
+    #[command(after_help = tail::EXAMPLES)]
+    Tail(tail::Args),
     /// Read a stream's user records (deaggregated), shard by shard in lineage order.
     #[command(after_help = read::EXAMPLES)]
     Read(read::Args),
@@ -77,6 +81,7 @@ fn main() -> ExitCode {
         Command::Put(args) => put::run(args),
         Command::Local(args) => local::run(args),
         Command::Read(args) => read::run(args),
+        Command::Tail(args) => tail::run(args),
     };
     match result {
         Ok(code) => code,

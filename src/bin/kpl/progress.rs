@@ -13,12 +13,19 @@ pub struct Progress {
     command: &'static str,
     bar: Option<ProgressBar>,
     last_line: Instant,
+    every: Duration,
 }
 
 impl Progress {
     /// A bar counting to `total` (a spinner when unknown) on a terminal; plain lines otherwise.
     /// `KPL_PROGRESS=plain` asks for plain lines on a terminal too.
     pub fn new(command: &'static str, total: Option<u64>) -> Progress {
+        Progress::every(command, total, PLAIN_EVERY)
+    }
+
+    /// As [`new`](Self::new), with plain lines at most once every `every` (a long-running
+    /// follower should not fill its log with progress).
+    pub fn every(command: &'static str, total: Option<u64>, every: Duration) -> Progress {
         let plain = std::env::var("KPL_PROGRESS").is_ok_and(|v| v == "plain");
         let bar = (!plain && std::io::stderr().is_terminal()).then(|| {
             let bar = match total {
@@ -42,18 +49,19 @@ impl Progress {
             command,
             bar,
             last_line: Instant::now(),
+            every,
         }
     }
 
     /// Reports `position` units done and a short status; on a non-terminal at most one line
-    /// every two seconds.
+    /// every two seconds (or as set by [`every`](Self::every)).
     pub fn update(&mut self, position: u64, status: impl FnOnce() -> String) {
         match &self.bar {
             Some(bar) => {
                 bar.set_position(position);
                 bar.set_message(status());
             }
-            None if self.last_line.elapsed() >= PLAIN_EVERY => {
+            None if self.last_line.elapsed() >= self.every => {
                 self.last_line = Instant::now();
                 eprintln!("kpl {}: {}", self.command, status());
             }

@@ -1,0 +1,688 @@
+//! `kpl tail`: follow files and send their new lines, as the Kinesis Agent does.
+//!
+//! Files are found by glob patterns on every poll and known by identity (device and inode), so a
+//! rotated file (renamed away) is read to its end while its successor is read from the start,
+//! and a truncated file (copytruncate) is read again from the start. The checkpoint holds, per
+//! file, the offset up to which every line is settled: put, or written to the dead-letter file
+//! and synced. It is replaced atomically (write, fsync, rename), so after a crash or `kill -9`
+//! a restart resends at most the lines past the checkpoint: at least once, nothing lost.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kinesis_producer::{Producer, RecordFuture};
+use md5::{Digest, Md5};
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::conn::ConnArgs;
+use crate::lines::{DeadLetter, LineArgs};
+use crate::progress::Progress;
+
+pub const EXAMPLES: &str = "\
+Examples:
+  kpl tail --stream logs '/var/log/app/*.log'            # new lines from now on
+  kpl tail --stream logs --from-start '/var/log/app.log*' # existing content too
+  kpl tail --stream events --json --partition-key-field user --checkpoint /var/lib/kpl/events.json 'events-*.jsonl'
+  kpl tail --stream logs --exit-when-idle 5 app.log       # send what is there, then exit
+Quote patterns so the shell does not expand them: files created later must match too.
+The checkpoint (default kpl-tail.checkpoint.json) records how far each file is delivered; a
+restart resumes from it (--from-start/--from-end apply only to files it does not know).
+Records that cannot be put go to the dead-letter file; `kpl put --replay FILE` sends them again.
+Stop with Ctrl-C or SIGTERM: buffered lines are sent and the checkpoint written first.";
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    conn: ConnArgs,
+    /// Files to follow: paths or glob patterns (`*`, `?`, `[...]`, `**`).
+    #[arg(required = true, value_name = "PATTERN")]
+    patterns: Vec<String>,
+    #[command(flatten)]
+    lines: LineArgs,
+    /// Where delivery progress is kept across restarts.
+    #[arg(long, value_name = "FILE", default_value = "kpl-tail.checkpoint.json")]
+    checkpoint: PathBuf,
+    /// Files the checkpoint does not know: send what they already hold.
+    #[arg(long, conflicts_with = "from_end")]
+    from_start: bool,
+    /// Files the checkpoint does not know: send only lines written from now on (the default).
+    #[arg(long)]
+    from_end: bool,
+    /// Where records that could not be put are written (appended to).
+    #[arg(
+        long,
+        value_name = "FILE",
+        default_value = "kpl-tail-dead-letter.jsonl"
+    )]
+    dead_letter: PathBuf,
+    /// How often files are checked for new lines, rotation and truncation, in milliseconds.
+    #[arg(long, value_name = "MS", default_value_t = 250, value_parser = clap::value_parser!(u64).range(10..=60_000))]
+    poll_ms: u64,
+    /// Exit once every line read is settled and no file has changed for this many seconds.
+    #[arg(long, value_name = "SECS")]
+    exit_when_idle: Option<f64>,
+}
+
+/// A file's identity, stable across renames: (device, inode).
+type FileId = (u64, u64);
+
+#[cfg(unix)]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    use std::os::unix::fs::MetadataExt;
+    (meta.dev(), meta.ino())
+}
+
+#[cfg(not(unix))]
+fn file_id(meta: &std::fs::Metadata) -> FileId {
+    // No inodes: the creation time, which a rename keeps, stands in for one.
+    let created = meta
+        .created()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos() as u64);
+    (0, created)
+}
+
+/// Bytes at the start of a file that identify it, with its inode, across restarts (an inode
+/// can be reused by a new file once the old one is deleted).
+const FINGERPRINT_LEN: u64 = 256;
+/// At most this much is read from one file per poll, so one huge file cannot starve the others
+/// or fill memory.
+const READ_CHUNK: usize = 4 << 20;
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+struct CheckpointFile {
+    version: u32,
+    files: Vec<CheckpointEntry>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
+struct CheckpointEntry {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+    /// Every line ending at or before this offset is settled.
+    offset: u64,
+    fingerprint_len: u64,
+    fingerprint: String,
+}
+
+fn fingerprint(file: &mut File, len: u64) -> std::io::Result<String> {
+    let mut head = vec![0u8; len as usize];
+    file.seek(SeekFrom::Start(0))?;
+    file.read_exact(&mut head)?;
+    Ok(Md5::digest(&head)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+/// One follow of a file: a truncation starts another (offsets begin again at 0).
+struct Incarnation {
+    /// Lines sent, with the offset where each ends; `None` for a line skipped as bad.
+    tx: Option<mpsc::UnboundedSender<(u64, Option<RecordFuture>)>>,
+    /// Every line ending at or before this offset is settled.
+    delivered: Arc<AtomicU64>,
+    settler: JoinHandle<()>,
+}
+
+struct Tracked {
+    path: PathBuf,
+    file: File,
+    /// Bytes consumed: complete lines plus `partial`.
+    read_to: u64,
+    /// Bytes after the last newline, waiting for the rest of their line.
+    partial: Vec<u8>,
+    /// Where the last line sent ends.
+    sent_to: u64,
+    fingerprint_len: u64,
+    fingerprint: String,
+    /// Matched by a pattern in the latest scan; a file that is not is read to its end, then
+    /// dropped once its lines are settled.
+    matched: bool,
+    idle_polls: u32,
+    incarnation: Incarnation,
+    /// Earlier incarnations whose lines are still being settled.
+    retired: Vec<JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Tally {
+    lines: AtomicU64,
+    bad: AtomicU64,
+    put: AtomicU64,
+    failed: AtomicU64,
+}
+
+struct Shared {
+    dead: Mutex<DeadLetter>,
+    tally: Tally,
+    /// The first failures are shown; all go to the dead-letter file.
+    shown: AtomicU64,
+}
+
+fn settle_lines(
+    shared: Arc<Shared>,
+    delivered: Arc<AtomicU64>,
+    mut rx: mpsc::UnboundedReceiver<(u64, Option<RecordFuture>)>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        // In the order read: the offset only ever advances past a prefix of settled lines.
+        while let Some((end, future)) = rx.recv().await {
+            if let Some(future) = future {
+                match future.await {
+                    Ok(_) => {
+                        shared.tally.put.fetch_add(1, Relaxed);
+                    }
+                    Err(e) => {
+                        shared.tally.failed.fetch_add(1, Relaxed);
+                        if shared.shown.fetch_add(1, Relaxed) < 3 {
+                            eprintln!("kpl tail: not put: {e}");
+                        }
+                        let written = shared.dead.lock().expect("not poisoned").write(&e);
+                        if let Err(err) = written {
+                            // Without the dead letter the line is not settled: the checkpoint
+                            // stays before it, so a restart sends it again.
+                            eprintln!("kpl tail: cannot write the dead-letter file: {err}");
+                            return;
+                        }
+                    }
+                }
+            }
+            delivered.store(end, Relaxed);
+        }
+    })
+}
+
+fn new_incarnation(shared: &Arc<Shared>, offset: u64) -> Incarnation {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let delivered = Arc::new(AtomicU64::new(offset));
+    Incarnation {
+        tx: Some(tx),
+        delivered: delivered.clone(),
+        settler: settle_lines(shared.clone(), delivered, rx),
+    }
+}
+
+struct Tail {
+    args: Args,
+    producer: Producer,
+    shared: Arc<Shared>,
+    files: HashMap<FileId, Tracked>,
+    /// Whether a checkpoint was found at start: files new to it were created while we were
+    /// stopped and are read from the start.
+    resumed: bool,
+    last_checkpoint: Option<CheckpointFile>,
+}
+
+impl Tail {
+    /// Paths matching the patterns now, by identity.
+    fn scan(&self) -> Result<HashMap<FileId, PathBuf>, String> {
+        let mut found = HashMap::new();
+        for pattern in &self.args.patterns {
+            let paths = glob::glob(pattern).map_err(|e| format!("pattern {pattern:?}: {e}"))?;
+            for path in paths.flatten() {
+                if let Ok(meta) = std::fs::metadata(&path)
+                    && meta.is_file()
+                {
+                    found.insert(file_id(&meta), path);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    fn open(&self, path: &Path, start: u64) -> std::io::Result<Tracked> {
+        let mut file = File::open(path)?;
+        let len = file.metadata()?.len();
+        let fingerprint_len = len.min(FINGERPRINT_LEN);
+        let fingerprint = fingerprint(&mut file, fingerprint_len)?;
+        let start = start.min(len);
+        Ok(Tracked {
+            path: path.to_path_buf(),
+            file,
+            read_to: start,
+            partial: Vec::new(),
+            sent_to: start,
+            fingerprint_len,
+            fingerprint,
+            matched: true,
+            idle_polls: 0,
+            incarnation: new_incarnation(&self.shared, start),
+            retired: Vec::new(),
+        })
+    }
+
+    /// Where to start a file the checkpoint knows, if `entry` still describes it.
+    fn resume_offset(path: &Path, entry: &CheckpointEntry) -> Option<u64> {
+        let mut file = File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        if len < entry.fingerprint_len || len < entry.offset {
+            return None; // truncated, or another file with a reused inode
+        }
+        (fingerprint(&mut file, entry.fingerprint_len).ok()? == entry.fingerprint)
+            .then_some(entry.offset)
+    }
+
+    /// Starts following: files the checkpoint knows resume where it says (renamed-away ones
+    /// are looked for next to where they were), others by --from-start / --from-end.
+    fn start(&mut self, checkpoint: Option<CheckpointFile>) -> Result<(), String> {
+        let found = self.scan()?;
+        let entries: HashMap<FileId, CheckpointEntry> = checkpoint
+            .iter()
+            .flat_map(|c| c.files.iter())
+            .map(|e| ((e.dev, e.ino), e.clone()))
+            .collect();
+        for (id, path) in &found {
+            let start = match entries.get(id) {
+                Some(entry) => Tail::resume_offset(path, entry).unwrap_or(0),
+                None if self.resumed || self.args.from_start => 0,
+                None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            };
+            match self.open(path, start) {
+                Ok(t) => {
+                    self.files.insert(*id, t);
+                }
+                Err(e) => eprintln!("kpl tail: {}: {e}", path.display()),
+            }
+        }
+        // Checkpointed files no pattern matches any more: rotated (renamed) while we were
+        // stopped. Their rest is sent, then they are forgotten.
+        for (id, entry) in &entries {
+            if found.contains_key(id) {
+                continue;
+            }
+            match find_by_id(&entry.path, *id) {
+                Some(path) => {
+                    let Some(offset) = Tail::resume_offset(&path, entry) else {
+                        eprintln!(
+                            "kpl tail: {} changed since the checkpoint (truncated?); its unsent lines are lost",
+                            path.display()
+                        );
+                        continue;
+                    };
+                    if let Ok(mut t) = self.open(&path, offset) {
+                        t.matched = false;
+                        self.files.insert(*id, t);
+                    }
+                }
+                None => eprintln!(
+                    "kpl tail: {} (checkpointed at byte {}) is gone; lines after that offset, if any, were not sent",
+                    entry.path.display(),
+                    entry.offset
+                ),
+            }
+        }
+        Ok(())
+    }
+
+    /// One pass: new files, rotation, truncation, new lines. Returns whether anything changed.
+    async fn poll(&mut self) -> Result<bool, String> {
+        let found = self.scan()?;
+        let mut changed = false;
+        for (id, path) in &found {
+            if !self.files.contains_key(id) {
+                // Created since we started (or since the checkpoint): all of it is new.
+                match self.open(path, 0) {
+                    Ok(t) => {
+                        self.files.insert(*id, t);
+                        changed = true;
+                    }
+                    Err(e) => eprintln!("kpl tail: {}: {e}", path.display()),
+                }
+            }
+        }
+        let ids: Vec<FileId> = self.files.keys().copied().collect();
+        for id in ids {
+            let matched = found.get(&id);
+            let t = self.files.get_mut(&id).expect("listed");
+            t.matched = matched.is_some();
+            if let Some(path) = matched {
+                t.path = path.clone();
+            }
+            let out = Out {
+                producer: &self.producer,
+                stream: &self.args.conn.stream,
+                lines: &self.args.lines,
+                shared: &self.shared,
+            };
+            let grew = read_new_lines(t, &out)
+                .await
+                .map_err(|e| format!("{}: {e}", t.path.display()))?;
+            changed |= grew;
+            if t.matched || grew {
+                t.idle_polls = 0;
+                continue;
+            }
+            // Rotated away and quiet for a poll: whatever its writer wrote is in. A last line
+            // without a newline is sent as it is, and the file closed once all is settled.
+            t.idle_polls += 1;
+            if t.idle_polls == 2 && t.incarnation.tx.is_some() {
+                if !t.partial.is_empty() {
+                    let line = std::mem::take(&mut t.partial);
+                    let end = t.read_to;
+                    send_line(t, &line, end, &out).await;
+                }
+                t.incarnation.tx = None;
+            }
+            if t.incarnation.tx.is_none()
+                && t.incarnation.settler.is_finished()
+                && t.retired.iter().all(JoinHandle::is_finished)
+            {
+                self.files.remove(&id);
+                changed = true;
+            }
+        }
+        Ok(changed)
+    }
+
+    fn checkpoint(&self) -> CheckpointFile {
+        let mut files: Vec<CheckpointEntry> = self
+            .files
+            .iter()
+            .map(|(id, t)| CheckpointEntry {
+                path: t.path.clone(),
+                dev: id.0,
+                ino: id.1,
+                offset: t.incarnation.delivered.load(Relaxed),
+                fingerprint_len: t.fingerprint_len,
+                fingerprint: t.fingerprint.clone(),
+            })
+            .collect();
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        CheckpointFile { version: 1, files }
+    }
+
+    /// Writes the checkpoint if it moved: offsets first, then the dead-letter records behind
+    /// them are synced, then the file is replaced atomically.
+    fn save_checkpoint(&mut self) -> Result<(), String> {
+        let checkpoint = self.checkpoint();
+        if self
+            .last_checkpoint
+            .as_ref()
+            .is_some_and(|c| c.files == checkpoint.files)
+        {
+            return Ok(());
+        }
+        self.shared
+            .dead
+            .lock()
+            .expect("not poisoned")
+            .sync()
+            .map_err(|e| format!("dead-letter file: {e}"))?;
+        let path = &self.args.checkpoint;
+        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
+        let write = || -> std::io::Result<()> {
+            let mut f = File::create(&tmp)?;
+            serde_json::to_writer_pretty(&mut f, &checkpoint)?;
+            f.write_all(b"\n")?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, path)?;
+            // The rename itself is durable once the directory is synced.
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                File::open(dir)?.sync_all()?;
+            }
+            Ok(())
+        };
+        write().map_err(|e| format!("checkpoint {}: {e}", path.display()))?;
+        self.last_checkpoint = Some(checkpoint);
+        Ok(())
+    }
+
+    fn unsettled(&self) -> bool {
+        self.files
+            .values()
+            .any(|t| t.incarnation.delivered.load(Relaxed) < t.sent_to)
+    }
+}
+
+/// Where lines go.
+struct Out<'a> {
+    producer: &'a Producer,
+    stream: &'a str,
+    lines: &'a LineArgs,
+    shared: &'a Arc<Shared>,
+}
+
+/// A file with identity `id` in the directory `was` was in (renamed by rotation).
+fn find_by_id(was: &Path, id: FileId) -> Option<PathBuf> {
+    if std::fs::metadata(was).is_ok_and(|m| file_id(&m) == id) {
+        return Some(was.to_path_buf());
+    }
+    let dir = match was.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && file_id(&m) == id))
+}
+
+/// Reads what `t` gained since the last poll and sends its complete lines. A file shorter than
+/// what was read, or whose first bytes changed, was truncated: it is followed again from 0.
+async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<bool> {
+    if t.incarnation.tx.is_none() {
+        return Ok(false);
+    }
+    let len = t.file.metadata()?.len();
+    let rewritten = len >= t.fingerprint_len
+        && len != t.read_to
+        && fingerprint(&mut t.file, t.fingerprint_len)? != t.fingerprint;
+    if len < t.read_to || rewritten {
+        eprintln!(
+            "kpl tail: {} was truncated; following it from the start",
+            t.path.display()
+        );
+        let old = std::mem::replace(&mut t.incarnation, new_incarnation(out.shared, 0));
+        t.retired.push(old.settler);
+        t.retired.retain(|h| !h.is_finished());
+        t.read_to = 0;
+        t.sent_to = 0;
+        t.partial.clear();
+    }
+    // A file shorter than the fingerprint when first seen: its fingerprint grows with it.
+    if t.fingerprint_len < FINGERPRINT_LEN && len > t.fingerprint_len {
+        t.fingerprint_len = len.min(FINGERPRINT_LEN);
+        t.fingerprint = fingerprint(&mut t.file, t.fingerprint_len)?;
+    }
+    if len == t.read_to {
+        return Ok(false);
+    }
+    let want = ((len - t.read_to) as usize).min(READ_CHUNK);
+    let mut chunk = vec![0u8; want];
+    t.file.seek(SeekFrom::Start(t.read_to))?;
+    let got = t.file.read(&mut chunk)?;
+    chunk.truncate(got);
+    let base = t.read_to - t.partial.len() as u64;
+    t.read_to += got as u64;
+    let mut buf = std::mem::take(&mut t.partial);
+    buf.extend_from_slice(&chunk);
+    let mut line_start = 0;
+    while let Some(nl) = buf[line_start..].iter().position(|b| *b == b'\n') {
+        let end = line_start + nl;
+        let mut line = &buf[line_start..end];
+        if line.last() == Some(&b'\r') {
+            line = &line[..line.len() - 1];
+        }
+        send_line(t, line, base + end as u64 + 1, out).await;
+        line_start = end + 1;
+    }
+    t.partial = buf[line_start..].to_vec();
+    Ok(got > 0)
+}
+
+/// Sends one line (blank lines are skipped, bad ones reported) and queues its outcome.
+async fn send_line(t: &mut Tracked, line: &[u8], end: u64, out: &Out<'_>) {
+    let shared = out.shared;
+    let future = if line.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        shared.tally.lines.fetch_add(1, Relaxed);
+        match out.lines.record(line) {
+            Ok(record) => Some(out.producer.send_wait(out.stream, record).await),
+            Err(reason) => {
+                shared.tally.bad.fetch_add(1, Relaxed);
+                eprintln!(
+                    "kpl tail: {} byte {}: {reason}; skipped",
+                    t.path.display(),
+                    end - line.len() as u64 - 1
+                );
+                None
+            }
+        }
+    };
+    t.sent_to = end;
+    if let Some(tx) = &t.incarnation.tx {
+        let _ = tx.send((end, future));
+    }
+}
+
+pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    if args
+        .exit_when_idle
+        .is_some_and(|s| !(0.0..=86_400.0).contains(&s))
+    {
+        return Err("--exit-when-idle must be from 0 to 86400 seconds".into());
+    }
+    let checkpoint = match std::fs::read(&args.checkpoint) {
+        Ok(bytes) => Some(
+            serde_json::from_slice::<CheckpointFile>(&bytes).map_err(|e| {
+                format!(
+                    "checkpoint {}: not a kpl tail checkpoint ({e}); move it away to start afresh",
+                    args.checkpoint.display()
+                )
+            })?,
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(format!("checkpoint {}: {e}", args.checkpoint.display()).into()),
+    };
+    let config = args.conn.config()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let producer = Producer::new(config).await;
+        let shared = Arc::new(Shared {
+            dead: Mutex::new(DeadLetter::new(args.dead_letter.clone())),
+            tally: Tally::default(),
+            shown: AtomicU64::new(0),
+        });
+        let mut tail = Tail {
+            resumed: checkpoint.is_some(),
+            args,
+            producer,
+            shared,
+            files: HashMap::new(),
+            last_checkpoint: None,
+        };
+        follow(&mut tail, checkpoint).await
+    })
+}
+
+async fn follow(
+    tail: &mut Tail,
+    checkpoint: Option<CheckpointFile>,
+) -> Result<ExitCode, Box<dyn std::error::Error>> {
+    tail.start(checkpoint)?;
+    let mut stop = Box::pin(stop_signal());
+    let poll = Duration::from_millis(tail.args.poll_ms);
+    let idle_limit = tail.args.exit_when_idle.map(Duration::from_secs_f64);
+    let mut last_change = Instant::now();
+    let mut last_checkpoint = Instant::now();
+    let mut progress = Progress::every("tail", None, Duration::from_secs(30));
+    let reason = loop {
+        if tail.poll().await? {
+            last_change = Instant::now();
+        }
+        if last_checkpoint.elapsed() >= CHECKPOINT_EVERY {
+            tail.save_checkpoint()?;
+            last_checkpoint = Instant::now();
+        }
+        let t = &tail.shared.tally;
+        let (lines, put, failed) = (
+            t.lines.load(Relaxed),
+            t.put.load(Relaxed),
+            t.failed.load(Relaxed),
+        );
+        let files = tail.files.len();
+        progress.update(lines, || {
+            format!("{files} files, {lines} lines read, {put} put, {failed} failed")
+        });
+        if let Some(limit) = idle_limit
+            && last_change.elapsed() >= limit
+        {
+            // Idle: push out what is buffered so it settles without waiting for its linger.
+            tail.producer.flush();
+            if !tail.unsettled() {
+                break "idle";
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(poll) => {}
+            signal = &mut stop => break signal,
+        }
+    };
+    progress.finish();
+    // Everything read is sent and settled before the last checkpoint is written.
+    tail.producer.flush();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while tail.unsettled() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tail.save_checkpoint()?;
+    let t = &tail.shared.tally;
+    let failed = t.failed.load(Relaxed);
+    eprintln!(
+        "kpl tail: stopped ({reason}): {} lines read, {} put, {failed} failed{}, {} bad lines skipped; checkpoint {}",
+        t.lines.load(Relaxed),
+        t.put.load(Relaxed),
+        if failed > 0 {
+            format!(" (written to {})", tail.args.dead_letter.display())
+        } else {
+            String::new()
+        },
+        t.bad.load(Relaxed),
+        tail.args.checkpoint.display()
+    );
+    Ok(if failed > 0 || t.bad.load(Relaxed) > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM, naming it.
+async fn stop_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                    return "interrupted";
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => "interrupted",
+            _ = term.recv() => "terminated",
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+        "interrupted"
+    }
+}
