@@ -33,6 +33,9 @@ Examples:
   kpl tail --stream events --json --partition-key-field user --checkpoint /var/lib/kpl/events.json 'events-*.jsonl'
   kpl tail --stream logs --exit-when-idle 5 app.log       # send what is there, then exit
 Quote patterns so the shell does not expand them: files created later must match too.
+Rotation: a file renamed away is read to its end, even after a restart. A file created AND
+rotated away entirely while kpl tail is stopped can only be found if the pattern matches
+rotated names too ('app.log*'), as with the Kinesis Agent.
 The checkpoint (default kpl-tail.checkpoint.json) records how far each file is delivered; a
 restart resumes from it (--from-start/--from-end apply only to files it does not know).
 Records that cannot be put go to the dead-letter file; `kpl put --replay FILE` sends them again.
