@@ -73,6 +73,12 @@ async fn put_then_read_gives_back_exactly_what_was_put() {
         "{}",
         text(&out.stderr)
     );
+    // Off a terminal: plain lines, no bar, no escape codes or carriage returns.
+    assert!(
+        !out.stderr.contains(&0x1b) && !out.stderr.contains(&b'\r'),
+        "{}",
+        text(&out.stderr)
+    );
 
     let records = tokio::task::spawn_blocking(move || read_back(&endpoint, "cli"))
         .await

@@ -1,0 +1,244 @@
+//! `kpl bench` end to end: its counts against what `kpl read` finds in the stream, its own
+//! read-back on the embedded default, its charts, its errors, and output with no terminal.
+
+mod common;
+
+use common::{kpl, text};
+use kinesis_producer::local::{LocalKinesis, LocalOptions};
+use serde_json::Value;
+
+fn json_report(out: &std::process::Output) -> Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+fn u(v: &Value) -> u64 {
+    v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_counts_agree_with_what_read_finds() {
+    let kinesis = LocalKinesis::start(LocalOptions {
+        enforce_limits: true,
+        port: 0,
+    })
+    .await
+    .unwrap();
+    kinesis.create_stream("bench", 2).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        kpl(
+            &[
+                "bench",
+                "--endpoint-url",
+                &endpoint,
+                "--stream",
+                "bench",
+                "--records",
+                "3000",
+                "--size",
+                "uniform:20-400",
+                "--keys",
+                "50",
+                "--ehk-share",
+                "0.2",
+                "--json",
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    let report = json_report(&out);
+    assert!(
+        report["sink"]
+            .as_str()
+            .unwrap()
+            .starts_with("Kinesis at http://127.0.0.1:")
+    );
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "aggregation on and off");
+    let (on, off) = (&runs[0], &runs[1]);
+    assert_eq!(on["aggregation"], true);
+    assert_eq!(off["aggregation"], false);
+    for run in runs {
+        assert_eq!(u(&run["user_records_put"]), 3000);
+        assert_eq!(u(&run["user_records_failed"]), 0);
+        assert!(
+            run["read_back_user_records"].is_null(),
+            "read back only on the local sink"
+        );
+        // Units used are at least the minimum for the bytes, and each Kinesis record costs one
+        // at least.
+        assert!(u(&run["put_payload_units"]) >= u(&run["min_put_payload_units"]));
+        assert!(u(&run["put_payload_units"]) >= u(&run["kinesis_records_put"]));
+        assert!(u(&run["put_records_calls"]) >= 1);
+    }
+    // The same workload both times.
+    assert_eq!(on["user_bytes"], off["user_bytes"]);
+    // Off: one Kinesis record per user record, each at least one unit.
+    assert_eq!(u(&off["kinesis_records_put"]), 3000);
+    assert_eq!(u(&off["put_payload_units"]), 3000);
+    // On: far fewer.
+    assert!(u(&on["kinesis_records_put"]) * 10 < 3000, "{on}");
+
+    // What `kpl read` finds is what bench says it put, in Kinesis and in user records.
+    let endpoint = kinesis.endpoint().to_owned();
+    let counted = tokio::task::spawn_blocking(move || {
+        kpl(
+            &[
+                "read",
+                "--stream",
+                "bench",
+                "--endpoint-url",
+                &endpoint,
+                "--count",
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(counted.status.success(), "{}", text(&counted.stderr));
+    let kinesis_records = u(&on["kinesis_records_put"]) + u(&off["kinesis_records_put"]);
+    assert_eq!(
+        text(&counted.stdout).trim(),
+        format!("{kinesis_records} Kinesis records, 6000 user records")
+    );
+}
+
+#[test]
+fn bench_on_the_embedded_default_reads_back_every_record_and_draws_charts() {
+    let dir = std::env::temp_dir().join(format!("kpl-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let svg = dir.join("bench.svg");
+    let out = kpl(
+        &[
+            "bench",
+            "--records",
+            "2000",
+            "--size",
+            "lognormal:150:0.8",
+            "--json",
+            "--chart",
+            svg.to_str().unwrap(),
+        ],
+        b"",
+    );
+    let report = json_report(&out);
+    assert!(
+        report["sink"]
+            .as_str()
+            .unwrap()
+            .starts_with("local Kinesis")
+    );
+    for run in report["runs"].as_array().unwrap() {
+        assert_eq!(u(&run["user_records_put"]), 2000);
+        assert_eq!(u(&run["read_back_user_records"]), 2000);
+        assert_eq!(run["read_back_kinesis_records"], run["kinesis_records_put"]);
+        assert!(!run["rate_over_time"].as_array().unwrap().is_empty());
+        assert_eq!(run["latency_quantiles_ms"].as_array().unwrap().len(), 1001);
+    }
+    let drawn = std::fs::read_to_string(&svg).unwrap();
+    assert!(drawn.starts_with("<svg"), "{drawn}");
+    assert!(drawn.contains("aggregation on") && drawn.contains("aggregation off"));
+
+    let png = dir.join("bench.png");
+    let out = kpl(
+        &[
+            "bench",
+            "--sink",
+            "memory",
+            "--records",
+            "5000",
+            "--aggregation",
+            "on",
+            "--chart",
+            png.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        std::fs::read(&png)
+            .unwrap()
+            .starts_with(b"\x89PNG\r\n\x1a\n")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bench_table_has_both_columns_and_no_terminal_codes_off_a_terminal() {
+    let out = kpl(&["bench", "--sink", "memory", "--records", "3000"], b"");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for row in [
+        "user records/s",
+        "Kinesis records put",
+        "PutRecords calls",
+        "user records per Kinesis record",
+        "PUT payload units",
+        "efficiency",
+        "throttled entries",
+        "latency p99",
+        "CPU seconds, producer",
+        "peak memory, process (RSS)",
+    ] {
+        assert!(stdout.contains(row), "no {row:?} row in:\n{stdout}");
+    }
+    assert!(stdout.contains("aggregation on") && stdout.contains("aggregation off"));
+    assert!(stdout.contains("fewer PUT payload units"), "{stdout}");
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!stream.contains(&0x1b), "an escape code: {}", text(stream));
+        assert!(
+            !stream.contains(&b'\r'),
+            "a carriage return: {}",
+            text(stream)
+        );
+    }
+}
+
+#[test]
+fn bench_refuses_bad_flags_naming_the_value_and_the_limit() {
+    for (flags, message) in [
+        (
+            &["--size", "uniform:500-10"][..],
+            "uniform:500-10: MIN is above MAX",
+        ),
+        (
+            &["--size", "fixed:0"],
+            "record size 0 is out of range: a whole number of bytes from 1 to 1048560",
+        ),
+        (&["--size", "zipf:3"], "unknown size distribution \"zipf\""),
+        (
+            &["--ehk-share", "1.5"],
+            "--ehk-share 1.5 is out of range: a share from 0 to 1",
+        ),
+        (
+            &["--keys", "0"],
+            "--keys 0 is out of range: 1 to 1000000 distinct keys",
+        ),
+        (
+            &["--chart", "out.gif"],
+            "--chart out.gif: the file name must end in .svg or .png",
+        ),
+    ] {
+        let out = kpl(&[&["bench"][..], flags].concat(), b"");
+        assert_eq!(
+            out.status.code(),
+            Some(2),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+        assert!(
+            text(&out.stderr).contains(message),
+            "{flags:?}: {}",
+            text(&out.stderr)
+        );
+    }
+}
