@@ -560,3 +560,62 @@ async fn wrong_credentials_fail_fast_with_the_services_words() {
     assert_eq!(err.attempts.len(), 1);
     assert_eq!(producer.buffered(), (0, 0));
 }
+
+/// A deep queue held back by the rate limiter of a busy shard, next to a quiet shard: every
+/// record is put, the busy shard's calls come at the limiter's pace in batches (not one call
+/// per token), and the quiet shard's records are not stuck behind the busy one's.
+#[tokio::test(start_paused = true)]
+async fn a_queue_held_by_the_rate_limiter_drains_in_batches_at_its_pace() {
+    let sink = MemorySink::new().with_stream("s", 2);
+    let shards = sink.shards("s");
+    // RateLimit 10%: 100 records/s per shard; no aggregation, so one record is one entry.
+    let config = Config::builder()
+        .aggregation_enabled(false)
+        .rate_limit(10)
+        .record_ttl(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let start = Instant::now();
+    let busy: Vec<_> = (0..2000)
+        .map(|i| {
+            producer.send(
+                "s",
+                record("busy", &format!("{i}")).with_explicit_hash_key(shards[0].start),
+            )
+        })
+        .collect();
+    let quiet: Vec<_> = (0..20)
+        .map(|i| {
+            producer.send(
+                "s",
+                record("quiet", &format!("{i}")).with_explicit_hash_key(shards[1].start),
+            )
+        })
+        .collect();
+    // Bounded: an engine that forgot to wake for its limiter would otherwise hang the test.
+    let (quiet_done, busy_done) = tokio::time::timeout(Duration::from_secs(120), async {
+        for f in quiet {
+            f.await.unwrap();
+        }
+        let quiet_done = start.elapsed();
+        for f in busy {
+            f.await.unwrap();
+        }
+        (quiet_done, start.elapsed())
+    })
+    .await
+    .expect("every record resolves");
+    eprintln!(
+        "quiet {quiet_done:?}, busy {busy_done:?}, {} calls",
+        sink.requests().len()
+    );
+    // 2,000 records at 100/s (plus the bucket's initial burst): about 20 s, not less than 15.
+    assert!(busy_done >= Duration::from_secs(15), "{busy_done:?}");
+    assert!(busy_done <= Duration::from_secs(25), "{busy_done:?}");
+    assert!(quiet_done < Duration::from_secs(2), "{quiet_done:?}");
+    let calls = sink.requests().len();
+    // At most one call per LIMITED_WAIT (20 ms) while limited: ~1,000 over 20 s; a call per
+    // token would be ~2,000.
+    assert!(calls <= 1100, "{calls} PutRecords calls");
+}

@@ -650,6 +650,8 @@ fn one_run(
     };
     let sent = Arc::new(AtomicU64::new(0));
     let sent_bytes = Arc::new(AtomicU64::new(0));
+    // Peak buffered records and bytes in the producer.
+    let peak = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let delivered = Arc::new(AtomicU64::new(0));
     let done_sending = Arc::new(AtomicBool::new(false));
     let settled = Arc::new(std::sync::Mutex::new(Settled {
@@ -677,6 +679,7 @@ fn one_run(
         let (sent, sent_bytes, done_sending) =
             (sent.clone(), sent_bytes.clone(), done_sending.clone());
         let (settled, delivered, settle) = (settled.clone(), delivered.clone(), settle.clone());
+        let peak = peak.clone();
         let mut workload = Workload {
             rng: fastrand::Rng::with_seed(args.seed),
             size: args.size,
@@ -713,6 +716,12 @@ fn one_run(
                     settle.spawn(record_outcome(future, settled.clone(), delivered.clone()));
                     i += 1;
                     sent.store(i, Relaxed);
+                    // The sampler looks every 100 ms; a short run would slip between looks.
+                    if i.is_multiple_of(256) {
+                        let (records, bytes) = producer.buffered();
+                        peak.0.fetch_max(records as u64, Relaxed);
+                        peak.1.fetch_max(bytes as u64, Relaxed);
+                    }
                 }
                 producer.flush();
                 done_sending.store(true, Relaxed);
@@ -723,15 +732,14 @@ fn one_run(
     let total = args.duration.is_none().then_some(args.records);
     let mut progress = Progress::new("bench", total);
     let mut rate_over_time = Vec::new();
-    let (mut peak_records, mut peak_bytes) = (0u64, 0u64);
     let mut last = (Duration::ZERO, 0u64);
     let mut tick = 0u64;
     loop {
         tick += 1;
         std::thread::sleep(SAMPLE_EVERY);
         let (records, bytes) = producer.buffered();
-        peak_records = peak_records.max(records as u64);
-        peak_bytes = peak_bytes.max(bytes as u64);
+        peak.0.fetch_max(records as u64, Relaxed);
+        peak.1.fetch_max(bytes as u64, Relaxed);
         let now = start.elapsed();
         let done = delivered.load(Relaxed);
         let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
@@ -808,8 +816,8 @@ fn one_run(
         cpu_seconds_producer: cpu_producer,
         cpu_seconds_process: cpu_process,
         peak_rss_bytes: usage::peak_rss_bytes(),
-        peak_buffered_records: peak_records,
-        peak_buffered_bytes: peak_bytes,
+        peak_buffered_records: peak.0.load(Relaxed),
+        peak_buffered_bytes: peak.1.load(Relaxed),
         read_back_user_records: None,
         read_back_kinesis_records: None,
         rate_over_time,

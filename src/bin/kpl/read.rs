@@ -154,7 +154,10 @@ async fn read(
     }
     let mut out = BufWriter::new(std::io::stdout().lock());
     let (mut kinesis_records, mut user_records) = (0u64, 0u64);
-    for shard in lineage_order(shards) {
+    let order = lineage_order(shards);
+    let mut progress = crate::progress::Progress::new("read", None);
+    let shard_count = order.len();
+    for (n, shard) in order.into_iter().enumerate() {
         let closed = shard
             .sequence_number_range
             .as_ref()
@@ -192,6 +195,12 @@ async fn read(
                 .await
                 .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
             let empty = page.records.is_empty();
+            progress.update(user_records, || {
+                format!(
+                    "shard {} of {shard_count}: {kinesis_records} Kinesis records, {user_records} user records",
+                    n + 1
+                )
+            });
             for r in page.records {
                 kinesis_records += 1;
                 for u in deaggregate(&r.partition_key, Bytes::from(r.data.into_inner())) {
@@ -225,6 +234,7 @@ async fn read(
         }
     }
     out.flush()?;
+    progress.finish();
     if args.count {
         println!("{kinesis_records} Kinesis records, {user_records} user records");
     }
