@@ -31,13 +31,13 @@ impl Progress {
             let bar = match total {
                 Some(total) => ProgressBar::new(total).with_style(
                     ProgressStyle::with_template(
-                        "{prefix} [{bar:30}] {pos}/{len} ({per_sec}, {eta}) {msg}",
+                        "{prefix} [{bar:30}] {pos}/{len} ({elapsed}, eta {eta}) {wide_msg}",
                     )
                     .expect("a valid template")
                     .progress_chars("=> "),
                 ),
                 None => ProgressBar::new_spinner().with_style(
-                    ProgressStyle::with_template("{prefix} {spinner} {pos} ({per_sec}) {msg}")
+                    ProgressStyle::with_template("{prefix} {spinner} {pos} ({elapsed}) {wide_msg}")
                         .expect("a valid template"),
                 ),
             };
