@@ -293,6 +293,8 @@ pub struct RunReport {
     pub user_records_failed: u64,
     /// Failures by kind (expired, rejected, throttled, ...).
     pub failures: std::collections::BTreeMap<String, u64>,
+    /// The first failure's full message (why records failed).
+    pub first_error: Option<String>,
     pub seconds: f64,
     pub user_records_per_second: f64,
     pub kinesis_records_put: u64,
@@ -545,6 +547,14 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             println!("  chart written to {}", path.display());
         }
     }
+    for r in &report.runs {
+        if let Some(e) = &r.first_error {
+            eprintln!(
+                "kpl bench: aggregation {}: first failure: {e}",
+                if r.aggregation { "on" } else { "off" }
+            );
+        }
+    }
     if failed > 0 || mismatched {
         eprintln!(
             "kpl bench: {failed} user records failed{}",
@@ -602,6 +612,8 @@ struct Settled {
     retried: u64,
     failed_bytes: u64,
     latencies_ms: Vec<f64>,
+    /// The first failure, in full, to show why records failed.
+    first_error: Option<String>,
     /// When the last record was settled: the end of the run.
     last_at: Option<Instant>,
 }
@@ -636,6 +648,9 @@ impl Settled {
             *self.failures.entry(kind).or_default() += n;
         }
         self.last_at = self.last_at.max(other.last_at);
+        if self.first_error.is_none() {
+            self.first_error = other.first_error;
+        }
     }
 }
 
@@ -654,6 +669,9 @@ fn count_outcome(
         }
         Err(e) => {
             s.failed += 1;
+            if s.first_error.is_none() {
+                s.first_error = Some(e.to_string());
+            }
             s.failed_bytes += e.record.size() as u64;
             let kind = match &e.kind {
                 PutErrorKind::InvalidRecord(_) => "invalid record".to_string(),
@@ -688,15 +706,7 @@ fn one_run(
     let peak = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let delivered = Arc::new(AtomicU64::new(0));
     let done_sending = Arc::new(AtomicBool::new(false));
-    let settled = Arc::new(std::sync::Mutex::new(Settled {
-        put: 0,
-        failed: 0,
-        failures: Default::default(),
-        retried: 0,
-        failed_bytes: 0,
-        latencies_ms: Vec::new(),
-        last_at: None,
-    }));
+    let settled = Arc::new(std::sync::Mutex::new(Settled::default()));
 
     usage::reset_peak_rss();
     let cpu_before = (
@@ -837,6 +847,7 @@ fn one_run(
         user_records_put: settled.put,
         user_records_failed: settled.failed,
         failures: settled.failures,
+        first_error: settled.first_error,
         seconds,
         user_records_per_second: settled.put as f64 / seconds.max(1e-9),
         kinesis_records_put: kinesis_records,
