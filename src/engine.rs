@@ -895,9 +895,16 @@ impl<S: Sink> Engine<S> {
                 *b = true;
             }
             bytes += size;
-            // VecDeque::remove moves the shorter side: the records taken are mostly near the
-            // front (the oldest) or near the back (a quiet shard's recent ones).
-            batch.push(s.ready.remove(at_index).expect("an index just read"));
+            // In order, the queue keeps its order: VecDeque::remove moves the shorter side.
+            // Otherwise order within the queue does not matter (PutRecords keeps none), and a
+            // record taken from deep in a long queue (a quiet shard's, behind throttled ones)
+            // is replaced by the last one, in O(1): removing it moved half the queue, per record.
+            let taken = if ordered {
+                s.ready.remove(at_index)
+            } else {
+                s.ready.swap_remove_back(at_index)
+            };
+            batch.push(taken.expect("an index just read"));
         }
         if batch.is_empty() {
             return false;
