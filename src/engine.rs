@@ -896,10 +896,13 @@ impl<S: Sink> Engine<S> {
             }
             bytes += size;
             // In order, the queue keeps its order: VecDeque::remove moves the shorter side.
-            // Otherwise order within the queue does not matter (PutRecords keeps none), and a
-            // record taken from deep in a long queue (a quiet shard's, behind throttled ones)
-            // is replaced by the last one, in O(1): removing it moved half the queue, per record.
-            let taken = if ordered {
+            // Otherwise a record taken from deep in a long queue (a quiet shard's, behind
+            // throttled ones) is replaced by the last one, in O(1): removing it moved half the
+            // queue, per record. PutRecords keeps no order among entries anyway.
+            // Near either end (the common case: the oldest records go first), remove keeps the
+            // queue's order at the cost of a few moves.
+            let near_end = at_index.min(s.ready.len() - at_index) <= 32;
+            let taken = if ordered || near_end {
                 s.ready.remove(at_index)
             } else {
                 s.ready.swap_remove_back(at_index)
