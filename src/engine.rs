@@ -82,7 +82,7 @@ pub(crate) enum Msg {
 
 /// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 /// The shortest wait for a shard over its rate: see `send_batch`.
-const LIMITED_WAIT: Duration = Duration::from_millis(20);
+const LIMITED_WAIT: Duration = Duration::from_millis(10);
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
