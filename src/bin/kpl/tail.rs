@@ -101,6 +101,8 @@ const FINGERPRINT_LEN: u64 = 256;
 /// or fill memory.
 const READ_CHUNK: usize = 4 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
+/// How long one poll may keep reading one file that has more.
+const READ_BUDGET: Duration = Duration::from_millis(500);
 
 #[derive(Serialize, Deserialize, Clone, Debug)]
 struct CheckpointFile {
@@ -358,9 +360,20 @@ impl Tail {
                 lines: &self.args.lines,
                 shared: &self.shared,
             };
-            let grew = read_new_lines(t, &out)
-                .await
-                .map_err(|e| format!("{}: {e}", t.path.display()))?;
+            // A file far behind (a first --from-start, a burst) is read chunk after chunk for up
+            // to READ_BUDGET per poll, so catching up is not paced by the poll interval; then
+            // the other files and the checkpoint get their turn.
+            let started = Instant::now();
+            let mut grew = false;
+            loop {
+                let read = read_new_lines(t, &out)
+                    .await
+                    .map_err(|e| format!("{}: {e}", t.path.display()))?;
+                grew |= read > 0;
+                if read < READ_CHUNK || started.elapsed() >= READ_BUDGET {
+                    break;
+                }
+            }
             changed |= grew;
             if t.matched || grew {
                 t.idle_polls = 0;
@@ -474,9 +487,9 @@ fn find_by_id(was: &Path, id: FileId) -> Option<PathBuf> {
 
 /// Reads what `t` gained since the last poll and sends its complete lines. A file shorter than
 /// what was read, or whose first bytes changed, was truncated: it is followed again from 0.
-async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<bool> {
+async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<usize> {
     if t.incarnation.tx.is_none() {
-        return Ok(false);
+        return Ok(0);
     }
     let len = t.file.metadata()?.len();
     let rewritten = len >= t.fingerprint_len
@@ -500,7 +513,7 @@ async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<bool>
         t.fingerprint = fingerprint(&mut t.file, t.fingerprint_len)?;
     }
     if len == t.read_to {
-        return Ok(false);
+        return Ok(0);
     }
     let want = ((len - t.read_to) as usize).min(READ_CHUNK);
     let mut chunk = vec![0u8; want];
@@ -522,7 +535,7 @@ async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<bool>
         line_start = end + 1;
     }
     t.partial = buf[line_start..].to_vec();
-    Ok(got > 0)
+    Ok(got)
 }
 
 /// Sends one line (blank lines are skipped, bad ones reported) and queues its outcome.
