@@ -789,7 +789,7 @@ impl<S: Sink> Engine<S> {
             if closing {
                 flush_aggregators(s);
             } else if s.aggregators_due.is_some_and(|d| d <= now) {
-                flush_due(s, now);
+                flush_due(s, now, self.config.record_max_buffered_time / 5);
             }
             if closing {
                 s.forced = s.ready.len();
@@ -1328,14 +1328,19 @@ fn request_refresh(s: &mut StreamState, now: Instant) {
 }
 
 /// Flushes the aggregators whose earliest deadline has passed, and notes the next one.
-fn flush_due(s: &mut StreamState, now: Instant) {
+/// Flushes the aggregates whose deadline has come, and with them those due within `slack`:
+/// shards fed at the same pace have deadlines a few milliseconds apart, and flushing each on its
+/// own made one PutRecords call per shard per RecordMaxBufferedTime (found by `kpl bench` at an
+/// offered rate: 116 calls aggregated against 30 unaggregated). Called at the earliest deadline,
+/// so an aggregate alone is never flushed early.
+fn flush_due(s: &mut StreamState, now: Instant, slack: Duration) {
     let mut next_due: Option<Instant> = None;
     let generation = s.map.as_ref().map_or(0, ShardMap::generation);
     for (shard, agg) in s.aggregators.iter_mut().enumerate() {
         let Some(d) = agg.earliest_deadline().map(Instant::from_std) else {
             continue;
         };
-        if d <= now {
+        if d <= now + slack {
             if let Some(full) = agg.flush() {
                 push_ready_parts(
                     &mut s.ready,

@@ -444,3 +444,48 @@ fn works_from_plain_threads_without_a_runtime() {
     });
     assert_eq!(stored(&sink, "s").len(), 10_000);
 }
+
+/// Aggregates of several shards due within a fifth of RecordMaxBufferedTime of each other leave
+/// together, in one PutRecords call; one due later than that waits for its own deadline.
+#[tokio::test(start_paused = true)]
+async fn aggregates_due_close_together_leave_in_one_call() {
+    let sink = MemorySink::new().with_stream("s", 4);
+    let shards = sink.shards("s");
+    let config = Config::builder()
+        .record_max_buffered_time(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let start = Instant::now();
+    let mut futures = Vec::new();
+    // Shards 0-2 get a record 5 ms apart: due at 100, 105 and 110 ms, within 20 ms of the first.
+    for shard in &shards[..3] {
+        let r = UserRecord::new("k", "v")
+            .unwrap()
+            .with_explicit_hash_key(shard.start);
+        futures.push(producer.send("s", r));
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Shard 3's record comes 40 ms after the first: due at 140 ms, on its own.
+    tokio::time::sleep(Duration::from_millis(25)).await;
+    let late = UserRecord::new("k", "v")
+        .unwrap()
+        .with_explicit_hash_key(shards[3].start);
+    let late = producer.send("s", late);
+    for f in futures {
+        f.await.unwrap();
+    }
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(100),
+        "the first deadline"
+    );
+    late.await.unwrap();
+    assert_eq!(
+        start.elapsed(),
+        Duration::from_millis(140),
+        "its own deadline"
+    );
+    let calls: Vec<usize> = sink.requests().iter().map(|(_, e)| e.len()).collect();
+    assert_eq!(calls, vec![3, 1]);
+}
