@@ -80,9 +80,9 @@ pub(crate) enum Msg {
     Shutdown(oneshot::Sender<()>),
 }
 
-/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 /// The shortest wait for a shard over its rate: see `send_batch`.
 const LIMITED_WAIT: Duration = Duration::from_millis(10);
+/// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
@@ -96,6 +96,7 @@ fn backoff(attempts: usize) -> Duration {
     let half = exp / 2;
     half + half.mul_f64(fastrand::f64())
 }
+
 /// Retry times are rounded up to this grid, so that records failed in different calls but due
 /// within the same few milliseconds go back in one call: with per-record jitter, a throttled
 /// stream without aggregation otherwise made one PutRecords call of a few records per retry
