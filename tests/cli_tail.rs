@@ -267,3 +267,65 @@ fn tail_refuses_a_damaged_checkpoint_and_names_it() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_sends_json_lines_with_their_keys_names_bad_lines_and_exits_1() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("logs", 2).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let dir = temp_dir("json");
+    std::fs::write(
+        dir.join("events.jsonl"),
+        "{\"user\":\"ann\",\"n\":1}\nnot json\n{\"n\":2}\n{\"user\":\"bob\",\"n\":3}\n",
+    )
+    .unwrap();
+    let mut tail = spawn_tail(
+        &dir,
+        &endpoint,
+        &[
+            "--json",
+            "--partition-key-field",
+            "user",
+            "--from-start",
+            "--exit-when-idle",
+            "0.5",
+            "events.*",
+        ],
+    );
+    let status = wait_exit(&mut tail, Duration::from_secs(60));
+    let stderr = stderr_of(&dir);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "bad lines give exit status 1: {stderr}"
+    );
+    assert!(
+        stderr.contains("events.jsonl byte 21: not JSON"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("events.jsonl byte 30: no field \"user\""),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("4 lines read, 2 put, 0 failed, 2 bad lines skipped"),
+        "{stderr}"
+    );
+    let mut got: Vec<(String, String)> = Vec::new();
+    for r in kinesis.read_all("logs").await.unwrap() {
+        for u in deaggregate(&r.partition_key, r.data) {
+            got.push((u.partition_key, String::from_utf8(u.data.to_vec()).unwrap()));
+        }
+    }
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("ann".into(), "{\"user\":\"ann\",\"n\":1}".into()),
+            ("bob".into(), "{\"user\":\"bob\",\"n\":3}".into()),
+        ]
+    );
+    // The checkpoint is past the bad lines too: a restart sends nothing again.
+    assert_eq!(checkpoint_offsets(&dir), vec![59]);
+    let _ = std::fs::remove_dir_all(&dir);
+}
