@@ -284,6 +284,17 @@ impl<S: Sink> Sink for Counting<S> {
     }
 }
 
+/// A producer sending through `inner`, counted; made inside `rt`, so its engine runs there.
+fn counted<S: Sink>(
+    rt: &tokio::runtime::Runtime,
+    config: kinesis_producer::Config,
+    inner: S,
+    counters: &Arc<Counters>,
+) -> Producer {
+    let counters = counters.clone();
+    rt.block_on(async { Producer::with_sink(config, Counting { inner, counters }) })
+}
+
 /// One run's figures.
 #[derive(Serialize, Default)]
 pub struct RunReport {
@@ -336,7 +347,7 @@ pub struct RunReport {
     pub read_back_kinesis_records: Option<u64>,
     /// Seconds since the start and user records put per second in the interval before.
     pub rate_over_time: Vec<(f64, f64)>,
-    /// Latency of each put record, sorted, reduced to at most 1000 quantiles (ms).
+    /// Latency of the records put, as 1001 quantiles (0, 0.001, ..., 1), in milliseconds.
     pub latency_quantiles_ms: Vec<f64>,
 }
 
@@ -389,7 +400,8 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .thread_name("kpl-local-kinesis")
         .enable_all()
         .build()?;
-    // Each record's outcome is awaited on a third runtime, off the producer's threads.
+    // Records' outcomes are awaited (a task per chunk) on a third runtime, off the producer's
+    // threads.
     let settle_rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("kpl-bench-settle")
@@ -441,6 +453,16 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     for &aggregation in modes {
         let counters = Arc::new(Counters::default());
         let mut local = None;
+        // Both runs get the same properties; only AggregationEnabled differs (and the in-memory
+        // sink, which has no shard limits, runs without the rate limiter).
+        let config = |base: ConfigBuilder| {
+            let builder = conn.builder(base)?.aggregation_enabled(aggregation);
+            conn.build(if sink == SinkKind::Memory {
+                builder.rate_limit(1_000_000)
+            } else {
+                builder
+            })
+        };
         let producer = match sink {
             SinkKind::Local => {
                 let kinesis = local_rt.block_on(LocalKinesis::start(LocalOptions {
@@ -448,57 +470,26 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     port: 0,
                 }))?;
                 local_rt.block_on(kinesis.create_stream(&args.stream, args.shards as i32))?;
-                let config = conn.build(
-                    conn.builder(kinesis.config())?
-                        .aggregation_enabled(aggregation),
-                )?;
-                let client = kinesis.client().clone();
+                let config = config(kinesis.config())?;
+                let inner = AwsSink::from_client(kinesis.client().clone());
                 local = Some(kinesis);
-                producer_rt.block_on(async {
-                    let inner = AwsSink::from_client(client);
-                    Producer::with_sink(
-                        config,
-                        Counting {
-                            inner,
-                            counters: counters.clone(),
-                        },
-                    )
-                })
+                counted(&producer_rt, config, inner, &counters)
             }
             SinkKind::Memory => {
-                let config = conn.build(
-                    conn.builder(ConfigBuilder::default())?
-                        .aggregation_enabled(aggregation)
-                        .rate_limit(1_000_000),
-                )?;
                 let inner = MemorySink::new()
                     .with_stream(&args.stream, args.shards as usize)
                     .discarding();
-                producer_rt.block_on(async {
-                    Producer::with_sink(
-                        config,
-                        Counting {
-                            inner,
-                            counters: counters.clone(),
-                        },
-                    )
-                })
+                counted(
+                    &producer_rt,
+                    config(ConfigBuilder::default())?,
+                    inner,
+                    &counters,
+                )
             }
             SinkKind::Kinesis => {
-                let config = conn.build(
-                    conn.builder(ConfigBuilder::default())?
-                        .aggregation_enabled(aggregation),
-                )?;
-                producer_rt.block_on(async {
-                    let inner = AwsSink::new(&config).await;
-                    Producer::with_sink(
-                        config,
-                        Counting {
-                            inner,
-                            counters: counters.clone(),
-                        },
-                    )
-                })
+                let config = config(ConfigBuilder::default())?;
+                let inner = producer_rt.block_on(AwsSink::new(&config));
+                counted(&producer_rt, config, inner, &counters)
             }
         };
         let mut report = one_run(&args, aggregation, &producer, settle_rt.handle(), &counters)?;
