@@ -8,7 +8,21 @@ cd "$(dirname "$0")/.."
 venv="${KPL_TEST_VENV:-target/interop-venv}"
 if [ ! -x "$venv/bin/python" ]; then
   echo "==> creating $venv for the reference aws-kinesis-agg"
-  python3 -m venv "$venv"
+  if ! { command -v python3 >/dev/null && python3 -m venv "$venv"; }; then
+    # A bare Debian/Ubuntu machine lacks python3 or its venv module: install them with apt.
+    rm -rf "$venv"
+    if command -v apt-get >/dev/null; then
+      sudo=""
+      [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      echo "==> installing python3 and python3-venv with apt-get"
+      $sudo apt-get update -qq
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
+      python3 -m venv "$venv"
+    else
+      echo "scripts/test.sh: python3 with its venv module is needed (for the interop tests)" >&2
+      exit 1
+    fi
+  fi
 fi
 echo "==> installing tests/interop/requirements.txt into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
