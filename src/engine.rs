@@ -33,7 +33,7 @@ use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
 use crate::limiter::ShardLimiter;
 use crate::producer::PutErrorKind;
-use crate::record::{Attempt, Attempts, UserRecord};
+use crate::record::{Attempt, AttemptError, Attempts, UserRecord};
 use crate::shard_map::{Shard, ShardMap};
 use crate::sink::{EntryResult, PutEntry, Sink, SinkError};
 
@@ -111,6 +111,11 @@ fn on_grid(at: Instant, origin: Instant) -> Instant {
     origin + Duration::from_nanos(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
+/// The engine's own limit on a call is RequestTimeout plus this: the sink applies RequestTimeout
+/// itself (the AWS sink as the SDK's operation timeout) and can name the endpoint in its error,
+/// so it should answer first; the engine's limit is the backstop for sinks that have none.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(250);
+
 /// How long to wait before asking for a shard map again after ListShards failed.
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
 /// Messages taken from the channel per wake-up: large enough to amortise the wake-up, small
@@ -125,6 +130,13 @@ struct Pending {
     arrival: Instant,
     epoch: u64,
     attempts: Attempts,
+}
+
+/// How long a record waits for its stream's first shard map before it goes out without one
+/// (aggregated by hash key only): half its RecordTtl, leaving the other half for attempts, and
+/// never less than RecordMaxBufferedTime.
+fn unmapped_wait(config: &Config) -> Duration {
+    (config.record_ttl / 2).max(config.record_max_buffered_time)
 }
 
 /// A Kinesis record ready to send (or waiting to be retried).
@@ -156,6 +168,20 @@ impl Ready {
             deadline,
             shard: Some((shard, generation)),
             expected: expected.get(shard).cloned(),
+        }
+    }
+}
+
+impl Ready {
+    /// An aggregate of records that share one hash key, sent before any shard map is known:
+    /// Kinesis routes it by that key, the same as each of its records, so no shard is predicted.
+    fn unmapped(a: Aggregate<Pending>, now: Instant) -> Ready {
+        Ready {
+            record: a.record,
+            entries: a.entries,
+            deadline: now,
+            shard: None,
+            expected: None,
         }
     }
 }
@@ -200,8 +226,15 @@ struct StreamState {
     /// rather than on every wake-up, which with many shards would cost more than the records.
     aggregators_due: Option<Instant>,
     /// Records that arrived before the first shard map, with their deadlines. They wait for the
-    /// map until their deadline, then go out unaggregated (Kinesis routes each by its own key).
+    /// map (see `unmapped_wait`); those that cannot wait go out aggregated by hash key.
     unmapped: VecDeque<(UserRecord, Pending, Instant)>,
+    /// ListShards failed at least once for this stream (so waiting for a map may be long).
+    map_failed: bool,
+    /// ListShards failed with an error that cannot heal (the stream is missing, access denied):
+    /// records do not wait for a map that will not come; PutRecords will say why they fail.
+    map_refused: bool,
+    /// A flush asked for the records waiting for the map to be sent.
+    flush_unmapped: bool,
     ready: VecDeque<Ready>,
     ready_bytes: usize,
     retrying: std::collections::BinaryHeap<Retry>,
@@ -222,6 +255,18 @@ struct StreamState {
     unverified: Vec<Misrouted>,
     /// When a record held back by its shard's limiter can go, if any is.
     limited_until: Option<Instant>,
+    /// Shards of the current map that Kinesis showed to be out of date (it put a record of
+    /// theirs on another shard): their aggregates are held until the next listing is in.
+    stale: Vec<bool>,
+}
+
+impl StreamState {
+    /// Whether a listing is needed to settle something (records waiting for the first map,
+    /// misrouted aggregates, aggregates held for stale shards), so that it is fetched even while
+    /// closing.
+    fn needs_map(&self) -> bool {
+        !self.unmapped.is_empty() || !self.unverified.is_empty() || self.stale.iter().any(|&h| h)
+    }
 }
 
 /// Waiters of `flush_and_wait`: records are counted per epoch; a new epoch starts at each
@@ -296,8 +341,9 @@ struct PutDone {
     resolved: Vec<(u64, u64)>,
     outcomes: Vec<ShardOutcome>,
     misrouted: Vec<Misrouted>,
-    /// Kinesis put something on another shard than predicted: the map is stale.
-    stale: bool,
+    /// Shards (index, map generation) that Kinesis put something of on another shard than
+    /// predicted: the map is stale there.
+    stale: Vec<(usize, u64)>,
     finished: Instant,
 }
 
@@ -320,11 +366,11 @@ struct Settled {
     resolved: Vec<(u64, u64)>,
     outcomes: Vec<ShardOutcome>,
     misrouted: Vec<Misrouted>,
-    stale: bool,
+    stale: Vec<(usize, u64)>,
 }
 
-/// A Kinesis record that was not put, with the error code and message.
-type NotPut = (Ready, String, String);
+/// A Kinesis record that was not put, with the error (shared by its user records' attempts).
+type NotPut = (Ready, Arc<AttemptError>);
 
 /// Splits a PutRecords outcome: resolves the user records that were put, right here in the
 /// task (building receipts and waking futures is most of the per-record work after the call,
@@ -337,25 +383,30 @@ fn settle_put(
 ) -> Settled {
     let finished = Instant::now();
     let duration = finished - started;
-    let results: Vec<EntryResult> = match result {
-        Ok(results) if results.len() == batch.len() => results,
-        Ok(results) => {
-            let message = format!("{} results for {} entries", results.len(), batch.len());
-            vec![
-                EntryResult::Failed {
-                    code: "MalformedResponse".into(),
-                    message
-                };
-                batch.len()
-            ]
-        }
-        Err(e) => vec![
-            EntryResult::Failed {
-                code: e.code,
-                message: e.message
-            };
-            batch.len()
-        ],
+    // A call that failed as a whole fails every entry with one shared error.
+    let whole_call = |e: AttemptError| {
+        let e = Arc::new(e);
+        (0..batch.len()).map(|_| Err(e.clone())).collect::<Vec<_>>()
+    };
+    let results: Vec<Result<(String, String), Arc<AttemptError>>> = match result {
+        Ok(results) if results.len() == batch.len() => results
+            .into_iter()
+            .map(|r| match r {
+                EntryResult::Put {
+                    shard_id,
+                    sequence_number,
+                } => Ok((shard_id, sequence_number)),
+                // One error per failed Kinesis record, shared by its user records.
+                EntryResult::Failed { code, message } => {
+                    Err(Arc::new(AttemptError::new(code, message)))
+                }
+            })
+            .collect(),
+        Ok(results) => whole_call(AttemptError::new(
+            "MalformedResponse",
+            format!("{} results for {} entries", results.len(), batch.len()),
+        )),
+        Err(e) => whole_call(e.to_attempt_error()),
     };
     let mut failed = Vec::new();
     let mut resolved: Vec<(u64, u64)> = Vec::new();
@@ -364,22 +415,19 @@ fn settle_put(
     let (mut put_records, mut put_bytes) = (0, 0);
     let mut outcomes = Vec::new();
     let mut misrouted = Vec::new();
-    let mut stale = false;
+    let mut stale = Vec::new();
     for (mut ready, result) in batch.into_iter().zip(results) {
         if let Some(shard) = ready.shard {
-            let throttled = matches!(&result, EntryResult::Failed { code, .. } if classify(code) == ErrorClass::Throttled);
+            let throttled = matches!(&result, Err(e) if classify(&e.code) == ErrorClass::Throttled);
             outcomes.push((shard, throttled));
         }
         match result {
-            EntryResult::Put {
-                shard_id,
-                sequence_number,
-            } => {
+            Ok((shard_id, sequence_number)) => {
                 let aggregated = ready.record.aggregated;
                 let (shard_id, sequence_number): (Arc<str>, Arc<str>) =
                     (shard_id.into(), sequence_number.into());
                 if ready.expected.as_ref().is_some_and(|e| *e != shard_id) {
-                    stale = true;
+                    stale.extend(ready.shard);
                     // A plain record is where its own key put it; an aggregate went where its
                     // first record's key put it, and the others may be outside that shard.
                     if aggregated {
@@ -415,16 +463,15 @@ fn settle_put(
                     }
                 }
             }
-            EntryResult::Failed { code, message } => {
+            Err(error) => {
                 for (_, pending) in &mut ready.entries {
-                    let error = Some((code.clone(), message.clone()));
                     pending.attempts.push(Attempt {
                         delay: started - pending.arrival,
                         duration,
-                        error,
+                        error: Some(error.clone()),
                     });
                 }
-                failed.push((ready, code, message));
+                failed.push((ready, error));
             }
         }
     }
@@ -555,6 +602,9 @@ impl<S: Sink> Engine<S> {
             aggregators: Vec::new(),
             aggregators_due: None,
             unmapped: VecDeque::new(),
+            map_failed: false,
+            map_refused: false,
+            flush_unmapped: false,
             ready: VecDeque::new(),
             ready_bytes: 0,
             retrying: std::collections::BinaryHeap::new(),
@@ -565,6 +615,7 @@ impl<S: Sink> Engine<S> {
             unverified: Vec::new(),
             busy: Vec::new(),
             ordered_retries: Vec::new(),
+            stale: Vec::new(),
         });
         self.by_id.insert(id, i);
     }
@@ -696,18 +747,94 @@ impl<S: Sink> Engine<S> {
         for s in &mut self.streams {
             flush_aggregators(s);
             s.forced = s.ready.len();
+            // Records waiting for the map go at the next tick if they cannot wait for it (see
+            // `release_unmapped`).
+            s.flush_unmapped = !s.unmapped.is_empty();
         }
-        let unmapped: Vec<_> = self
-            .streams
-            .iter_mut()
-            .map(|s| std::mem::take(&mut s.unmapped))
-            .collect();
-        for (i, records) in unmapped.into_iter().enumerate() {
-            for (record, pending, deadline) in records {
-                self.send_plain(i, record, pending, deadline);
+    }
+
+    /// Sends the records waiting for stream `i`'s first map that cannot wait any longer: all of
+    /// them when ListShards refused (the stream is missing or access denied: PutRecords will
+    /// say so), or when a flush, shutdown or a buffer at least half full asks for them after
+    /// ListShards failed at least once; otherwise those whose wait (`unmapped_wait`) is over.
+    /// They go out aggregated by hash key: records of one hash key always land on one shard,
+    /// whatever the map, so every consumer reads such an aggregate, and a cold start with a
+    /// slow or throttled ListShards costs latency, not one PUT unit per user record.
+    ///
+    /// With per-key ordering, records wait for the map until their TTL instead (two of one key
+    /// in different calls could land in either order), and expire then.
+    fn release_unmapped(&mut self, i: usize, now: Instant) {
+        let ttl = self.config.record_ttl;
+        if self.config.per_key_ordering {
+            let no_map = Arc::new(AttemptError::new(
+                "NoShardMap",
+                "no shard map yet: ListShards has not answered",
+            ));
+            while let Some((_, pending, _)) = self.streams[i]
+                .unmapped
+                .pop_front_if(|(_, p, _)| p.arrival + ttl <= now)
+            {
+                let kind = PutErrorKind::Expired {
+                    ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
+                    last_error: no_map.clone(),
+                };
+                fail(pending, kind, &mut self.epochs, &self.budget);
             }
-            self.streams[i].forced = self.streams[i].ready.len();
+            return;
         }
+        let (records, bytes) = self.budget.used();
+        let (max_records, max_bytes) = self.budget.limits();
+        let pressed = records * 2 >= max_records || bytes * 2 >= max_bytes;
+        let s = &mut self.streams[i];
+        let asked = self.closing || s.flush_unmapped || pressed;
+        let all = s.map_refused || (asked && s.map_failed);
+        let wait = unmapped_wait(&self.config);
+        let mut out = Vec::new();
+        while let Some(entry) = s
+            .unmapped
+            .pop_front_if(|(_, p, _)| all || p.arrival + wait <= now)
+        {
+            out.push(entry);
+        }
+        if s.unmapped.is_empty() {
+            s.flush_unmapped = false;
+        }
+        if out.is_empty() {
+            return;
+        }
+        tracing::debug!(stream = %s.name, records = out.len(), "no shard map yet: sending records aggregated by hash key");
+        // Group by hash key, keeping each group's order.
+        let mut groups: HashMap<HashKey, Vec<(UserRecord, Pending, Instant)>> = HashMap::new();
+        let mut order = Vec::new();
+        for (record, pending, deadline) in out {
+            let key = record.hash_key();
+            let group = groups.entry(key).or_insert_with(|| {
+                order.push(key);
+                Vec::new()
+            });
+            group.push((record, pending, deadline));
+        }
+        let limits = self.config.aggregation;
+        for key in order {
+            let mut aggregator: Aggregator<Pending> = Aggregator::new(limits);
+            for (record, pending, _) in groups.remove(&key).expect("grouped") {
+                match aggregator.push(record, pending, now.into_std()) {
+                    Ok(Some(full)) => push_ready(&mut self.streams[i], Ready::unmapped(full, now)),
+                    Ok(None) => {}
+                    Err(rejected) => fail(
+                        rejected.tag,
+                        PutErrorKind::InvalidRecord(rejected.error),
+                        &mut self.epochs,
+                        &self.budget,
+                    ),
+                }
+            }
+            if let Some(last) = aggregator.flush() {
+                push_ready(&mut self.streams[i], Ready::unmapped(last, now));
+            }
+        }
+        let s = &mut self.streams[i];
+        s.forced = s.ready.len();
     }
 
     /// Does everything that is due: refreshes, deadlines, retries, and sends.
@@ -715,14 +842,14 @@ impl<S: Sink> Engine<S> {
         for i in 0..self.streams.len() {
             let s = &mut self.streams[i];
             // While closing, maps are fetched only to settle misrouted aggregates.
-            if !s.refreshing && now >= s.next_refresh && (!self.closing || !s.unverified.is_empty())
-            {
+            if !s.refreshing && now >= s.next_refresh && (!self.closing || s.needs_map()) {
                 s.refreshing = true;
                 self.generation += 1;
                 let (sink, name, generation) = (self.sink.clone(), s.name.clone(), self.generation);
                 let limit = self.config.request_timeout;
                 self.refreshes.spawn(async move {
-                    let result = match timeout(limit, sink.list_shards(&name)).await {
+                    let result = match timeout(limit + TIMEOUT_GRACE, sink.list_shards(&name)).await
+                    {
                         Ok(r) => r,
                         Err(_) => Err(timed_out("ListShards", limit)),
                     };
@@ -734,28 +861,8 @@ impl<S: Sink> Engine<S> {
                 });
             }
             let closing = self.closing;
-            if self.config.per_key_ordering {
-                // In order, records wait for the map (sent plain, two of the same key could
-                // reach different calls in any order); past their RecordTtl they fail.
-                let ttl = self.config.record_ttl;
-                while let Some((_, pending, _)) = self.streams[i]
-                    .unmapped
-                    .pop_front_if(|(_, p, _)| p.arrival + ttl <= now)
-                {
-                    let kind = PutErrorKind::Expired {
-                        ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-                        last_error: "no shard map yet (ListShards has not answered)".into(),
-                    };
-                    fail(pending, kind, &mut self.epochs, &self.budget);
-                }
-            } else {
-                // Records still waiting for a map go out unaggregated at their deadline.
-                while let Some((record, pending, deadline)) = self.streams[i]
-                    .unmapped
-                    .pop_front_if(|(_, _, d)| *d <= now || closing)
-                {
-                    self.send_plain(i, record, pending, deadline);
-                }
+            if !self.streams[i].unmapped.is_empty() {
+                self.release_unmapped(i, now);
             }
             // In-order retries whose backoff is over go to the front of their shard's queue.
             let s = &mut self.streams[i];
@@ -860,6 +967,18 @@ impl<S: Sink> Engine<S> {
                 at_index += 1;
                 continue;
             }
+            // A shard the map was shown to be stale for holds its aggregates until the new map
+            // (plain records route themselves; in order, nothing of it may pass what is held).
+            if let Some(k) = shard
+                && s.stale.get(k).copied().unwrap_or(false)
+                && (ordered || next.record.aggregated)
+            {
+                if let Some(h) = held_shards.get_mut(k) {
+                    *h = true;
+                }
+                at_index += 1;
+                continue;
+            }
             // Records of a shard over its rate wait; the others go past them.
             if let Some(k) = shard
                 && limited.get(k).copied().unwrap_or(false)
@@ -931,10 +1050,11 @@ impl<S: Sink> Engine<S> {
             self.config.request_timeout,
         );
         self.inflight.spawn(async move {
-            let result = match timeout(limit, sink.put_records(&name, entries)).await {
-                Ok(r) => r,
-                Err(_) => Err(timed_out("PutRecords", limit)),
-            };
+            let result =
+                match timeout(limit + TIMEOUT_GRACE, sink.put_records(&name, entries)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out("PutRecords", limit)),
+                };
             let Settled {
                 failed,
                 resolved,
@@ -960,9 +1080,19 @@ impl<S: Sink> Engine<S> {
             self.epochs.resolve_many(epoch, count);
         }
         let s = &mut self.streams[done.stream];
-        if done.stale {
+        if !done.stale.is_empty() {
             tracing::info!(stream = %s.name, misrouted = done.misrouted.len(), "records landed on unexpected shards; refreshing the shard map");
             request_refresh(s, done.finished);
+        }
+        let generation = s.map.as_ref().map_or(0, ShardMap::generation);
+        // Until the new map is in, what is aggregated for these shards waits: packed for the
+        // old ranges, it would straddle the new shards, and KCL consumers drop such aggregates.
+        for (k, g) in done.stale {
+            if g == generation
+                && let Some(h) = s.stale.get_mut(k)
+            {
+                *h = true;
+            }
         }
         s.unverified.extend(done.misrouted);
         let generation = s.map.as_ref().map_or(0, ShardMap::generation);
@@ -984,12 +1114,12 @@ impl<S: Sink> Engine<S> {
             }
         }
         let stream = self.streams[done.stream].name.clone();
-        for (ready, code, message) in done.failed {
-            tracing::debug!(stream = %stream, code = %code, message = %message, "entry not put");
+        for (ready, error) in done.failed {
+            tracing::debug!(stream = %stream, code = %error.code, message = %error.message, "entry not put");
             if self.config.per_key_ordering {
-                self.retry_in_order(done.stream, ready, done.finished, &code, &message);
+                self.retry_in_order(done.stream, ready, done.finished, &error);
             } else {
-                self.retry_or_fail(done.stream, ready.entries, done.finished, &code, &message);
+                self.retry_or_fail(done.stream, ready.entries, done.finished, &error);
             }
         }
     }
@@ -1004,18 +1134,17 @@ impl<S: Sink> Engine<S> {
         &mut self,
         entries: Vec<(UserRecord, Pending)>,
         now: Instant,
-        code: &str,
-        message: &str,
+        error: &Arc<AttemptError>,
     ) -> Option<(Vec<(UserRecord, Pending)>, Instant)> {
-        let give_up = match classify(code) {
+        let give_up = match classify(&error.code) {
             ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
-                code: code.to_owned(),
-                message: message.to_owned(),
+                code: error.code.clone(),
+                message: error.message.clone(),
             }),
             ErrorClass::Throttled if self.config.fail_if_throttled => {
                 Some(PutErrorKind::Throttled {
-                    code: code.to_owned(),
-                    message: message.to_owned(),
+                    code: error.code.clone(),
+                    message: error.message.clone(),
                 })
             }
             _ => None,
@@ -1036,7 +1165,7 @@ impl<S: Sink> Engine<S> {
             } else {
                 let kind = PutErrorKind::Expired {
                     ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-                    last_error: format!("{code}: {message}"),
+                    last_error: error.clone(),
                 };
                 fail(pending, kind, &mut self.epochs, &self.budget);
             }
@@ -1051,10 +1180,9 @@ impl<S: Sink> Engine<S> {
         i: usize,
         entries: Vec<(UserRecord, Pending)>,
         now: Instant,
-        code: &str,
-        message: &str,
+        error: &Arc<AttemptError>,
     ) {
-        if let Some((records, at)) = self.triage(entries, now, code, message) {
+        if let Some((records, at)) = self.triage(entries, now, error) {
             self.retry_seq += 1;
             self.streams[i].retrying.push(Retry {
                 at,
@@ -1072,13 +1200,12 @@ impl<S: Sink> Engine<S> {
         i: usize,
         mut ready: Ready,
         now: Instant,
-        code: &str,
-        message: &str,
+        error: &Arc<AttemptError>,
     ) {
         let before = ready.entries.len();
         let shard = ready.shard;
         let entries = std::mem::take(&mut ready.entries);
-        let Some((keep, at)) = self.triage(entries, now, code, message) else {
+        let Some((keep, at)) = self.triage(entries, now, error) else {
             // Nothing left to send: the shard is free for what comes next.
             self.free_shard(i, shard);
             return;
@@ -1118,8 +1245,14 @@ impl<S: Sink> Engine<S> {
         let s = &mut self.streams[done.stream];
         s.refreshing = false;
         let again = std::mem::take(&mut s.refresh_again);
+        if !again {
+            // A listing is in (or ListShards failed): held aggregates go, packed for whatever
+            // map is installed now; one that still straddles is caught by `verify`.
+            s.stale.iter_mut().for_each(|h| *h = false);
+        }
         match done.result {
             Ok(shards) => {
+                s.map_refused = false;
                 s.next_refresh = if again { now } else { now + interval };
                 let fresh = ShardMap::new(shards, done.generation);
                 let newer = s
@@ -1135,7 +1268,9 @@ impl<S: Sink> Engine<S> {
                 }
             }
             Err(e) => {
-                tracing::warn!(stream = %s.name, error = %e, "could not list shards; records are sent unaggregated until it works");
+                tracing::warn!(stream = %s.name, error = %e, "could not list shards; retrying");
+                s.map_failed = true;
+                s.map_refused = classify(&e.code) == ErrorClass::NonRetryable;
                 s.next_refresh = now + REFRESH_RETRY;
             }
         }
@@ -1168,6 +1303,7 @@ impl<S: Sink> Engine<S> {
             .map(|sh| Arc::from(sh.shard_id.as_str()))
             .collect();
         s.busy = vec![false; map.len()];
+        s.stale = vec![false; map.len()];
         let queued = std::mem::take(&mut s.ready);
         s.ready_bytes = 0;
         s.forced = 0;
@@ -1197,13 +1333,21 @@ impl<S: Sink> Engine<S> {
             let hash_key = record.hash_key();
             self.route(i, record, hash_key, pending, deadline);
         }
+        let s = &mut self.streams[i];
+        if std::mem::take(&mut s.flush_unmapped) {
+            // A flush asked for while they waited for this map: they go now.
+            flush_aggregators(s);
+            s.forced = s.ready.len();
+        }
     }
 
     /// Settles aggregates that landed on another shard than predicted, now that `map` (a fresh
-    /// listing) may know that shard's range: consumers that filter by range (the KCL) keep the
-    /// user records whose hash keys lie inside it, so those are put; the others go back through
-    /// aggregation, to the shards they belong to. An aggregate whose shard the listing does not
-    /// know yet waits for the next one.
+    /// listing) may know that shard's range. The KCL drops a **whole** aggregate when any one of
+    /// its user records has a hash key outside the range of the shard it is read from
+    /// (`AggregatorUtil.deaggregate`, amazon-kinesis-client): so an aggregate that fits the shard
+    /// that took it is delivered, all of it, and one that does not is not delivered at all: all
+    /// its user records go back through aggregation, to the shards they belong to now. An
+    /// aggregate whose shard the listing does not know yet waits for the next one.
     fn verify(&mut self, i: usize, map: &ShardMap, now: Instant) {
         let waiting = std::mem::take(&mut self.streams[i].unverified);
         let mut resend = Vec::new();
@@ -1212,12 +1356,14 @@ impl<S: Sink> Engine<S> {
                 self.streams[i].unverified.push(m);
                 continue;
             };
-            for (n, (record, mut pending)) in m.ready.entries.into_iter().enumerate() {
-                let delay = m.started - pending.arrival;
+            let outside = m.ready.entries.iter().find_map(|(record, _)| {
                 let key = record.hash_key();
-                if start <= key && key <= end {
+                (key < start || key > end).then_some(key)
+            });
+            let Some(outside) = outside else {
+                for (n, (_, mut pending)) in m.ready.entries.into_iter().enumerate() {
                     pending.attempts.push(Attempt {
-                        delay,
+                        delay: m.started - pending.arrival,
                         duration: m.duration,
                         error: None,
                     });
@@ -1231,24 +1377,28 @@ impl<S: Sink> Engine<S> {
                     self.budget.release(1, pending.size);
                     let _ = pending.reply.send(Ok(delivered));
                     self.epochs.resolve(pending.epoch);
-                } else {
-                    let message = format!(
-                        "put in an aggregate on {}, whose hash key range does not hold this record's hash key {key}: consumers that filter by range would drop it; sent again",
-                        m.shard_id
-                    );
-                    pending.attempts.push(Attempt {
-                        delay,
-                        duration: m.duration,
-                        error: Some(("WrongShard".into(), message)),
-                    });
-                    resend.push((record, pending));
                 }
+                continue;
+            };
+            let message = format!(
+                "put on {} in an aggregate holding hash key {outside}, outside that shard's range: \
+                 KCL consumers drop such an aggregate whole, so all its records are sent again",
+                m.shard_id
+            );
+            let error = Some(Arc::new(AttemptError::new("WrongShard", message)));
+            for (record, mut pending) in m.ready.entries {
+                pending.attempts.push(Attempt {
+                    delay: m.started - pending.arrival,
+                    duration: m.duration,
+                    error: error.clone(),
+                });
+                resend.push((record, pending));
             }
         }
         if !resend.is_empty() {
             tracing::info!(
                 records = resend.len(),
-                "re-sending records that landed outside their shard"
+                "re-sending the records of aggregates that straddled the shard that took them"
             );
         }
         for (record, pending) in resend {
@@ -1268,11 +1418,16 @@ impl<S: Sink> Engine<S> {
         let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
         let can_send = self.inflight.len() < self.config.max_connections;
         for s in &self.streams {
-            if !s.refreshing && (!self.closing || !s.unverified.is_empty()) {
+            if !s.refreshing && (!self.closing || s.needs_map()) {
                 at(s.next_refresh);
             }
-            if let Some((_, _, d)) = s.unmapped.front() {
-                at(*d);
+            if let Some((_, p, _)) = s.unmapped.front() {
+                let wait = if self.config.per_key_ordering {
+                    self.config.record_ttl
+                } else {
+                    unmapped_wait(&self.config)
+                };
+                at(p.arrival + wait);
             }
             if let Some(d) = s.aggregators_due {
                 at(d);
@@ -1282,11 +1437,6 @@ impl<S: Sink> Engine<S> {
             }
             for (t, _) in &s.ordered_retries {
                 at(*t);
-            }
-            if self.config.per_key_ordering
-                && let Some((_, p, _)) = s.unmapped.front()
-            {
-                at(p.arrival + self.config.record_ttl);
             }
             // While a shard is over its rate nothing is sent before `limited_until` (see
             // `should_send`), so the deadlines of the queue need no walk: with hundreds of
@@ -1380,9 +1530,12 @@ fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
 }
 
 fn timed_out(operation: &'static str, limit: Duration) -> SinkError {
-    SinkError {
+    SinkError::new(
         operation,
-        code: "RequestTimeout".into(),
-        message: format!("no answer within RequestTimeout ({} ms)", limit.as_millis()),
-    }
+        "RequestTimeout",
+        format!(
+            "no answer to {operation} within RequestTimeout ({} ms)",
+            limit.as_millis()
+        ),
+    )
 }

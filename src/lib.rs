@@ -103,4 +103,4 @@ pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
 pub use producer::{Producer, PutError, PutErrorKind, RecordFuture};
-pub use record::{Attempt, Attempts, Receipt, UserRecord};
+pub use record::{Attempt, AttemptError, Attempts, Receipt, UserRecord};

@@ -144,7 +144,7 @@ impl LocalKinesis {
             .shard_count(shards)
             .send()
             .await
-            .map_err(|e| sink_error("CreateStream", e))?;
+            .map_err(|e| sink_error("CreateStream", &self.addr.to_string(), Duration::ZERO, e))?;
         // Bounded wait: creation is immediate here (create_stream_ms = 0).
         for _ in 0..200 {
             let out = self
@@ -153,7 +153,14 @@ impl LocalKinesis {
                 .stream_name(name)
                 .send()
                 .await
-                .map_err(|e| sink_error("DescribeStreamSummary", e))?;
+                .map_err(|e| {
+                    sink_error(
+                        "DescribeStreamSummary",
+                        &self.addr.to_string(),
+                        Duration::ZERO,
+                        e,
+                    )
+                })?;
             if out
                 .stream_description_summary()
                 .is_some_and(|s| s.stream_status == StreamStatus::Active)
@@ -162,11 +169,11 @@ impl LocalKinesis {
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        Err(SinkError {
-            operation: "CreateStream",
-            code: "StreamNotActive".into(),
-            message: format!("stream {name} did not become active"),
-        })
+        Err(SinkError::new(
+            "CreateStream",
+            "StreamNotActive",
+            format!("stream {name} did not become active"),
+        ))
     }
 
     /// Every record in `stream`, shard by shard (closed shards included), each shard read from
@@ -181,7 +188,7 @@ impl LocalKinesis {
             .stream_name(stream)
             .send()
             .await
-            .map_err(|e| sink_error("ListShards", e))?
+            .map_err(|e| sink_error("ListShards", &self.addr.to_string(), Duration::ZERO, e))?
             .shards
             .unwrap_or_default();
         let mut out = Vec::new();
@@ -194,7 +201,14 @@ impl LocalKinesis {
                 .shard_iterator_type(ShardIteratorType::TrimHorizon)
                 .send()
                 .await
-                .map_err(|e| sink_error("GetShardIterator", e))?
+                .map_err(|e| {
+                    sink_error(
+                        "GetShardIterator",
+                        &self.addr.to_string(),
+                        Duration::ZERO,
+                        e,
+                    )
+                })?
                 .shard_iterator;
             // Bounded: a page holds up to 10,000 records; stop at the first empty page.
             for _ in 0..100_000 {
@@ -206,7 +220,9 @@ impl LocalKinesis {
                     .limit(10_000)
                     .send()
                     .await
-                    .map_err(|e| sink_error("GetRecords", e))?;
+                    .map_err(|e| {
+                        sink_error("GetRecords", &self.addr.to_string(), Duration::ZERO, e)
+                    })?;
                 if page.records.is_empty() {
                     break;
                 }

@@ -12,7 +12,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
 use crate::error::RecordError;
-use crate::record::{Attempts, Receipt, UserRecord};
+use crate::record::{AttemptError, Attempts, Receipt, UserRecord};
 use crate::sink::Sink;
 
 /// Why a user record was not put. The record itself comes back in [`PutError::record`].
@@ -29,8 +29,10 @@ pub enum PutErrorKind {
     Expired {
         /// The `RecordTtl` in force, in milliseconds.
         ttl_ms: u64,
-        /// The last attempt's error code and message.
-        last_error: String,
+        /// The last attempt's error (shared with the record's attempts); its cause is this
+        /// error's `source()`.
+        #[source]
+        last_error: Arc<AttemptError>,
     },
     /// Kinesis refused the record with an error that retrying cannot heal (no such stream,
     /// access denied, a KMS key that cannot be used, ...): failed at once, never retried.
@@ -77,8 +79,10 @@ pub enum PutErrorKind {
 }
 
 /// A user record that was not put, handed back with the reason and every attempt made.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("record with partition key {:?} for stream {stream} not put after {} attempts: {kind}", record.partition_key(), attempts.len())]
+///
+/// Its message is one sentence (the record, the stream, the reason); its `source()` is the
+/// reason's cause (for an expired record, the last attempt's error, and under that the SDK's).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PutError {
     /// Why.
     pub kind: PutErrorKind,
@@ -88,6 +92,26 @@ pub struct PutError {
     pub record: UserRecord,
     /// Every attempt made, in order.
     pub attempts: Attempts,
+}
+
+impl std::fmt::Display for PutError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "record with partition key {:?} for stream {} not put after {} attempts: {}",
+            self.record.partition_key(),
+            self.stream,
+            self.attempts.len(),
+            self.kind
+        )
+    }
+}
+
+impl std::error::Error for PutError {
+    // The kind's text is already in the message: the chain goes on from its cause.
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        std::error::Error::source(&self.kind)
+    }
 }
 
 /// The outcome of one [`Producer::send`]: resolves exactly once, to a [`Receipt`] or a

@@ -97,6 +97,63 @@ impl UserRecord {
     }
 }
 
+/// Why an attempt failed: the service's error code and message (or, for a call that got no
+/// answer, a code such as `ConnectionError` or `RequestTimeout` and a sentence naming the
+/// endpoint and the cause), with the underlying error kept as its [`source`].
+///
+/// It is shared: every user record that failed in the same PutRecords call or Kinesis record
+/// holds the same `Arc`, so an error is stored once, not once per record and attempt.
+///
+/// [`source`]: std::error::Error::source
+#[derive(Debug, Clone)]
+pub struct AttemptError {
+    /// The error code, e.g. `ProvisionedThroughputExceededException` or `ConnectionError`.
+    pub code: String,
+    /// The message: the service's, or one sentence describing a transport failure.
+    pub message: String,
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
+}
+
+impl AttemptError {
+    /// An error with this code and message and no underlying cause.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        AttemptError {
+            code: code.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error, with `source` as its cause.
+    pub fn with_source(mut self, source: Arc<dyn std::error::Error + Send + Sync>) -> Self {
+        self.source = Some(source);
+        self
+    }
+}
+
+impl std::fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for AttemptError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|e| e as &(dyn std::error::Error + 'static))
+    }
+}
+
+/// Errors are equal when their code and message are: the cause is detail.
+impl PartialEq for AttemptError {
+    fn eq(&self, other: &Self) -> bool {
+        (&self.code, &self.message) == (&other.code, &other.message)
+    }
+}
+
+impl Eq for AttemptError {}
+
 /// One attempt to put a record: when it started relative to the record's arrival, how long it
 /// took, and the error the service gave, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,8 +162,9 @@ pub struct Attempt {
     pub delay: std::time::Duration,
     /// How long the PutRecords call took.
     pub duration: std::time::Duration,
-    /// The service's error code and message, or `None` when the attempt succeeded.
-    pub error: Option<(String, String)>,
+    /// Why it failed (shared with the other records that failed with it), or `None` when the
+    /// attempt succeeded.
+    pub error: Option<Arc<AttemptError>>,
 }
 
 impl Attempt {

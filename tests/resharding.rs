@@ -1,7 +1,8 @@
 //! Resharding in the middle of a run, end to end: the producer through the real SDK into
 //! ferrokinesis on 127.0.0.1, while the stream is split, merged and rescaled under it. A
-//! consumer that filters by shard range (as the KCL does) must see every record, exactly where
-//! its receipt says.
+//! KCL consumer (modelled rule for rule in `tests/common/kcl.rs`: an aggregate holding any record
+//! outside the shard's range is dropped whole) must see every record, exactly where its receipt
+//! says.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -10,6 +11,9 @@ use aws_sdk_kinesis::types::ScalingType;
 use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{HashKey, Producer, UserRecord};
+
+#[path = "common/kcl.rs"]
+mod kcl;
 
 async fn shard_ranges(
     kinesis: &LocalKinesis,
@@ -142,52 +146,106 @@ async fn split_merge_and_rescale_mid_run_lose_nothing_for_a_kcl_consumer() {
             receipt
                 .attempts
                 .iter()
-                .any(|a| a.error.as_ref().is_some_and(|e| e.0 == "WrongShard")),
+                .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard")),
         );
         receipts.push((i, receipt));
     }
     producer.shutdown().await;
 
-    // The KCL's view: user records inside the range of the shard they were read from.
+    // The KCL's view (tests/common/kcl.rs: a whole aggregate is dropped when any of its
+    // records is outside the range of the shard it was read from; plain records are kept).
     let ranges = shard_ranges(&kinesis, "reshard").await;
     let mut kept: HashMap<Vec<u8>, (String, String, u64)> = HashMap::new();
-    let mut dropped = 0;
+    // A plain deaggregator's view (aws-kinesis-agg, Lambda helpers): every copy.
+    let mut copies: HashMap<Vec<u8>, usize> = HashMap::new();
+    let (mut dropped_aggregates, mut dropped_records) = (0, 0);
     for r in kinesis.read_all("reshard").await.unwrap() {
         let (start, end, _) = ranges[&r.shard_id];
-        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
-            let key = HashKey::from_partition_key(&u.partition_key);
-            if start <= key && key <= end {
-                kept.insert(
-                    u.data.to_vec(),
-                    (
-                        r.shard_id.clone(),
-                        r.sequence_number.clone(),
-                        u.sub_sequence_number,
-                    ),
-                );
-            } else {
-                dropped += 1;
+        let all = deaggregate_strict(&r.partition_key, r.data.clone()).unwrap();
+        for u in &all {
+            *copies.entry(u.data.to_vec()).or_default() += 1;
+        }
+        let seen = kcl::deaggregate(&r.partition_key, &r.data, &r.sequence_number, start, end);
+        if seen.len() < all.len() {
+            dropped_aggregates += 1;
+            dropped_records += all.len();
+        }
+        for u in seen {
+            kept.insert(
+                u.data.to_vec(),
+                (r.shard_id.clone(), u.sequence_number, u.sub_sequence_number),
+            );
+        }
+    }
+    // Every Ok receipt's record must be where the receipt says, as the KCL reads it.
+    let (mut lost, mut misplaced) = (Vec::new(), Vec::new());
+    for (i, receipt) in &receipts {
+        let data = format!("record {i:>8}");
+        match kept.get(data.as_bytes()) {
+            None => lost.push(*i),
+            Some((shard, seq, sub)) => {
+                if (&**shard, &**seq, *sub)
+                    != (
+                        &*receipt.shard_id,
+                        &*receipt.sequence_number,
+                        receipt.sub_sequence_number,
+                    )
+                {
+                    misplaced.push(*i);
+                }
             }
         }
     }
-    for (i, receipt) in &receipts {
-        let data = format!("record {i:>8}");
-        let (shard, seq, sub) = kept
-            .get(data.as_bytes())
-            .unwrap_or_else(|| panic!("{data} is lost to a KCL consumer"));
-        assert_eq!(
-            (&**shard, &**seq, *sub),
-            (
-                &*receipt.shard_id,
-                &*receipt.sequence_number,
-                receipt.sub_sequence_number
-            ),
-            "{data}"
-        );
-    }
+    let duplicated = copies.values().filter(|&&n| n > 1).count();
     eprintln!(
-        "resharding: {} records, {resent} re-sent after landing outside their shard, {dropped} copies outside their shard's range (filtered by a KCL consumer), {} shards listed",
+        "resharding: {} records, {resent} re-sent after landing in an aggregate that straddled \
+         shards, {dropped_aggregates} aggregates ({dropped_records} user records) dropped by a \
+         KCL consumer, {duplicated} records seen more than once by a plain deaggregator, {} \
+         lost to a KCL consumer, {} not where their receipt says, {} shards listed",
         receipts.len(),
+        lost.len(),
+        misplaced.len(),
         ranges.len()
     );
+    assert!(lost.is_empty(), "records lost to a KCL consumer: {lost:?}");
+    assert!(
+        misplaced.is_empty(),
+        "not where the receipt says: {misplaced:?}"
+    );
+}
+
+/// The KCL model itself, on aggregates built by the encoder.
+#[test]
+fn the_kcl_model_drops_a_whole_aggregate_with_any_record_outside_the_range() {
+    use kinesis_producer::aggregation::encode;
+    let low = UserRecord::new("a", "low")
+        .unwrap()
+        .with_explicit_hash_key(HashKey(10));
+    let high = UserRecord::new("b", "high")
+        .unwrap()
+        .with_explicit_hash_key(HashKey(1000));
+    let both = encode(&[low.clone(), high.clone()]).unwrap();
+    assert!(both.aggregated);
+    let (start, end) = (HashKey(0), HashKey(100));
+    // One record out of range: nothing of the aggregate reaches the processor.
+    assert!(kcl::deaggregate("a", &both.data, "1", start, end).is_empty());
+    // Every record in range: all of them, with their sub-sequence numbers.
+    let wide = kcl::deaggregate("a", &both.data, "1", start, HashKey(u128::MAX));
+    assert_eq!(
+        wide.iter()
+            .map(|r| (&*r.data, r.sub_sequence_number, r.aggregated))
+            .collect::<Vec<_>>(),
+        [(&b"low"[..], 0, true), (&b"high"[..], 1, true)]
+    );
+    // A plain record is never filtered, whatever its key.
+    let plain = encode(std::slice::from_ref(&high)).unwrap();
+    assert!(!plain.aggregated);
+    let seen = kcl::deaggregate("b", &plain.data, "2", start, end);
+    assert_eq!(seen.len(), 1);
+    assert!(!seen[0].aggregated);
+    // A damaged checksum makes the aggregate one plain record.
+    let mut bad = both.data.to_vec();
+    *bad.last_mut().unwrap() ^= 1;
+    let seen = kcl::deaggregate("a", &bad.into(), "3", start, end);
+    assert_eq!((seen.len(), seen[0].aggregated), (1, false));
 }

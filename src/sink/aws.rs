@@ -3,7 +3,11 @@
 use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
+use std::sync::Arc;
+use std::time::Duration;
+
 use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::http::HttpResponse;
 use aws_sdk_kinesis::config::{Credentials, Region};
 use aws_sdk_kinesis::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_kinesis::primitives::Blob;
@@ -24,6 +28,9 @@ const LIST_SHARDS_PAGE: i32 = 1000;
 #[derive(Debug, Clone)]
 pub struct AwsSink {
     client: Client,
+    /// How errors name the endpoint (`127.0.0.1:4567`, `kinesis.eu-west-1.amazonaws.com`).
+    endpoint: Arc<str>,
+    request_timeout: Duration,
 }
 
 impl AwsSink {
@@ -67,14 +74,38 @@ impl AwsSink {
                 .region(Region::new(LOCAL_DEFAULT_REGION))
                 .build();
         }
+        let endpoint = endpoint_name(config, sdk.region().map(|r| r.as_ref()));
         AwsSink {
             client: Client::new(&sdk),
+            endpoint: endpoint.into(),
+            request_timeout: config.request_timeout(),
         }
     }
 
-    /// A sink over a client you configured yourself.
+    /// A sink over a client you configured yourself; errors name the endpoint by the client's
+    /// region (see [`AwsSink::with_endpoint_name`]).
     pub fn from_client(client: Client) -> AwsSink {
-        AwsSink { client }
+        let endpoint = match client.config().region() {
+            Some(region) => format!("kinesis.{region}.amazonaws.com"),
+            None => "the Kinesis endpoint".to_owned(),
+        };
+        let request_timeout = client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_timeout())
+            .unwrap_or_default();
+        AwsSink {
+            client,
+            endpoint: endpoint.into(),
+            request_timeout,
+        }
+    }
+
+    /// The same sink, naming its endpoint `name` in errors (e.g. `127.0.0.1:4567`, for a client
+    /// with a custom endpoint).
+    pub fn with_endpoint_name(mut self, name: &str) -> AwsSink {
+        self.endpoint = name.into();
+        self
     }
 
     /// The SDK client.
@@ -83,38 +114,194 @@ impl AwsSink {
     }
 }
 
-/// The most specific code and message the SDK offers: the service's error code when there is
-/// one, else the kind of transport failure.
-pub(crate) fn sink_error<
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
->(
-    operation: &'static str,
-    err: SdkError<E, R>,
-) -> SinkError {
-    let code = match &err {
-        SdkError::ServiceError(e) => e.err().code().unwrap_or("UnknownServiceError").to_owned(),
-        SdkError::TimeoutError(_) => "RequestTimeout".to_owned(),
-        SdkError::DispatchFailure(e) if e.is_timeout() => "RequestTimeout".to_owned(),
-        SdkError::DispatchFailure(e) if e.is_io() => "ConnectionError".to_owned(),
-        SdkError::DispatchFailure(_) => "DispatchFailure".to_owned(),
-        SdkError::ResponseError(_) => "ResponseError".to_owned(),
-        SdkError::ConstructionFailure(_) => "ConstructionFailure".to_owned(),
-        _ => "Unknown".to_owned(),
-    };
-    let message = match &err {
-        SdkError::ServiceError(e) => e
-            .err()
-            .message()
-            .map(str::to_owned)
-            .unwrap_or_else(|| DisplayErrorContext(&err).to_string()),
-        _ => DisplayErrorContext(&err).to_string(),
-    };
-    SinkError {
-        operation,
-        code,
-        message,
+/// The endpoint as errors name it: `host:port` of a custom endpoint, else the regional
+/// Kinesis host.
+fn endpoint_name(config: &Config, region: Option<&str>) -> String {
+    match config.endpoint() {
+        Some(url) => {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            rest.trim_end_matches('/').to_owned()
+        }
+        None => match region {
+            Some(region) => format!("kinesis.{region}.amazonaws.com"),
+            None => "the Kinesis endpoint".to_owned(),
+        },
     }
+}
+
+/// The reason phrase of the statuses a Kinesis endpoint or a proxy in front of it answers.
+fn status_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        413 => "Payload Too Large",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
+}
+
+/// The errors under `err`, outermost first (`err` itself included).
+fn chain<'a>(
+    err: &'a (dyn std::error::Error + 'static),
+) -> Vec<&'a (dyn std::error::Error + 'static)> {
+    let mut out = vec![err];
+    while let Some(next) = out.last().and_then(|e| e.source()) {
+        // Bounded: a cyclic chain must not loop.
+        if out.len() >= 32 {
+            break;
+        }
+        out.push(next);
+    }
+    out
+}
+
+/// A transport failure (no usable answer) as a code and one sentence naming the endpoint and
+/// the cause, read off the error chain: the SDK's own text is a debug dump of every layer
+/// (`dispatch failure: io error: client error (Connect): tcp connect error: ...`).
+pub(crate) fn describe_transport(
+    operation: &str,
+    endpoint: &str,
+    err: &(dyn std::error::Error + 'static),
+    timeout: bool,
+) -> (&'static str, String) {
+    let errors = chain(err);
+    let texts: Vec<String> = errors
+        .iter()
+        .map(|e| e.to_string().to_lowercase())
+        .collect();
+    let has = |needle: &str| texts.iter().any(|t| t.contains(needle));
+    // The innermost error says what happened at the bottom (the OS, the TLS library).
+    let innermost = errors.last().map(|e| e.to_string()).unwrap_or_default();
+    let io_kind = errors
+        .iter()
+        .find_map(|e| e.downcast_ref::<std::io::Error>())
+        .map(std::io::Error::kind);
+    use std::io::ErrorKind as K;
+    if has("dns error") || has("failed to lookup address") {
+        let host = endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h);
+        return ("DnsError", format!("cannot resolve {host}: {innermost}"));
+    }
+    if has("tls") || has("certificate") || has("handshake") || has("corrupt message") {
+        return (
+            "TlsError",
+            format!("TLS with {endpoint} failed: {innermost}"),
+        );
+    }
+    match io_kind {
+        Some(K::ConnectionRefused) => {
+            return (
+                "ConnectionError",
+                format!("cannot connect to {endpoint}: connection refused"),
+            );
+        }
+        Some(K::ConnectionReset | K::ConnectionAborted | K::BrokenPipe | K::UnexpectedEof) => {
+            return (
+                "ConnectionError",
+                format!("the connection to {endpoint} was closed before {operation} was answered"),
+            );
+        }
+        _ => {}
+    }
+    if timeout {
+        return (
+            "RequestTimeout",
+            format!("no answer from {endpoint} to {operation} in time: {innermost}"),
+        );
+    }
+    if has("connection closed") || has("incomplete message") {
+        return (
+            "ConnectionError",
+            format!("the connection to {endpoint} was closed before {operation} was answered"),
+        );
+    }
+    (
+        "ConnectionError",
+        format!("cannot reach {endpoint} for {operation}: {innermost}"),
+    )
+}
+
+/// The most specific code and one-sentence message for a failed SDK call: the service's code
+/// and message when it answered with one; `HTTP <status>` when it answered without (a proxy's
+/// 502, say); for no answer, a transport code and a sentence naming the endpoint and the cause
+/// (`cannot connect to 127.0.0.1:4567: connection refused`). The SDK's error stays as the
+/// `source()`.
+pub(crate) fn sink_error<E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static>(
+    operation: &'static str,
+    endpoint: &str,
+    request_timeout: std::time::Duration,
+    err: SdkError<E, HttpResponse>,
+) -> SinkError {
+    let (code, message) = match &err {
+        SdkError::ServiceError(e) => match e.err().code() {
+            Some(code) => (
+                code.to_owned(),
+                e.err()
+                    .message()
+                    .map(str::to_owned)
+                    .unwrap_or_else(|| format!("{endpoint} answered {operation} with {code}")),
+            ),
+            None => {
+                let status = e.raw().status().as_u16();
+                let reason = status_reason(status)
+                    .map(|r| format!(" {r}"))
+                    .unwrap_or_default();
+                (
+                    format!("HTTP {status}"),
+                    format!("{endpoint} answered {operation} with HTTP {status}{reason}"),
+                )
+            }
+        },
+        SdkError::TimeoutError(_) => (
+            "RequestTimeout".to_owned(),
+            format!(
+                "no answer from {endpoint} to {operation} within RequestTimeout ({} ms)",
+                request_timeout.as_millis()
+            ),
+        ),
+        SdkError::DispatchFailure(e) => {
+            let (code, message) = match e.as_connector_error() {
+                Some(c) => describe_transport(operation, endpoint, c, c.is_timeout()),
+                None => describe_transport(operation, endpoint, &err, e.is_timeout()),
+            };
+            (code.to_owned(), message)
+        }
+        SdkError::ResponseError(_) => {
+            let innermost = chain(&err)
+                .last()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            (
+                "ResponseError".to_owned(),
+                format!("the answer of {endpoint} to {operation} could not be read: {innermost}"),
+            )
+        }
+        SdkError::ConstructionFailure(_) => {
+            let innermost = chain(&err)
+                .last()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            (
+                "ConstructionFailure".to_owned(),
+                format!("the {operation} request could not be made: {innermost}"),
+            )
+        }
+        _ => (
+            "Unknown".to_owned(),
+            format!(
+                "{operation} to {endpoint} failed: {}",
+                DisplayErrorContext(&err)
+            ),
+        ),
+    };
+    let mut e = SinkError::new(operation, code, message);
+    e.source = Some(Arc::new(err));
+    e
 }
 
 impl Sink for AwsSink {
@@ -130,11 +317,7 @@ impl Sink for AwsSink {
                 .set_explicit_hash_key(e.explicit_hash_key.map(|k| k.to_string()))
                 .data(Blob::new(e.data.to_vec()))
                 .build()
-                .map_err(|b| SinkError {
-                    operation: "PutRecords",
-                    code: "InvalidEntry".into(),
-                    message: b.to_string(),
-                })?;
+                .map_err(|b| SinkError::new("PutRecords", "InvalidEntry", b.to_string()))?;
             records.push(entry);
         }
         let out = self
@@ -144,7 +327,7 @@ impl Sink for AwsSink {
             .set_records(Some(records))
             .send()
             .await
-            .map_err(|e| sink_error("PutRecords", e))?;
+            .map_err(|e| sink_error("PutRecords", &self.endpoint, self.request_timeout, e))?;
         Ok(out
             .records
             .into_iter()
@@ -174,7 +357,7 @@ impl Sink for AwsSink {
                 .max_results(LIST_SHARDS_PAGE)
                 .send()
                 .await
-                .map_err(|e| sink_error("ListShards", e))?;
+                .map_err(|e| sink_error("ListShards", &self.endpoint, self.request_timeout, e))?;
             let before = shards.len();
             for s in out.shards.unwrap_or_default() {
                 // Closed shards (split or merged away) have an ending sequence number.
@@ -189,11 +372,11 @@ impl Sink for AwsSink {
                     parse(range.map(|r| r.starting_hash_key())),
                     parse(range.map(|r| r.ending_hash_key())),
                 ) else {
-                    return Err(SinkError {
-                        operation: "ListShards",
-                        code: "MalformedResponse".into(),
-                        message: format!("shard {} has no valid hash key range", s.shard_id),
-                    });
+                    return Err(SinkError::new(
+                        "ListShards",
+                        "MalformedResponse",
+                        format!("shard {} has no valid hash key range", s.shard_id),
+                    ));
                 };
                 if !shards.iter().any(|k| k.shard_id == s.shard_id) {
                     shards.push(Shard {

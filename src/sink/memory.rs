@@ -47,6 +47,14 @@ struct State {
     list_shards_calls: usize,
     in_flight: usize,
     max_in_flight: usize,
+    /// ListShards takes this long instead of the call latency, when set.
+    list_shards_latency: Option<Duration>,
+    /// ListShards calls still to fail, in order.
+    failing_list_shards: Vec<SinkError>,
+    /// Each PutRecords call takes up to this much longer than the latency, drawn from `rng`:
+    /// calls then finish in another order than they started.
+    latency_spread: Duration,
+    rng: Option<fastrand::Rng>,
     /// Keep nothing (benchmarks): assign sequence numbers, record no requests, store no data.
     discard: bool,
 }
@@ -158,11 +166,7 @@ impl MemorySink {
 
     /// Fails the next `n` PutRecords calls as a whole with `code`.
     pub fn fail_next_calls(&self, n: usize, code: &str, message: &str) {
-        let err = SinkError {
-            operation: "PutRecords",
-            code: code.into(),
-            message: message.into(),
-        };
+        let err = SinkError::new("PutRecords", code, message);
         self.lock()
             .failing_calls
             .extend(std::iter::repeat_n(err, n));
@@ -171,6 +175,28 @@ impl MemorySink {
     /// Makes every call take `latency` (tokio time: a paused clock makes it instant).
     pub fn set_latency(&self, latency: Duration) {
         *self.latency.lock().unwrap_or_else(|e| e.into_inner()) = latency;
+    }
+
+    /// Makes ListShards take `latency` (instead of the call latency): a slow first shard map.
+    pub fn set_list_shards_latency(&self, latency: Duration) {
+        self.lock().list_shards_latency = Some(latency);
+    }
+
+    /// Fails the next `n` ListShards calls with `code` and `message` (e.g. a throttled
+    /// `LimitExceededException` at a fleet's cold start).
+    pub fn fail_next_list_shards(&self, n: usize, code: &str, message: &str) {
+        let err = SinkError::new("ListShards", code, message);
+        self.lock()
+            .failing_list_shards
+            .extend(std::iter::repeat_n(err, n));
+    }
+
+    /// Makes each PutRecords call take a further random time of up to `spread` (from an RNG
+    /// seeded with `seed`), so that calls finish in another order than they started.
+    pub fn set_latency_spread(&self, spread: Duration, seed: u64) {
+        let mut state = self.lock();
+        state.latency_spread = spread;
+        state.rng = Some(fastrand::Rng::with_seed(seed));
     }
 
     /// Every PutRecords request received, in order: (stream, entries).
@@ -212,7 +238,18 @@ impl Sink for MemorySink {
             state.in_flight += 1;
             state.max_in_flight = state.max_in_flight.max(state.in_flight);
         }
+        let extra = {
+            let mut state = self.lock();
+            let spread = state.latency_spread;
+            match state.rng.as_mut() {
+                Some(rng) if !spread.is_zero() => spread.mul_f64(rng.f64()),
+                _ => Duration::ZERO,
+            }
+        };
         self.delay().await;
+        if !extra.is_zero() {
+            tokio::time::sleep(extra).await;
+        }
         let mut guard = self.lock();
         guard.in_flight -= 1;
         let state = &mut *guard;
@@ -223,11 +260,11 @@ impl Sink for MemorySink {
             return Err(state.failing_calls.remove(0));
         }
         let Some(shards) = state.streams.get_mut(stream) else {
-            return Err(SinkError {
-                operation: "PutRecords",
-                code: "ResourceNotFoundException".into(),
-                message: format!("Stream {stream} under account 000000000000 not found."),
-            });
+            return Err(SinkError::new(
+                "PutRecords",
+                "ResourceNotFoundException",
+                format!("Stream {stream} under account 000000000000 not found."),
+            ));
         };
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
@@ -266,16 +303,23 @@ impl Sink for MemorySink {
     }
 
     async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, SinkError> {
-        self.delay().await;
+        let latency = self.lock().list_shards_latency;
+        match latency {
+            Some(latency) => tokio::time::sleep(latency).await,
+            None => self.delay().await,
+        }
         let mut state = self.lock();
         state.list_shards_calls += 1;
+        if !state.failing_list_shards.is_empty() {
+            return Err(state.failing_list_shards.remove(0));
+        }
         match state.streams.get(stream) {
             Some(shards) => Ok(shards.iter().map(|s| s.shard.clone()).collect()),
-            None => Err(SinkError {
-                operation: "ListShards",
-                code: "ResourceNotFoundException".into(),
-                message: format!("Stream {stream} under account 000000000000 not found."),
-            }),
+            None => Err(SinkError::new(
+                "ListShards",
+                "ResourceNotFoundException",
+                format!("Stream {stream} under account 000000000000 not found."),
+            )),
         }
     }
 }

@@ -5,10 +5,12 @@
 //! tests (feature `test-util`).
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 
 use crate::hash_key::HashKey;
+use crate::record::AttemptError;
 use crate::shard_map::Shard;
 
 #[cfg(feature = "aws")]
@@ -55,16 +57,55 @@ pub enum EntryResult {
 }
 
 /// A whole call failed: nothing in it was put.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{operation} failed: {code}: {message}")]
 pub struct SinkError {
     /// `PutRecords` or `ListShards`.
     pub operation: &'static str,
-    /// The service's error code, or a transport description (`timeout`, `dispatch`, ...).
+    /// The service's error code, or for a call without an answer a transport code
+    /// (`ConnectionError`, `RequestTimeout`, `DnsError`, `TlsError`, `HTTP 502`, ...).
     pub code: String,
-    /// The message, as specific as the service or transport gave it.
+    /// The service's message, or one sentence naming the endpoint and the cause.
     pub message: String,
+    /// The underlying error (the SDK's, with its own chain), if any.
+    #[source]
+    pub source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
+
+impl SinkError {
+    /// A failed `operation` with this code and message and no underlying cause.
+    pub fn new(
+        operation: &'static str,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        SinkError {
+            operation,
+            code: code.into(),
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// What each record of the failed call keeps of it: code, message and cause, shared.
+    pub fn to_attempt_error(&self) -> AttemptError {
+        let e = AttemptError::new(self.code.clone(), self.message.clone());
+        match &self.source {
+            Some(source) => e.with_source(source.clone()),
+            None => e,
+        }
+    }
+}
+
+/// Errors are equal when their operation, code and message are: the cause is detail.
+impl PartialEq for SinkError {
+    fn eq(&self, other: &Self) -> bool {
+        (self.operation, &self.code, &self.message)
+            == (other.operation, &other.code, &other.message)
+    }
+}
+
+impl Eq for SinkError {}
 
 /// Puts records into Kinesis and lists shards. Implementations must be cheap to share: the
 /// engine holds one in an `Arc` and calls it from many tasks at once.

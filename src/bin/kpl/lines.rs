@@ -13,18 +13,20 @@ use crate::io::b64;
 /// How a line becomes a record.
 #[derive(clap::Args, Debug, Clone)]
 pub struct LineArgs {
-    /// Read each line as a JSON object (for --partition-key-field and the like).
+    /// Read each line as a JSON object (implied by --partition-key-field and the other field
+    /// options).
     #[arg(long)]
     pub json: bool,
-    /// With --json: the field whose value is the partition key (otherwise a random key).
-    #[arg(long, value_name = "FIELD", requires = "json")]
+    /// The JSON field whose value is the partition key (otherwise a random key); implies --json.
+    #[arg(long, value_name = "FIELD")]
     pub partition_key_field: Option<String>,
-    /// With --json: the field whose value is the explicit hash key (a decimal string or number).
-    #[arg(long, value_name = "FIELD", requires = "json")]
+    /// The JSON field whose value is the explicit hash key (a decimal string or number); a line
+    /// without it (or with null) has none, as in the KPL API. Implies --json.
+    #[arg(long, value_name = "FIELD")]
     pub explicit_hash_key_field: Option<String>,
-    /// With --json: send this field's value (a string as its text, anything else as JSON)
-    /// instead of the whole line.
-    #[arg(long, value_name = "FIELD", requires = "json")]
+    /// Send this JSON field's value (a string as its text, anything else as JSON) instead of the
+    /// whole line; implies --json.
+    #[arg(long, value_name = "FIELD")]
     pub data_field: Option<String>,
 }
 
@@ -42,7 +44,11 @@ fn random_key() -> String {
 impl LineArgs {
     /// The record a line (without its line ending) stands for, or why it is not one.
     pub fn record(&self, line: &[u8]) -> Result<UserRecord, String> {
-        if !self.json {
+        let json = self.json
+            || self.partition_key_field.is_some()
+            || self.explicit_hash_key_field.is_some()
+            || self.data_field.is_some();
+        if !json {
             return UserRecord::new(random_key(), line.to_vec()).map_err(|e| e.to_string());
         }
         let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
@@ -56,9 +62,15 @@ impl LineArgs {
             None => line.to_vec(),
         };
         let record = UserRecord::new(key, data).map_err(|e| e.to_string())?;
-        match &self.explicit_hash_key_field {
-            Some(f) => {
-                let key: HashKey = text_of(field(f)?)
+        // An absent (or null) explicit hash key field means "none": routed by the partition key.
+        match self
+            .explicit_hash_key_field
+            .as_ref()
+            .and_then(|f| value.get(f))
+            .filter(|v| !v.is_null())
+        {
+            Some(v) => {
+                let key: HashKey = text_of(v)
                     .parse()
                     .map_err(|e: kinesis_producer::RecordError| e.to_string())?;
                 Ok(record.with_explicit_hash_key(key))
@@ -122,5 +134,50 @@ impl DeadLetter {
             out.get_ref().sync_data()?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(pk: Option<&str>, ehk: Option<&str>, data: Option<&str>) -> LineArgs {
+        LineArgs {
+            json: false,
+            partition_key_field: pk.map(Into::into),
+            explicit_hash_key_field: ehk.map(Into::into),
+            data_field: data.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn an_absent_or_null_explicit_hash_key_field_means_none() {
+        let a = args(Some("user"), Some("h"), None);
+        let r = a.record(br#"{"user":"u1","v":1}"#).unwrap();
+        assert_eq!((r.partition_key(), r.explicit_hash_key()), ("u1", None));
+        let r = a.record(br#"{"user":"u1","h":null}"#).unwrap();
+        assert_eq!(r.explicit_hash_key(), None);
+        let r = a.record(br#"{"user":"u1","h":"42"}"#).unwrap();
+        assert_eq!(r.explicit_hash_key(), Some(HashKey(42)));
+        let r = a.record(br#"{"user":"u1","h":42}"#).unwrap();
+        assert_eq!(r.explicit_hash_key(), Some(HashKey(42)));
+        // A present but invalid one is still an error that says why.
+        let e = a.record(br#"{"user":"u1","h":"-1"}"#).unwrap_err();
+        assert!(e.contains("-1"), "{e}");
+    }
+
+    #[test]
+    fn a_field_option_implies_json() {
+        let r = args(Some("user"), None, Some("msg"))
+            .record(br#"{"user":"u7","msg":"hi"}"#)
+            .unwrap();
+        assert_eq!((r.partition_key(), &r.data()[..]), ("u7", &b"hi"[..]));
+        let e = args(Some("user"), None, None)
+            .record(b"not json")
+            .unwrap_err();
+        assert!(e.starts_with("not JSON"), "{e}");
+        // Without a field option and without --json, a line is raw data.
+        let r = args(None, None, None).record(b"not json").unwrap();
+        assert_eq!(&r.data()[..], b"not json");
     }
 }
