@@ -31,7 +31,7 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
-use crate::limiter::ShardLimiter;
+use crate::limiter::{Feedback, ShardLimiter};
 use crate::producer::PutErrorKind;
 use crate::record::{Attempt, AttemptError, Attempts, UserRecord};
 use crate::shard_map::{Shard, ShardMap};
@@ -84,7 +84,11 @@ pub(crate) enum Msg {
 const LIMITED_WAIT: Duration = Duration::from_millis(10);
 /// First retry delay; doubled per attempt up to [`MAX_BACKOFF`].
 const BASE_BACKOFF: Duration = Duration::from_millis(100);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// At most a second between attempts: retries go back through the rate limiter, which paces
+/// a throttled shard, so a longer wait would only spend the record's TTL. With the default
+/// RecordTtl of 30 s a record gets about 30 attempts, enough for a stream where most attempts
+/// fail (38% success per attempt leaves about one record in a million failed).
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// The wait before the next attempt after `attempts` failed ones: exponential from
 /// [`BASE_BACKOFF`], capped at [`MAX_BACKOFF`], with "equal jitter" (half fixed, half random) so
@@ -356,9 +360,10 @@ struct Misrouted {
     duration: Duration,
 }
 
-/// For the rate limiters: the (shard index, map generation) an entry was sent to, and whether it
-/// was throttled.
-type ShardOutcome = ((usize, u64), bool);
+/// For the rate limiters: the (shard index, map generation) an entry was sent to, its size, and
+/// whether the shard accepted it (`Some(true)`), throttled it (`Some(false)`) or neither (a 500,
+/// a broken connection: nothing learnt about the shard's rate).
+type ShardOutcome = ((usize, u64), usize, Option<bool>);
 
 /// What a PutRecords task found.
 struct Settled {
@@ -418,8 +423,12 @@ fn settle_put(
     let mut stale = Vec::new();
     for (mut ready, result) in batch.into_iter().zip(results) {
         if let Some(shard) = ready.shard {
-            let throttled = matches!(&result, Err(e) if classify(&e.code) == ErrorClass::Throttled);
-            outcomes.push((shard, throttled));
+            let accepted = match &result {
+                Ok(_) => Some(true),
+                Err(e) if classify(&e.code) == ErrorClass::Throttled => Some(false),
+                Err(_) => None,
+            };
+            outcomes.push((shard, ready.record.size(), accepted));
         }
         match result {
             Ok((shard_id, sequence_number)) => {
@@ -1096,21 +1105,39 @@ impl<S: Sink> Engine<S> {
         }
         s.unverified.extend(done.misrouted);
         let generation = s.map.as_ref().map_or(0, ShardMap::generation);
-        for ((k, g), _) in &done.outcomes {
+        for ((k, g), _, _) in &done.outcomes {
             if *g == generation
                 && let Some(b) = s.busy.get_mut(*k)
             {
                 *b = false;
             }
         }
-        for ((k, g), throttled) in done.outcomes {
-            // Feedback about the shards of an older map does not apply to the new one.
-            if let (true, Some(limiter)) = (g == generation, s.limiters.get_mut(k)) {
-                if throttled {
-                    limiter.throttled(done.finished.into_std());
-                } else {
-                    limiter.put(done.finished.into_std());
+        // One feedback per shard for the whole answer. Feedback about the shards of an older
+        // map does not apply to the new one.
+        let mut feedback: Vec<(usize, Feedback)> = Vec::new();
+        for ((k, g), size, accepted) in done.outcomes {
+            let Some(accepted) = accepted.filter(|_| g == generation) else {
+                continue;
+            };
+            let i = match feedback.iter().position(|(j, _)| *j == k) {
+                Some(i) => i,
+                None => {
+                    feedback.push((k, Feedback::default()));
+                    feedback.len() - 1
                 }
+            };
+            let f = &mut feedback[i].1;
+            if accepted {
+                f.accepted_records += 1;
+                f.accepted_bytes += size as u64;
+            } else {
+                f.throttled_records += 1;
+                f.throttled_bytes += size as u64;
+            }
+        }
+        for (k, f) in feedback {
+            if let Some(limiter) = s.limiters.get_mut(k) {
+                limiter.observe(f, done.finished.into_std());
             }
         }
         let stream = self.streams[done.stream].name.clone();

@@ -19,6 +19,9 @@ use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Producer, PutErrorKind, UserRecord};
 use tokio::net::{TcpListener, TcpStream};
 
+#[path = "common/faultmix.rs"]
+mod faultmix;
+
 /// What the proxy does, and what it did.
 #[derive(Default)]
 struct Faults {
@@ -32,23 +35,11 @@ struct Faults {
 /// Fault injection on PutRecords calls: 4% HTTP 500, 3% whole-call throttling, 1% answered
 /// after RequestTimeout (the write happens; the answer comes too late).
 async fn inject(faults: Arc<Faults>, req: Request, next: Next) -> Response<Body> {
-    let put = req
-        .headers()
-        .get("x-amz-target")
-        .is_some_and(|t| t.as_bytes().ends_with(b".PutRecords"));
-    if !put {
+    if !faultmix::is_put_records(&req) {
         return next.run(req).await;
     }
     let roll = fastrand::f64();
-    let error = |status: StatusCode, kind: &str, message: &str| {
-        Response::builder()
-            .status(status)
-            .header("content-type", "application/x-amz-json-1.1")
-            .body(Body::from(format!(
-                r#"{{"__type":"{kind}","message":"{message}"}}"#
-            )))
-            .unwrap()
-    };
+    let error = faultmix::error;
     if roll < 0.04 {
         faults.errors_500.fetch_add(1, Ordering::Relaxed);
         return error(

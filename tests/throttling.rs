@@ -13,3 +13,15 @@ async fn twice_the_capacity_turns_into_backpressure_not_failures() {
     assert_eq!(r.failed, 0, "{r:?}");
     assert_eq!(r.read_back, r.records, "{r:?}");
 }
+
+/// Four producers sharing the stream, twice its capacity in total: none fails, all reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn producers_sharing_an_overloaded_stream_lose_nothing() {
+    let runs = overload::run_shared(4, 2, 1000, 200.0, 6).await;
+    for r in &runs {
+        eprintln!("{r:?}");
+        assert_eq!(r.failed, 0, "{r:?}");
+    }
+    let records: usize = runs.iter().map(|r| r.records).sum();
+    assert_eq!(runs[0].read_back, records);
+}

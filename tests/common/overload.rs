@@ -25,6 +25,23 @@ pub struct Overload {
 
 /// `shards` shards; records of `size` bytes offered at `factor` x the byte budget for `secs` s.
 pub async fn run(shards: i32, size: usize, factor: f64, secs: u64) -> Overload {
+    run_shared(1, shards, size, factor, secs)
+        .await
+        .pop()
+        .expect("one producer")
+}
+
+/// `producers` separate producers sharing a stream of `shards` shards, together offering
+/// records of `size` bytes at `factor` x its byte budget for `secs` s, each sender waiting for
+/// room (`send_wait`). Returns what each delivered; `read_back` and `kinesis_records` are the
+/// stream's totals, in every entry.
+pub async fn run_shared(
+    producers: usize,
+    shards: i32,
+    size: usize,
+    factor: f64,
+    secs: u64,
+) -> Vec<Overload> {
     let kinesis = LocalKinesis::start(LocalOptions {
         enforce_limits: true,
         port: 0,
@@ -32,53 +49,63 @@ pub async fn run(shards: i32, size: usize, factor: f64, secs: u64) -> Overload {
     .await
     .unwrap();
     kinesis.create_stream("overload", shards).await.unwrap();
-    let producer = Producer::new(
-        kinesis
-            .config()
-            .record_ttl(Duration::from_secs(120))
-            .build()
-            .unwrap(),
-    )
-    .await;
+    let config = kinesis
+        .config()
+        .record_ttl(Duration::from_secs(120))
+        .build()
+        .unwrap();
     let budget = shards as f64 * 1024.0 * 1024.0; // bytes per second
-    // `factor` percent of the byte budget, in records per 10 ms tick.
-    let per_tick = (budget * factor / 100.0 / size as f64 / 100.0).round() as usize;
+    // `factor` percent of the byte budget, in records per 10 ms tick, shared by the producers.
+    let per_tick =
+        (budget * factor / 100.0 / size as f64 / 100.0 / producers as f64).round() as usize;
     let start = Instant::now();
-    let mut futures = Vec::new();
-    let mut offered_bytes = 0u64;
-    let mut tick = 0u64;
-    while start.elapsed() < Duration::from_secs(secs) {
-        for _ in 0..per_tick {
-            let i = futures.len();
-            let mut data = (i as u64).to_be_bytes().to_vec();
-            data.resize(size, (i % 251) as u8);
-            let r = UserRecord::new(format!("key-{}", i % 1000), data).unwrap();
-            offered_bytes += size as u64;
-            futures.push(producer.send_wait("overload", r).await);
-        }
-        tick += 1;
-        tokio::time::sleep_until((start + Duration::from_millis(10 * tick)).into()).await;
-    }
-    let mut failed = 0;
-    let mut retried = 0;
-    let mut delivered = 0u64;
-    let records = futures.len();
-    for f in futures {
-        match f.await {
-            Ok(receipt) => {
-                retried += usize::from(receipt.attempts.len() > 1);
-                delivered += size as u64;
+    let mut runs = Vec::new();
+    for p in 0..producers {
+        let producer = Producer::new(config.clone()).await;
+        runs.push(tokio::spawn(async move {
+            let mut futures = Vec::new();
+            let mut offered_bytes = 0u64;
+            let mut tick = 0u64;
+            while start.elapsed() < Duration::from_secs(secs) {
+                for _ in 0..per_tick {
+                    let i = futures.len() * producers + p;
+                    let mut data = (i as u64).to_be_bytes().to_vec();
+                    data.resize(size, (i % 251) as u8);
+                    let r = UserRecord::new(format!("key-{}", i % 1000), data).unwrap();
+                    offered_bytes += size as u64;
+                    futures.push(producer.send_wait("overload", r).await);
+                }
+                tick += 1;
+                tokio::time::sleep_until((start + Duration::from_millis(10 * tick)).into()).await;
             }
-            Err(e) => {
-                failed += 1;
-                if failed < 5 {
-                    eprintln!("failed: {e}");
+            let mut failed = 0;
+            let mut retried = 0;
+            let mut delivered = 0u64;
+            let records = futures.len();
+            for f in futures {
+                match f.await {
+                    Ok(receipt) => {
+                        retried += usize::from(receipt.attempts.len() > 1);
+                        delivered += size as u64;
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        if failed < 5 {
+                            eprintln!("failed: {e}");
+                        }
+                    }
                 }
             }
-        }
+            producer.shutdown().await;
+            (offered_bytes, records, failed, retried, delivered)
+        }));
     }
+    let mut done = Vec::new();
+    for r in runs {
+        done.push(r.await.unwrap());
+    }
+    // The whole run lasts until the last producer has every outcome.
     let drained_for = start.elapsed();
-    producer.shutdown().await;
     let read = kinesis.read_all("overload").await.unwrap();
     let read_back: usize = read
         .iter()
@@ -89,17 +116,21 @@ pub async fn run(shards: i32, size: usize, factor: f64, secs: u64) -> Overload {
         })
         .sum();
     // Twice the budget was offered, so the shards never lacked work until the end: what the
-    // producer delivered over the whole run, against the budget over the whole run, is how
-    // well it kept them busy.
-    let delivered_bytes_per_sec = delivered as f64 / drained_for.as_secs_f64();
-    Overload {
-        offered_bytes,
-        records,
-        failed,
-        delivered_share: delivered_bytes_per_sec / budget,
-        delivered_bytes_per_sec,
-        retried,
-        read_back,
-        kinesis_records: read.len(),
-    }
+    // producers delivered over the whole run, against the budget over the whole run, is how
+    // well they kept them busy.
+    done.into_iter()
+        .map(|(offered_bytes, records, failed, retried, delivered)| {
+            let delivered_bytes_per_sec = delivered as f64 / drained_for.as_secs_f64();
+            Overload {
+                offered_bytes,
+                records,
+                failed,
+                delivered_share: delivered_bytes_per_sec / budget,
+                delivered_bytes_per_sec,
+                retried,
+                read_back,
+                kinesis_records: read.len(),
+            }
+        })
+        .collect()
 }
