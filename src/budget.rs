@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Buffered records and bytes (data plus partition key), against their limits.
+use crate::record::{Attempt, Attempts, UserRecord};
+
+/// Buffered records and bytes (see [`charge`]), against their limits.
 ///
 /// Lock-free on the usual path: reserving and releasing are atomic additions; only a caller
 /// waiting for room touches the `Notify` or the condition variable, and releases wake them only
@@ -21,6 +23,28 @@ pub(crate) struct Budget {
     notify: Notify,
     lock: Mutex<()>,
     room: Condvar,
+}
+
+/// The memory around each buffered record besides its data and key: its future and reply
+/// channel, the engine's entry (pending reply, arrival, attempt held inline), its share of the
+/// aggregate's key tables and of the queues. Measured with a counting allocator
+/// (`tests/memory.rs` checks it; `cargo bench --bench engine` prints it; see
+/// `docs/benchmarks.md`), rounded up.
+const BOOKKEEPING: usize = 640;
+
+/// Room for the attempts a retried record keeps (at most `Attempts::KEPT` on the heap),
+/// reserved with the record: charging them as they grew let a buffer of records retried
+/// through an outage run half again over its limit.
+const ATTEMPTS_RESERVE: usize = Attempts::KEPT * std::mem::size_of::<Attempt>();
+
+/// What each record holds of the byte budget besides its data and key.
+pub(crate) const RECORD_OVERHEAD: usize = BOOKKEEPING + ATTEMPTS_RESERVE;
+
+/// What a record holds of the byte budget: its data and key twice (the record, and its copy in
+/// the aggregate being built or sent) and [`RECORD_OVERHEAD`]. So `MaxBufferedBytes` bounds the
+/// memory the buffer really takes, not only the data in it.
+pub(crate) fn charge(record: &UserRecord) -> usize {
+    2 * record.size() + RECORD_OVERHEAD
 }
 
 /// How long a blocked sender sleeps before it looks again, should a wake-up be missed.
@@ -64,7 +88,11 @@ impl Budget {
         if bytes + size > self.max_bytes && bytes > 0 {
             self.bytes.fetch_sub(size, Ordering::AcqRel);
             self.records.fetch_sub(1, Ordering::AcqRel);
-            self.wake();
+            // No wake-up here: a waiter refused while this attempt held its record for a
+            // moment is woken by the next release (records are buffered, so one will come),
+            // whereas waking here woke the refused waiter itself, which then tried again and
+            // woke itself again, without end (found when the byte limit, which now counts
+            // bookkeeping, became the one reached first).
             return false;
         }
         true

@@ -141,8 +141,9 @@ impl Config {
     pub fn max_buffered_records(&self) -> usize {
         self.max_buffered_records
     }
-    /// `MaxBufferedBytes`: the most bytes (data plus partition keys) accepted and not yet
-    /// resolved (default 256 MiB).
+    /// `MaxBufferedBytes`: the most memory the records accepted and not yet resolved may hold
+    /// (default 256 MiB): each record's data and partition key twice (the record and its copy
+    /// in the aggregate) plus its bookkeeping (see `Producer::buffered`).
     pub fn max_buffered_bytes(&self) -> usize {
         self.max_buffered_bytes
     }
@@ -181,7 +182,7 @@ pub struct ConfigBuilder {
 /// Default `MaxBufferedRecords`: room for several seconds of a busy producer's records while
 /// Kinesis throttles or is away, at roughly 1 KB of bookkeeping each.
 pub const DEFAULT_MAX_BUFFERED_RECORDS: usize = 500_000;
-/// Default `MaxBufferedBytes` (256 MiB of data and keys).
+/// Default `MaxBufferedBytes` (256 MiB of buffered records, bookkeeping included).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
 
 impl Default for ConfigBuilder {
@@ -322,8 +323,9 @@ impl ConfigBuilder {
         max_buffered_records: max_buffered_records, u64
     );
     setter!(
-        /// `MaxBufferedBytes`: the most bytes (data plus partition keys) accepted and not yet
-        /// resolved (1048576..=1099511627776, default 268435456).
+        /// `MaxBufferedBytes`: the most memory the records accepted and not yet resolved may
+        /// hold, bookkeeping included (1048576..=1099511627776, default 268435456; see
+        /// `Producer::buffered`).
         max_buffered_bytes: max_buffered_bytes, u64
     );
     setter!(

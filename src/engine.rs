@@ -27,7 +27,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
 use crate::aggregation::{Aggregate, Aggregator, KinesisRecord, encode};
-use crate::budget::Budget;
+use crate::budget::{Budget, charge};
 use crate::config::Config;
 use crate::error::{ErrorClass, RecordError, classify};
 use crate::hash_key::HashKey;
@@ -474,11 +474,7 @@ fn settle_put(
             }
             Err(error) => {
                 for (_, pending) in &mut ready.entries {
-                    pending.attempts.push(Attempt {
-                        delay: started - pending.arrival,
-                        duration,
-                        error: Some(error.clone()),
-                    });
+                    record_attempt(pending, started, duration, Some(error.clone()));
                 }
                 failed.push((ready, error));
             }
@@ -645,7 +641,7 @@ impl<S: Sink> Engine<S> {
                 };
                 let pending = Pending {
                     reply,
-                    size: record.size(),
+                    size: charge(&record),
                     arrival: now,
                     epoch: self.epochs.add(),
                     attempts: Attempts::default(),
@@ -1182,7 +1178,7 @@ impl<S: Sink> Engine<S> {
             }
             return None;
         }
-        let attempts = entries.first().map_or(1, |(_, p)| p.attempts.len());
+        let attempts = entries.first().map_or(1, |(_, p)| p.attempts.count());
         let at = on_grid(now + backoff(attempts), self.origin);
         let ttl = self.config.record_ttl;
         let mut keep = Vec::with_capacity(entries.len());
@@ -1414,11 +1410,7 @@ impl<S: Sink> Engine<S> {
             );
             let error = Some(Arc::new(AttemptError::new("WrongShard", message)));
             for (record, mut pending) in m.ready.entries {
-                pending.attempts.push(Attempt {
-                    delay: m.started - pending.arrival,
-                    duration: m.duration,
-                    error: error.clone(),
-                });
+                record_attempt(&mut pending, m.started, m.duration, error.clone());
                 resend.push((record, pending));
             }
         }
@@ -1554,6 +1546,21 @@ fn push_ready(s: &mut StreamState, r: Ready) {
 fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
     *bytes += r.record.size();
     ready.push_back(r);
+}
+
+/// Adds a failed attempt to a pending record's attempts (their room was reserved with the
+/// record: see `budget::RECORD_OVERHEAD`).
+fn record_attempt(
+    pending: &mut Pending,
+    started: Instant,
+    duration: Duration,
+    error: Option<Arc<AttemptError>>,
+) {
+    pending.attempts.push(Attempt {
+        delay: started - pending.arrival,
+        duration,
+        error,
+    });
 }
 
 fn timed_out(operation: &'static str, limit: Duration) -> SinkError {

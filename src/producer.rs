@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::budget::Budget;
+use crate::budget::{Budget, charge};
 use crate::config::Config;
 use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
 use crate::error::RecordError;
@@ -101,7 +101,7 @@ impl std::fmt::Display for PutError {
             "record with partition key {:?} for stream {} not put after {} attempts: {}",
             self.record.partition_key(),
             self.stream,
-            self.attempts.len(),
+            self.attempts.count(),
             self.kind
         )
     }
@@ -129,18 +129,21 @@ enum FutureState {
         record: Option<UserRecord>,
         stream: Arc<str>,
     },
-    Done(Option<Result<Receipt, PutError>>),
+    /// Resolved before it was polled (refused at `send`). Boxed: a future is held per record,
+    /// often in a caller's `Vec`, and an unboxed outcome would double every future's size for
+    /// the rare record refused at once.
+    Done(Option<Box<Result<Receipt, PutError>>>),
 }
 
 impl RecordFuture {
     fn failed(kind: PutErrorKind, stream: Arc<str>, record: UserRecord) -> Self {
         RecordFuture {
-            state: FutureState::Done(Some(Err(PutError {
+            state: FutureState::Done(Some(Box::new(Err(PutError {
                 kind,
                 stream,
                 record,
                 attempts: Attempts::default(),
-            }))),
+            })))),
         }
     }
 }
@@ -151,7 +154,7 @@ impl Future for RecordFuture {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match &mut self.state {
             FutureState::Done(outcome) => Poll::Ready(
-                outcome
+                *outcome
                     .take()
                     .expect("RecordFuture polled after completion"),
             ),
@@ -316,7 +319,7 @@ impl Producer {
         match self.try_send(stream, record) {
             Ok(future) => future,
             Err(e) => RecordFuture {
-                state: FutureState::Done(Some(Err(e))),
+                state: FutureState::Done(Some(Box::new(Err(e)))),
             },
         }
     }
@@ -349,7 +352,7 @@ impl Producer {
                 attempts: Attempts::default(),
             });
         }
-        if !self.inner.budget.try_reserve(record.size()) {
+        if !self.inner.budget.try_reserve(charge(&record)) {
             return Err(self.full(stream, record));
         }
         self.enqueue(stream, stream_id, record)
@@ -363,12 +366,12 @@ impl Producer {
     pub async fn send_wait(&self, stream: &str, record: UserRecord) -> RecordFuture {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        if !self.inner.budget.reserve(record.size(), closed).await {
+        if !self.inner.budget.reserve(charge(&record), closed).await {
             return RecordFuture::failed(PutErrorKind::Closed, stream, record);
         }
         self.enqueue(stream, stream_id, record)
             .unwrap_or_else(|e| RecordFuture {
-                state: FutureState::Done(Some(Err(e))),
+                state: FutureState::Done(Some(Box::new(Err(e)))),
             })
     }
 
@@ -378,17 +381,20 @@ impl Producer {
     pub fn send_blocking(&self, stream: &str, record: UserRecord) -> RecordFuture {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        if !self.inner.budget.reserve_blocking(record.size(), closed) {
+        if !self.inner.budget.reserve_blocking(charge(&record), closed) {
             return RecordFuture::failed(PutErrorKind::Closed, stream, record);
         }
         self.enqueue(stream, stream_id, record)
             .unwrap_or_else(|e| RecordFuture {
-                state: FutureState::Done(Some(Err(e))),
+                state: FutureState::Done(Some(Box::new(Err(e)))),
             })
     }
 
-    /// Records and bytes (data plus partition keys) buffered now: accepted and not yet
-    /// resolved. Never more than `MaxBufferedRecords` and `MaxBufferedBytes`.
+    /// Records and bytes buffered now: accepted and not yet resolved. The bytes are the memory
+    /// they hold: each record's data and partition key twice (the record, and its copy in the
+    /// aggregate) plus 960 bytes (640 of bookkeeping: its future, reply channel and the
+    /// engine's entry; 320 reserved for the attempts it keeps if retried). Never more than
+    /// `MaxBufferedRecords` and `MaxBufferedBytes`.
     pub fn buffered(&self) -> (usize, usize) {
         self.inner.budget.used()
     }
@@ -430,7 +436,7 @@ impl Producer {
         // caller's thread, so that many senders share the hashing the engine would do alone.
         let hash_key = record.hash_key();
         let kept = record.clone();
-        let size = record.size();
+        let size = charge(&record);
         let msg = Msg::Record {
             stream: stream_id,
             record,

@@ -174,20 +174,39 @@ impl Attempt {
     }
 }
 
-/// Every attempt made for a record, in order; reads as a slice of [`Attempt`].
+/// The attempts made for a record, in order; reads as a slice of [`Attempt`].
 ///
-/// One attempt is held inline: a record put on its first try costs no allocation for it.
+/// One attempt is held inline: a record put on its first try costs no allocation for it. At
+/// most [`Attempts::KEPT`] are kept in detail (the first and the latest): a record retried
+/// through a long outage (a hundred attempts in two minutes) must not grow without bound in
+/// memory. [`Attempts::count`] says how many were made.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct Attempts(smallvec::SmallVec<[Attempt; 1]>);
+pub struct Attempts {
+    kept: smallvec::SmallVec<[Attempt; 1]>,
+    made: u32,
+}
 
 impl Attempts {
+    /// How many attempts are kept in detail at most: the first and the latest.
+    pub const KEPT: usize = 8;
+
     pub(crate) fn push(&mut self, attempt: Attempt) {
-        self.0.push(attempt);
+        if self.kept.len() == Self::KEPT {
+            // Keep the first (when the record first went out) and the latest.
+            self.kept.remove(1);
+        }
+        self.kept.push(attempt);
+        self.made = self.made.saturating_add(1);
     }
 
-    /// The attempts as a `Vec`.
+    /// How many attempts were made (more than the slice holds when some were not kept).
+    pub fn count(&self) -> usize {
+        self.made as usize
+    }
+
+    /// The kept attempts as a `Vec`.
     pub fn to_vec(&self) -> Vec<Attempt> {
-        self.0.to_vec()
+        self.kept.to_vec()
     }
 }
 
@@ -195,7 +214,7 @@ impl std::ops::Deref for Attempts {
     type Target = [Attempt];
 
     fn deref(&self) -> &[Attempt] {
-        &self.0
+        &self.kept
     }
 }
 
@@ -204,7 +223,7 @@ impl<'a> IntoIterator for &'a Attempts {
     type IntoIter = std::slice::Iter<'a, Attempt>;
 
     fn into_iter(self) -> Self::IntoIter {
-        self.0.iter()
+        self.kept.iter()
     }
 }
 

@@ -96,8 +96,10 @@ pub async fn run_shared(
                     }
                 }
             }
+            // This producer's own drain time: how fast it got its records in, against the others.
+            let own = start.elapsed();
             producer.shutdown().await;
-            (offered_bytes, records, failed, retried, delivered)
+            (offered_bytes, records, failed, retried, delivered, own)
         }));
     }
     let mut done = Vec::new();
@@ -119,18 +121,23 @@ pub async fn run_shared(
     // producers delivered over the whole run, against the budget over the whole run, is how
     // well they kept them busy.
     done.into_iter()
-        .map(|(offered_bytes, records, failed, retried, delivered)| {
-            let delivered_bytes_per_sec = delivered as f64 / drained_for.as_secs_f64();
-            Overload {
-                offered_bytes,
-                records,
-                failed,
-                delivered_share: delivered_bytes_per_sec / budget,
-                delivered_bytes_per_sec,
-                retried,
-                read_back,
-                kinesis_records: read.len(),
-            }
-        })
+        .map(
+            |(offered_bytes, records, failed, retried, delivered, own)| {
+                // One producer: over the whole run. Several: each over its own drain time, so
+                // that a producer starved by the others shows a lower rate.
+                let over = if producers == 1 { drained_for } else { own };
+                let delivered_bytes_per_sec = delivered as f64 / over.as_secs_f64();
+                Overload {
+                    offered_bytes,
+                    records,
+                    failed,
+                    delivered_share: delivered_bytes_per_sec / budget,
+                    delivered_bytes_per_sec,
+                    retried,
+                    read_back,
+                    kinesis_records: read.len(),
+                }
+            },
+        )
         .collect()
 }

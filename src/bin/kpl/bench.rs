@@ -652,7 +652,7 @@ fn count_outcome(
     match outcome {
         Ok(receipt) => {
             s.put += 1;
-            s.retried += u64::from(receipt.attempts.len() > 1);
+            s.retried += u64::from(receipt.attempts.count() > 1);
             if let Some(a) = receipt.attempts.last() {
                 s.latencies_ms
                     .push((a.delay + a.duration).as_secs_f64() * 1000.0);

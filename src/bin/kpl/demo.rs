@@ -186,7 +186,7 @@ async fn demo(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let retried = receipts
         .iter()
         .flatten()
-        .filter(|r| r.attempts.len() > 1)
+        .filter(|r| r.attempts.count() > 1)
         .count();
 
     println!(

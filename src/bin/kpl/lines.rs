@@ -114,7 +114,7 @@ impl DeadLetter {
             "partition_key": e.record.partition_key(),
             "data_base64": b64(e.record.data()),
             "error": e.kind.to_string(),
-            "attempts": e.attempts.len(),
+            "attempts": e.attempts.count(),
         });
         if let Some(k) = e.record.explicit_hash_key() {
             line["explicit_hash_key"] = k.to_string().into();
