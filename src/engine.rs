@@ -1,7 +1,8 @@
 //! The engine: one task that owns every buffer, timer and in-flight call.
 //!
 //! ```text
-//! Msg::Record ─▶ StreamState: shard map known? ── no ──▶ unmapped (until the map or the deadline)
+//! Msg::Record ─▶ StreamState: shard map known? ── no ──▶ unmapped (until the map; those that
+//!                   │                                    cannot wait go aggregated by hash key)
 //!                   │ yes: predicted shard = map.lookup(hash key)
 //!                   ▼
 //!               Aggregator per shard ── full / deadline / flush ──▶ ready (Kinesis records)
