@@ -94,7 +94,15 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// The wait before the next attempt after `attempts` failed ones: exponential from
 /// [`BASE_BACKOFF`], capped at [`MAX_BACKOFF`], with "equal jitter" (half fixed, half random) so
 /// that records failed together do not come back together, yet never retry at once.
-fn backoff(attempts: usize) -> Duration {
+///
+/// A throttled record waits [`BASE_BACKOFF`] (jittered) whatever its attempts: it goes back
+/// through its shard's rate limiter, which is what paces a throttled shard; growing waits only
+/// left the shard idle while the last records of a backlog sat out their backoff.
+fn backoff(attempts: usize, class: ErrorClass) -> Duration {
+    if class == ErrorClass::Throttled {
+        let half = BASE_BACKOFF / 2;
+        return half + half.mul_f64(fastrand::f64());
+    }
     let exp = BASE_BACKOFF
         .saturating_mul(1 << attempts.saturating_sub(1).min(16))
         .min(MAX_BACKOFF);
@@ -1180,7 +1188,7 @@ impl<S: Sink> Engine<S> {
             return None;
         }
         let attempts = entries.first().map_or(1, |(_, p)| p.attempts.count());
-        let at = on_grid(now + backoff(attempts), self.origin);
+        let at = on_grid(now + backoff(attempts, classify(&error.code)), self.origin);
         let ttl = self.config.record_ttl;
         let mut keep = Vec::with_capacity(entries.len());
         for (record, pending) in entries {

@@ -109,30 +109,35 @@ async fn fail_if_throttled_fails_throttled_records_at_once() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn throttled_records_are_retried_with_growing_jittered_backoff() {
-    let sink = MemorySink::new().with_stream("s", 1);
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
-    // The first four attempts are throttled, the fifth goes through.
-    sink.set_entry_fault(move |_| {
-        (c.fetch_add(1, Ordering::Relaxed) < 4).then(|| {
-            (
-                "ProvisionedThroughputExceededException".into(),
-                "Rate exceeded".into(),
-            )
-        })
-    });
-    let producer = Producer::with_sink(Config::default(), sink.clone());
-    let receipt = producer.send("s", record("k", "v")).await.unwrap();
-    assert_eq!(receipt.attempts.len(), 5);
-    // Attempt n+1 starts after a backoff of [e/2, e], e = 100 ms * 2^(n-1).
-    for n in 1..5 {
-        let gap = receipt.attempts[n].delay - receipt.attempts[n - 1].delay;
-        let e = Duration::from_millis(100 * (1 << (n - 1)));
-        assert!(
-            gap >= e / 2 && gap <= e + Duration::from_millis(5),
-            "attempt {n}: gap {gap:?}, e {e:?}"
-        );
+async fn failed_records_back_off_exponentially_and_throttled_ones_briefly() {
+    for (code, growing) in [
+        ("InternalFailure", true),
+        ("ProvisionedThroughputExceededException", false),
+    ] {
+        let sink = MemorySink::new().with_stream("s", 1);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let c = calls.clone();
+        // The first four attempts fail, the fifth goes through.
+        sink.set_entry_fault(move |_| {
+            (c.fetch_add(1, Ordering::Relaxed) < 4).then(|| (code.into(), "failed".into()))
+        });
+        let producer = Producer::with_sink(Config::default(), sink.clone());
+        let receipt = producer.send("s", record("k", "v")).await.unwrap();
+        assert_eq!(receipt.attempts.len(), 5);
+        for n in 1..5 {
+            let gap = receipt.attempts[n].delay - receipt.attempts[n - 1].delay;
+            // Transient errors: a backoff of [e/2, e], e = 100 ms * 2^(n-1). Throttling:
+            // [50, 100] ms each time (the shard's rate limiter paces the retries).
+            let e = if growing {
+                Duration::from_millis(100 * (1 << (n - 1)))
+            } else {
+                Duration::from_millis(100)
+            };
+            assert!(
+                gap >= e / 2 && gap <= e + Duration::from_millis(15),
+                "{code} attempt {n}: gap {gap:?}, e {e:?}"
+            );
+        }
     }
 }
 
