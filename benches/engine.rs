@@ -10,9 +10,7 @@
 //!
 //! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md.
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
-use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -125,45 +123,12 @@ fn engine(c: &mut Criterion) {
     memory_per_buffered_record(&rt);
 }
 
-/// Counts live heap bytes, so the memory a buffered record costs is measured exactly rather
-/// than through the resident size, which the allocator's reuse of freed memory hides.
-struct Counting;
-
-static LIVE: AtomicIsize = AtomicIsize::new(0);
-/// Counting is on only while memory is measured: a counter shared by every thread would
-/// otherwise slow the throughput measurements down.
-static COUNTING: AtomicBool = AtomicBool::new(false);
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(layout.size() as isize, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_sub(layout.size() as isize, Ordering::Relaxed);
-        }
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            LIVE.fetch_add(
-                new_size as isize - layout.size() as isize,
-                Ordering::Relaxed,
-            );
-        }
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "../tests/common/counting.rs"]
+mod counting;
+use counting::{Counting, count, live_bytes};
 
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
-
-fn live_bytes() -> isize {
-    LIVE.load(Ordering::Relaxed)
-}
 
 /// Holds every record buffered (an hour's RecordMaxBufferedTime, aggregates that never fill)
 /// and reports the resident memory it took per record, futures included.
@@ -188,7 +153,7 @@ fn memory_per_buffered_record(rt: &tokio::runtime::Runtime) {
     let data_bytes: usize = held.iter().map(|r| r.size()).sum();
     // The records themselves count as buffered memory: measure from before they exist.
     drop(held);
-    COUNTING.store(true, Ordering::Relaxed);
+    count(true);
     let before = live_bytes();
     let held = workload(100_000);
     let futures: Vec<_> = held
@@ -197,7 +162,7 @@ fn memory_per_buffered_record(rt: &tokio::runtime::Runtime) {
         .collect();
     rt.block_on(async { tokio::time::sleep(Duration::from_millis(500)).await });
     let after = live_bytes();
-    COUNTING.store(false, Ordering::Relaxed);
+    count(false);
     let per = (after - before) as f64 / futures.len() as f64;
     println!(
         "memory per buffered record: {per:.0} bytes of heap, of which {:.0} are the record's data and key \
