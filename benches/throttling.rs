@@ -28,12 +28,14 @@ fn main() {
     let r = rt.block_on(overload::run(2, 1000, 200.0, secs));
     println!(
         "throttling/2-shards-2x-offered-{secs}s: {} records, {} failed, {} retried at least once; \
-         delivered {:.2} MiB/s = {:.1}% of the 2 MiB/s budget; {} Kinesis records; read back {}",
+         delivered {:.2} MiB/s = {:.1}% of the 2 MiB/s budget ({:.1}% while under way, start \
+         and tail left out); {} Kinesis records; read back {}",
         r.records,
         r.failed,
         r.retried,
         r.delivered_bytes_per_sec / 1048576.0,
         r.delivered_share * 100.0,
+        r.steady_share * 100.0,
         r.kinesis_records,
         r.read_back
     );

@@ -21,6 +21,10 @@ pub struct Overload {
     pub retried: usize,
     pub read_back: usize,
     pub kinesis_records: usize,
+    /// Bytes the shards took per second while the run was under way (by the records'
+    /// arrival times, first and last 2 s left out), as a share of their byte budget: what the
+    /// whole-run figure would be without the start and the tail.
+    pub steady_share: f64,
 }
 
 /// `shards` shards; records of `size` bytes offered at `factor` x the byte budget for `secs` s.
@@ -117,6 +121,7 @@ pub async fn run_shared(
                 .len()
         })
         .sum();
+    let steady_share = steady_share(&kinesis, shards).await;
     // Twice the budget was offered, so the shards never lacked work until the end: what the
     // producers delivered over the whole run, against the budget over the whole run, is how
     // well they kept them busy.
@@ -136,8 +141,74 @@ pub async fn run_shared(
                     retried,
                     read_back,
                     kinesis_records: read.len(),
+                    steady_share,
                 }
             },
         )
         .collect()
+}
+
+/// Bytes of data the shards took per second, by arrival time, leaving out the first and the
+/// last 2 s of arrivals, as a share of `shards` x 1 MiB/s.
+async fn steady_share(kinesis: &LocalKinesis, shards: i32) -> f64 {
+    use aws_sdk_kinesis::types::ShardIteratorType;
+    let client = kinesis.client();
+    let listed = client
+        .list_shards()
+        .stream_name("overload")
+        .send()
+        .await
+        .unwrap()
+        .shards
+        .unwrap_or_default();
+    let mut arrivals: Vec<(i64, u64)> = Vec::new();
+    for shard in listed {
+        let mut iterator = client
+            .get_shard_iterator()
+            .stream_name("overload")
+            .shard_id(&shard.shard_id)
+            .shard_iterator_type(ShardIteratorType::TrimHorizon)
+            .send()
+            .await
+            .unwrap()
+            .shard_iterator;
+        for _ in 0..100_000 {
+            let Some(it) = iterator.take() else { break };
+            let page = client
+                .get_records()
+                .shard_iterator(it)
+                .limit(10_000)
+                .send()
+                .await
+                .unwrap();
+            if page.records.is_empty() {
+                break;
+            }
+            for r in &page.records {
+                let at = r
+                    .approximate_arrival_timestamp
+                    .and_then(|t| t.to_millis().ok())
+                    .unwrap_or(0);
+                arrivals.push((at, r.data.as_ref().len() as u64));
+            }
+            iterator = page.next_shard_iterator;
+        }
+    }
+    let (Some(first), Some(last)) = (
+        arrivals.iter().map(|a| a.0).min(),
+        arrivals.iter().map(|a| a.0).max(),
+    ) else {
+        return 0.0;
+    };
+    let (from, to) = (first + 2_000, last - 2_000);
+    if to <= from {
+        return 0.0;
+    }
+    let bytes: u64 = arrivals
+        .iter()
+        .filter(|(at, _)| *at >= from && *at < to)
+        .map(|(_, b)| b)
+        .sum();
+    let secs = (to - from) as f64 / 1000.0;
+    bytes as f64 / secs / (f64::from(shards) * 1024.0 * 1024.0)
 }
