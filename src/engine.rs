@@ -817,35 +817,33 @@ impl<S: Sink> Engine<S> {
             return;
         }
         tracing::debug!(stream = %s.name, records = out.len(), "no shard map yet: sending records aggregated by hash key");
-        // Group by hash key, keeping each group's order.
-        let mut groups: HashMap<HashKey, Vec<(UserRecord, Pending, Instant)>> = HashMap::new();
-        let mut order = Vec::new();
-        for (record, pending, deadline) in out {
-            let key = record.hash_key();
-            let group = groups.entry(key).or_insert_with(|| {
-                order.push(key);
-                Vec::new()
-            });
-            group.push((record, pending, deadline));
+        // Grouped by hash key (each record's MD5 once; a stable sort keeps each key's order).
+        let mut out: Vec<_> = out
+            .into_iter()
+            .map(|(record, pending, _)| (record.hash_key(), record, pending))
+            .collect();
+        out.sort_by_key(|(k, _, _)| *k);
+        let mut aggregator: Aggregator<Pending> = Aggregator::new(self.config.aggregation);
+        let mut key = None;
+        for (k, record, pending) in out {
+            if key.replace(k).is_some_and(|last| last != k)
+                && let Some(done) = aggregator.flush()
+            {
+                push_ready(&mut self.streams[i], Ready::unmapped(done, now));
+            }
+            match aggregator.push(record, pending, now.into_std()) {
+                Ok(Some(full)) => push_ready(&mut self.streams[i], Ready::unmapped(full, now)),
+                Ok(None) => {}
+                Err(rejected) => fail(
+                    rejected.tag,
+                    PutErrorKind::InvalidRecord(rejected.error),
+                    &mut self.epochs,
+                    &self.budget,
+                ),
+            }
         }
-        let limits = self.config.aggregation;
-        for key in order {
-            let mut aggregator: Aggregator<Pending> = Aggregator::new(limits);
-            for (record, pending, _) in groups.remove(&key).expect("grouped") {
-                match aggregator.push(record, pending, now.into_std()) {
-                    Ok(Some(full)) => push_ready(&mut self.streams[i], Ready::unmapped(full, now)),
-                    Ok(None) => {}
-                    Err(rejected) => fail(
-                        rejected.tag,
-                        PutErrorKind::InvalidRecord(rejected.error),
-                        &mut self.epochs,
-                        &self.budget,
-                    ),
-                }
-            }
-            if let Some(last) = aggregator.flush() {
-                push_ready(&mut self.streams[i], Ready::unmapped(last, now));
-            }
+        if let Some(last) = aggregator.flush() {
+            push_ready(&mut self.streams[i], Ready::unmapped(last, now));
         }
         let s = &mut self.streams[i];
         s.forced = s.ready.len();
@@ -1131,14 +1129,7 @@ impl<S: Sink> Engine<S> {
                     feedback.len() - 1
                 }
             };
-            let f = &mut feedback[i].1;
-            if accepted {
-                f.accepted_records += 1;
-                f.accepted_bytes += size as u64;
-            } else {
-                f.throttled_records += 1;
-                f.throttled_bytes += size as u64;
-            }
+            feedback[i].1.count(accepted, size);
         }
         for (k, f) in feedback {
             if let Some(limiter) = s.limiters.get_mut(k) {

@@ -90,6 +90,17 @@ pub struct Feedback {
 }
 
 impl Feedback {
+    /// Counts one Kinesis record of `bytes` bytes that the shard accepted or throttled.
+    pub fn count(&mut self, accepted: bool, bytes: usize) {
+        if accepted {
+            self.accepted_records += 1;
+            self.accepted_bytes += bytes as u64;
+        } else {
+            self.throttled_records += 1;
+            self.throttled_bytes += bytes as u64;
+        }
+    }
+
     fn add(&mut self, other: Feedback) {
         self.accepted_records += other.accepted_records;
         self.accepted_bytes += other.accepted_bytes;
@@ -331,13 +342,7 @@ mod tests {
             for (i, l) in limiters.iter_mut().enumerate() {
                 let mut f = Feedback::default();
                 for _ in 0..sent[i] {
-                    if rng.f64() < keep && rng.f64() >= random {
-                        f.accepted_records += 1;
-                        f.accepted_bytes += size as u64;
-                    } else {
-                        f.throttled_records += 1;
-                        f.throttled_bytes += size as u64;
-                    }
+                    f.count(rng.f64() < keep && rng.f64() >= random, size);
                 }
                 if step >= steps / 2 {
                     accepted[i] += f.accepted_records;
@@ -386,13 +391,7 @@ mod tests {
             let mut k = 0;
             while k < 6 && l.try_take(50_000, now) {
                 k += 1;
-                if whole || rng.f64() < 0.3 {
-                    f.throttled_records += 1;
-                    f.throttled_bytes += 50_000;
-                } else {
-                    f.accepted_records += 1;
-                    f.accepted_bytes += 50_000;
-                }
+                f.count(!(whole || rng.f64() < 0.3), 50_000);
             }
             l.observe(f, now + Duration::from_millis(30));
             if i >= 50 {
@@ -450,13 +449,7 @@ mod tests {
             let step = |l: &mut ShardLimiter, now: Instant, accept: bool| {
                 let mut f = Feedback::default();
                 while l.try_take(size, now) {
-                    if accept {
-                        f.accepted_records += 1;
-                        f.accepted_bytes += size as u64;
-                    } else {
-                        f.throttled_records += 1;
-                        f.throttled_bytes += size as u64;
-                    }
+                    f.count(accept, size);
                 }
                 l.observe(f, now);
             };

@@ -40,6 +40,9 @@ pub struct ReadRecord {
     pub partition_key: String,
     /// Its data.
     pub data: Bytes,
+    /// When the stream took it (`ApproximateArrivalTimestamp`), in milliseconds since the Unix
+    /// epoch, if the service gave one.
+    pub arrival_ms: Option<i64>,
 }
 
 /// A running local Kinesis; stopped when dropped.
@@ -227,11 +230,15 @@ impl LocalKinesis {
                     break;
                 }
                 for r in page.records {
+                    let arrival_ms = r
+                        .approximate_arrival_timestamp
+                        .and_then(|t| t.to_millis().ok());
                     out.push(ReadRecord {
                         shard_id: shard.shard_id.clone(),
                         sequence_number: r.sequence_number,
                         partition_key: r.partition_key,
                         data: Bytes::from(r.data.into_inner()),
+                        arrival_ms,
                     });
                 }
                 iterator = page.next_shard_iterator;

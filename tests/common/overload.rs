@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use kinesis_producer::aggregation::deaggregate_strict;
-use kinesis_producer::local::{LocalKinesis, LocalOptions};
+use kinesis_producer::local::{LocalKinesis, LocalOptions, ReadRecord};
 use kinesis_producer::{Producer, UserRecord};
 
 /// What an overload run delivered.
@@ -121,7 +121,7 @@ pub async fn run_shared(
                 .len()
         })
         .sum();
-    let steady_share = steady_share(&kinesis, shards).await;
+    let steady_share = steady_share(&read, shards);
     // Twice the budget was offered, so the shards never lacked work until the end: what the
     // producers delivered over the whole run, against the budget over the whole run, is how
     // well they kept them busy.
@@ -150,62 +150,20 @@ pub async fn run_shared(
 
 /// Bytes of data the shards took per second, by arrival time, leaving out the first and the
 /// last 2 s of arrivals, as a share of `shards` x 1 MiB/s.
-async fn steady_share(kinesis: &LocalKinesis, shards: i32) -> f64 {
-    use aws_sdk_kinesis::types::ShardIteratorType;
-    let client = kinesis.client();
-    let listed = client
-        .list_shards()
-        .stream_name("overload")
-        .send()
-        .await
-        .unwrap()
-        .shards
-        .unwrap_or_default();
-    let mut arrivals: Vec<(i64, u64)> = Vec::new();
-    for shard in listed {
-        let mut iterator = client
-            .get_shard_iterator()
-            .stream_name("overload")
-            .shard_id(&shard.shard_id)
-            .shard_iterator_type(ShardIteratorType::TrimHorizon)
-            .send()
-            .await
-            .unwrap()
-            .shard_iterator;
-        for _ in 0..100_000 {
-            let Some(it) = iterator.take() else { break };
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .unwrap();
-            if page.records.is_empty() {
-                break;
-            }
-            for r in &page.records {
-                let at = r
-                    .approximate_arrival_timestamp
-                    .and_then(|t| t.to_millis().ok())
-                    .unwrap_or(0);
-                arrivals.push((at, r.data.as_ref().len() as u64));
-            }
-            iterator = page.next_shard_iterator;
-        }
-    }
-    let (Some(first), Some(last)) = (
-        arrivals.iter().map(|a| a.0).min(),
-        arrivals.iter().map(|a| a.0).max(),
-    ) else {
+fn steady_share(read: &[ReadRecord], shards: i32) -> f64 {
+    let arrivals = || {
+        read.iter()
+            .filter_map(|r| Some((r.arrival_ms?, r.data.len() as u64)))
+    };
+    let (Some(first), Some(last)) = (arrivals().map(|a| a.0).min(), arrivals().map(|a| a.0).max())
+    else {
         return 0.0;
     };
     let (from, to) = (first + 2_000, last - 2_000);
     if to <= from {
         return 0.0;
     }
-    let bytes: u64 = arrivals
-        .iter()
+    let bytes: u64 = arrivals()
         .filter(|(at, _)| *at >= from && *at < to)
         .map(|(_, b)| b)
         .sum();
