@@ -70,4 +70,13 @@ fn main() {
         runs[0].read_back
     );
     assert!(runs.iter().all(|r| r.failed == 0), "no record may fail");
+    // The targets met and claimed in docs/benchmarks.md, checked at the measured scale (the
+    // 2 s run of `cargo test` is too short for shares to settle).
+    if secs >= 30 {
+        assert!(
+            total >= 0.90,
+            "four producers together below 90% of the budget"
+        );
+        assert!(worst <= 0.25, "a producer more than 25% from a fair share");
+    }
 }
