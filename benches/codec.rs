@@ -46,7 +46,7 @@ fn aggregate(records: Vec<UserRecord>) -> Vec<KinesisRecord> {
     let now = Instant::now();
     let mut out = Vec::with_capacity(32);
     for r in records {
-        if let Some(full) = agg.push(r, (), now).unwrap() {
+        if let Some(full) = agg.push(r, now).unwrap() {
             out.push(full.record);
         }
     }

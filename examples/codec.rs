@@ -25,7 +25,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             );
         }
         // `push` hands back the full aggregate when the new record does not fit beside it.
-        if let Some(full) = aggregator.push(record, i, deadline).map_err(|r| r.error)? {
+        if let Some(full) = aggregator
+            .push((record, i), deadline)
+            .map_err(|r| r.error)?
+        {
             to_send.push(full.record);
         }
     }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::record::{Attempt, Attempts, UserRecord};
+use crate::outcome::{Attempt, Attempts};
+use crate::record::UserRecord;
 
 /// Buffered records and bytes (see [`charge`]), against their limits.
 ///
@@ -25,12 +26,12 @@ pub(crate) struct Budget {
     room: Condvar,
 }
 
-/// The memory around each buffered record besides its data and key: its future and reply
-/// channel, the engine's entry (pending reply, arrival, attempt held inline), its share of the
-/// aggregate's key tables and of the queues. Measured with a counting allocator
-/// (`tests/memory.rs` checks it; `cargo bench --bench engine` prints it; see
-/// `docs/benchmarks.md`), rounded up.
-const BOOKKEEPING: usize = 640;
+/// The memory around each buffered record besides its data and key: its future and the slot
+/// it shares with the engine's entry, that entry (the record, arrival, flush epoch), its share
+/// of the aggregate's key tables and of the queues. Measured with a counting allocator at 271
+/// bytes (`tests/memory.rs` checks the charge; `cargo bench --bench engine` prints the figure;
+/// see `docs/benchmarks.md`), with room for queues and vectors caught mid-growth.
+const BOOKKEEPING: usize = 384;
 
 /// Room for the attempts a retried record keeps (at most `Attempts::KEPT` on the heap),
 /// reserved with the record: charging them as they grew let a buffer of records retried

@@ -59,7 +59,7 @@
 //!         record = record.with_explicit_hash_key(HashKey(i as u128));
 //!     }
 //!     // When the record does not fit, push flushes what is held and returns it: send that.
-//!     if let Some(full) = aggregator.push(record, i, deadline).unwrap() {
+//!     if let Some(full) = aggregator.push(record, deadline).unwrap() {
 //!         sent.push(full.record);
 //!     }
 //! }
@@ -89,6 +89,7 @@ pub mod hash_key;
 pub mod limiter;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod outcome;
 pub mod producer;
 pub mod record;
 pub mod shard_map;
@@ -102,5 +103,6 @@ pub struct ReadmeDoctests;
 pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
-pub use producer::{Producer, PutError, PutErrorKind, RecordFuture};
-pub use record::{Attempt, AttemptError, Attempts, Receipt, UserRecord};
+pub use outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
+pub use producer::{Producer, RecordFuture};
+pub use record::UserRecord;

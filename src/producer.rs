@@ -1,210 +1,17 @@
 //! The public handle: send, flush, shutdown.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use tokio::sync::{mpsc, oneshot};
 
 use crate::budget::{Budget, charge};
 use crate::config::Config;
-use crate::engine::{Delivered, Engine, Failure, Msg, Outcome};
-use crate::error::RecordError;
-use crate::record::{AttemptError, Attempts, Receipt, UserRecord};
+pub use crate::engine::RecordFuture;
+use crate::engine::{Engine, Msg, Pending};
+use crate::outcome::{Attempts, PutError, PutErrorKind};
+use crate::record::UserRecord;
 use crate::sink::Sink;
-
-/// Why a user record was not put. The record itself comes back in [`PutError::record`].
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PutErrorKind {
-    /// Kinesis would refuse the record as it is (e.g. over the stream's per-record limit).
-    #[error(transparent)]
-    InvalidRecord(#[from] RecordError),
-    /// Not put within `RecordTtl`.
-    #[error(
-        "expired: not put within RecordTtl ({ttl_ms} ms); the last attempt failed with {last_error}"
-    )]
-    Expired {
-        /// The `RecordTtl` in force, in milliseconds.
-        ttl_ms: u64,
-        /// The last attempt's error (shared with the record's attempts); its cause is this
-        /// error's `source()`.
-        #[source]
-        last_error: Arc<AttemptError>,
-    },
-    /// Kinesis refused the record with an error that retrying cannot heal (no such stream,
-    /// access denied, a KMS key that cannot be used, ...): failed at once, never retried.
-    #[error("refused by Kinesis, not retried: {code}: {message}")]
-    Rejected {
-        /// The service's error code, e.g. `ResourceNotFoundException`.
-        code: String,
-        /// The service's message.
-        message: String,
-    },
-    /// Throttled, and `FailIfThrottled` is set: failed at once instead of retried.
-    #[error("throttled, and FailIfThrottled is set: {code}: {message}")]
-    Throttled {
-        /// The service's error code, e.g. `ProvisionedThroughputExceededException`.
-        code: String,
-        /// The service's message.
-        message: String,
-    },
-    /// The producer's buffer is full (`MaxBufferedRecords` or `MaxBufferedBytes`): the record
-    /// was not accepted. Wait for room ([`Producer::send_wait`], [`Producer::send_blocking`]) or
-    /// slow down.
-    #[error(
-        "the producer's buffer is full: {records} records buffered (MaxBufferedRecords {max_records}), {bytes} bytes (MaxBufferedBytes {max_bytes}); the record was not accepted"
-    )]
-    BufferFull {
-        /// Records buffered when it was refused.
-        records: usize,
-        /// Bytes (data plus keys) buffered when it was refused.
-        bytes: usize,
-        /// `MaxBufferedRecords`.
-        max_records: usize,
-        /// `MaxBufferedBytes`.
-        max_bytes: usize,
-    },
-    /// Sent after [`Producer::shutdown`]: not accepted.
-    #[error("the producer is shut down and accepts no records")]
-    Closed,
-    /// The producer's engine stopped (its runtime shut down, or it failed) before the record was
-    /// resolved. The record may or may not have been put.
-    #[error(
-        "the producer stopped before the record's outcome was known; it may or may not have been put"
-    )]
-    Stopped,
-}
-
-/// A user record that was not put, handed back with the reason and every attempt made.
-///
-/// Its message is one sentence (the record, the stream, the reason); its `source()` is the
-/// reason's cause (for an expired record, the last attempt's error, and under that the SDK's).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutError {
-    /// Why.
-    pub kind: PutErrorKind,
-    /// The stream it was sent to.
-    pub stream: Arc<str>,
-    /// The record, handed back.
-    pub record: UserRecord,
-    /// Every attempt made, in order.
-    pub attempts: Attempts,
-}
-
-impl std::fmt::Display for PutError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "record with partition key {:?} for stream {} not put after {} attempts: {}",
-            self.record.partition_key(),
-            self.stream,
-            self.attempts.count(),
-            self.kind
-        )
-    }
-}
-
-impl std::error::Error for PutError {
-    // The kind's text is already in the message: the chain goes on from its cause.
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        std::error::Error::source(&self.kind)
-    }
-}
-
-/// The outcome of one [`Producer::send`]: resolves exactly once, to a [`Receipt`] or a
-/// [`PutError`] that hands the record back.
-///
-/// Dropping it does not cancel the send; the record is still put.
-#[must_use = "the record is sent either way; the future tells whether it was put"]
-pub struct RecordFuture {
-    state: FutureState,
-}
-
-enum FutureState {
-    Waiting {
-        reply: oneshot::Receiver<Outcome>,
-        record: Option<UserRecord>,
-        stream: Arc<str>,
-    },
-    /// Resolved before it was polled (refused at `send`). Boxed: a future is held per record,
-    /// often in a caller's `Vec`, and an unboxed outcome would double every future's size for
-    /// the rare record refused at once.
-    Done(Option<Box<Result<Receipt, PutError>>>),
-}
-
-impl RecordFuture {
-    fn failed(kind: PutErrorKind, stream: Arc<str>, record: UserRecord) -> Self {
-        RecordFuture {
-            state: FutureState::Done(Some(Box::new(Err(PutError {
-                kind,
-                stream,
-                record,
-                attempts: Attempts::default(),
-            })))),
-        }
-    }
-}
-
-impl Future for RecordFuture {
-    type Output = Result<Receipt, PutError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match &mut self.state {
-            FutureState::Done(outcome) => Poll::Ready(
-                *outcome
-                    .take()
-                    .expect("RecordFuture polled after completion"),
-            ),
-            FutureState::Waiting {
-                reply,
-                record,
-                stream,
-            } => {
-                let outcome = std::task::ready!(Pin::new(reply).poll(cx));
-                // The future keeps its own copy of the record (its data is shared, not copied),
-                // so it can hand it back whatever happened to the engine.
-                let record = record.take().expect("RecordFuture polled after completion");
-                Poll::Ready(match outcome {
-                    Ok(Ok(Delivered {
-                        shard_id,
-                        sequence_number,
-                        sub_sequence_number,
-                        aggregated,
-                        attempts,
-                    })) => Ok(Receipt {
-                        stream: stream.clone(),
-                        shard_id,
-                        sequence_number,
-                        sub_sequence_number,
-                        aggregated,
-                        attempts,
-                    }),
-                    Ok(Err(Failure { kind, attempts })) => Err(PutError {
-                        kind,
-                        stream: stream.clone(),
-                        record,
-                        attempts,
-                    }),
-                    Err(_) => Err(PutError {
-                        kind: PutErrorKind::Stopped,
-                        stream: stream.clone(),
-                        record,
-                        attempts: Attempts::default(),
-                    }),
-                })
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for RecordFuture {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RecordFuture").finish_non_exhaustive()
-    }
-}
 
 struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
@@ -318,9 +125,7 @@ impl Producer {
     pub fn send(&self, stream: &str, record: UserRecord) -> RecordFuture {
         match self.try_send(stream, record) {
             Ok(future) => future,
-            Err(e) => RecordFuture {
-                state: FutureState::Done(Some(Box::new(Err(e)))),
-            },
+            Err(e) => RecordFuture::resolved(e),
         }
     }
 
@@ -367,12 +172,15 @@ impl Producer {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
         if !self.inner.budget.reserve(charge(&record), closed).await {
-            return RecordFuture::failed(PutErrorKind::Closed, stream, record);
+            return RecordFuture::resolved(PutError {
+                kind: PutErrorKind::Closed,
+                stream,
+                record,
+                attempts: Attempts::default(),
+            });
         }
         self.enqueue(stream, stream_id, record)
-            .unwrap_or_else(|e| RecordFuture {
-                state: FutureState::Done(Some(Box::new(Err(e)))),
-            })
+            .unwrap_or_else(RecordFuture::resolved)
     }
 
     /// As [`send_wait`](Self::send_wait), blocking the calling thread while the buffer is full:
@@ -382,17 +190,20 @@ impl Producer {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
         if !self.inner.budget.reserve_blocking(charge(&record), closed) {
-            return RecordFuture::failed(PutErrorKind::Closed, stream, record);
+            return RecordFuture::resolved(PutError {
+                kind: PutErrorKind::Closed,
+                stream,
+                record,
+                attempts: Attempts::default(),
+            });
         }
         self.enqueue(stream, stream_id, record)
-            .unwrap_or_else(|e| RecordFuture {
-                state: FutureState::Done(Some(Box::new(Err(e)))),
-            })
+            .unwrap_or_else(RecordFuture::resolved)
     }
 
     /// Records and bytes buffered now: accepted and not yet resolved. The bytes are the memory
     /// they hold: each record's data and partition key twice (the record, and its copy in the
-    /// aggregate) plus 960 bytes (640 of bookkeeping: its future, reply channel and the
+    /// aggregate) plus 704 bytes (384 of bookkeeping: its future, the slot it shares with the
     /// engine's entry; 320 reserved for the attempts it keeps if retried). Never more than
     /// `MaxBufferedRecords` and `MaxBufferedBytes`.
     pub fn buffered(&self) -> (usize, usize) {
@@ -431,35 +242,25 @@ impl Producer {
         stream_id: usize,
         record: UserRecord,
     ) -> Result<RecordFuture, PutError> {
-        let (reply, rx) = oneshot::channel();
-        // The hash key (an MD5 when there is no explicit key) is computed here, on the
-        // caller's thread, so that many senders share the hashing the engine would do alone.
-        let hash_key = record.hash_key();
-        let kept = record.clone();
         let size = charge(&record);
+        let (pending, future) = Pending::new(record, stream.clone());
         let msg = Msg::Record {
             stream: stream_id,
-            record,
-            hash_key,
-            reply,
+            pending,
         };
-        if self.inner.tx.send(msg).is_err() {
+        if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
             self.inner.budget.release(1, size);
-            let kind = PutErrorKind::Stopped;
+            let Msg::Record { pending, .. } = msg else {
+                unreachable!("the message just sent")
+            };
             return Err(PutError {
-                kind,
+                kind: PutErrorKind::Stopped,
                 stream,
-                record: kept,
+                record: pending.abandon(),
                 attempts: Attempts::default(),
             });
         }
-        Ok(RecordFuture {
-            state: FutureState::Waiting {
-                reply: rx,
-                record: Some(kept),
-                stream,
-            },
-        })
+        Ok(future)
     }
 
     fn stream_id(&self, stream: &str) -> (Arc<str>, usize) {

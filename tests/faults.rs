@@ -235,14 +235,14 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
                 .unwrap()
         })
         .collect();
-    // Each record holds its data and key twice (2 + 2 bytes) and 960 of bookkeeping.
-    assert_eq!(producer.buffered(), (3, 3 * (2 * 2 + 960)));
+    // Each record holds its data and key twice (2 + 2 bytes) and 704 of bookkeeping.
+    assert_eq!(producer.buffered(), (3, 3 * (2 * 2 + 704)));
     let refused = producer.try_send("s", record("k", "refused")).unwrap_err();
     assert_eq!(
         refused.kind,
         PutErrorKind::BufferFull {
             records: 3,
-            bytes: 3 * 964,
+            bytes: 3 * 708,
             max_records: 3,
             max_bytes: 256 << 20
         }

@@ -18,7 +18,7 @@ fn aggregate(records: &[UserRecord], limits: AggregationLimits) -> Vec<KinesisRe
     let mut out = Vec::new();
     let now = Instant::now();
     for r in records.iter().cloned() {
-        out.extend(agg.push(r, (), now).unwrap().map(|a| a.record));
+        out.extend(agg.push(r, now).unwrap().map(|a| a.record));
     }
     out.extend(agg.flush().map(|a| a.record));
     out

@@ -46,16 +46,37 @@ impl KinesisRecord {
     }
 }
 
-/// What an [`Aggregator`] flushes: the Kinesis record and the user records in it, in
-/// sub-sequence order, each with the caller's tag.
+/// What an [`Aggregator`] holds per user record: the record itself, or the record with the
+/// caller's own bookkeeping (a pair `(UserRecord, T)`, or a type of the caller's). The
+/// aggregator reads the record to size and encode it and hands the entry back, in order, when it
+/// flushes: the caller's bookkeeping and the record travel as one value, stored once.
+pub trait Entry {
+    /// The user record this entry carries.
+    fn record(&self) -> &UserRecord;
+}
+
+impl Entry for UserRecord {
+    fn record(&self) -> &UserRecord {
+        self
+    }
+}
+
+impl<T> Entry for (UserRecord, T) {
+    fn record(&self) -> &UserRecord {
+        &self.0
+    }
+}
+
+/// What an [`Aggregator`] flushes: the Kinesis record and the entries of the user records in
+/// it, in sub-sequence order.
 #[derive(Debug)]
-pub struct Aggregate<T> {
+pub struct Aggregate<E> {
     /// The record to send.
     pub record: KinesisRecord,
     /// The earliest deadline of the user records in it: send it by then.
     pub deadline: Instant,
-    /// The user records it carries, in sub-sequence order, with their tags.
-    pub entries: Vec<(UserRecord, T)>,
+    /// The entries of the user records it carries, in sub-sequence order.
+    pub entries: Vec<E>,
 }
 
 /// Limits an [`Aggregator`] works under, validated against the KPL's ranges.
@@ -146,33 +167,31 @@ impl AggregationLimits {
 /// The outcome of [`Aggregator::try_push`] for a record Kinesis would accept.
 #[derive(Debug)]
 #[must_use = "a record that did not fit is handed back and must be pushed again after a flush"]
-pub enum TryPush<T> {
+pub enum TryPush<E> {
     /// The record was taken.
     Added,
-    /// The record does not fit beside what the aggregator holds; here it is back. Flush, then
-    /// push it again: an empty aggregator always takes a record Kinesis would accept.
-    NoCapacity(UserRecord, T),
+    /// The record does not fit beside what the aggregator holds; here its entry is back. Flush,
+    /// then push it again: an empty aggregator always takes a record Kinesis would accept.
+    NoCapacity(E),
 }
 
 /// A record no Kinesis record can carry (its data plus partition key exceed the stream's
 /// per-record limit), handed back with the reason.
 #[derive(Debug)]
-pub struct Rejected<T> {
+pub struct Rejected<E> {
     /// Why.
     pub error: RecordError,
-    /// The record, handed back.
-    pub record: UserRecord,
-    /// The caller's tag, handed back.
-    pub tag: T,
+    /// The entry, handed back.
+    pub entry: E,
 }
 
 /// Accumulates user records bound for one shard into one Kinesis record.
 ///
 /// Pure: no I/O, no clock. Each record comes with its deadline (the caller's arrival time plus
 /// `RecordMaxBufferedTime`), and [`earliest_deadline`](Self::earliest_deadline) says when the
-/// caller must flush at the latest. `T` is the caller's per-record tag (the producer keeps each
-/// record's reply channel there); it comes back in sub-sequence order from
-/// [`flush`](Self::flush).
+/// caller must flush at the latest. `E` is what it holds per record (see [`Entry`]): the record
+/// alone, or the record with the caller's bookkeeping (the producer keeps each record's pending
+/// future there); entries come back in sub-sequence order from [`flush`](Self::flush).
 ///
 /// Size accounting is exact: [`size`](Self::size) always equals the flushed record's
 /// [`KinesisRecord::size`] (data plus outer partition key), and never exceeds
@@ -188,7 +207,7 @@ pub struct Rejected<T> {
 /// let deadline = Instant::now() + Duration::from_millis(100);
 /// for i in 0..3 {
 ///     let record = UserRecord::new(format!("key-{i}"), format!("data {i}")).unwrap();
-///     assert!(matches!(agg.try_push(record, (), deadline), Ok(TryPush::Added)));
+///     assert!(matches!(agg.try_push(record, deadline), Ok(TryPush::Added)));
 /// }
 /// assert_eq!(agg.earliest_deadline(), Some(deadline));
 /// let predicted = agg.size();
@@ -199,16 +218,16 @@ pub struct Rejected<T> {
 /// assert_eq!(users.len(), 3);
 /// assert_eq!(users[2].data.as_ref(), b"data 2");
 /// ```
-pub struct Aggregator<T = ()> {
+pub struct Aggregator<E = UserRecord> {
     limits: AggregationLimits,
     packer: Packer,
-    entries: Vec<(UserRecord, T)>,
+    entries: Vec<E>,
     earliest_deadline: Option<Instant>,
     /// Holding one record too big to share an aggregate: it leaves alone, as a plain record.
     solo: bool,
 }
 
-impl<T> Aggregator<T> {
+impl<E: Entry> Aggregator<E> {
     /// An empty aggregator working under `limits`.
     pub fn new(limits: AggregationLimits) -> Self {
         Aggregator {
@@ -240,7 +259,7 @@ impl<T> Aggregator<T> {
     pub fn size(&self) -> usize {
         match self.entries.len() {
             0 => 0,
-            1 => self.entries[0].0.size(),
+            1 => self.entries[0].record().size(),
             _ => self.aggregate_size(self.packer.body_len()),
         }
     }
@@ -274,19 +293,14 @@ impl<T> Aggregator<T> {
     // The Err variant is large because it hands the record back by value; boxing it would add
     // an allocation to gain nothing on a path taken only by records Kinesis would refuse.
     #[allow(clippy::result_large_err)]
-    pub fn try_push(
-        &mut self,
-        record: UserRecord,
-        tag: T,
-        deadline: Instant,
-    ) -> Result<TryPush<T>, Rejected<T>> {
-        let record = self.check_size(record, tag)?;
-        Ok(match self.place(&record.0) {
+    pub fn try_push(&mut self, entry: E, deadline: Instant) -> Result<TryPush<E>, Rejected<E>> {
+        let entry = self.check_size(entry)?;
+        Ok(match self.place(entry.record()) {
             Some((probe, solo)) => {
-                self.accept(record, deadline, probe, solo);
+                self.accept(entry, deadline, probe, solo);
                 TryPush::Added
             }
-            None => TryPush::NoCapacity(record.0, record.1),
+            None => TryPush::NoCapacity(entry),
         })
     }
 
@@ -303,37 +317,38 @@ impl<T> Aggregator<T> {
     /// let mut sent = Vec::new();
     /// for i in 0..5 {
     ///     let record = UserRecord::new("k", format!("{i}")).unwrap();
-    ///     sent.extend(agg.push(record, i, Instant::now()).unwrap());
+    ///     sent.extend(agg.push((record, i), Instant::now()).unwrap());
     /// }
     /// sent.extend(agg.flush());
     /// assert_eq!(sent.iter().map(|a| a.entries.len()).collect::<Vec<_>>(), [2, 2, 1]);
+    /// assert_eq!(sent[2].entries[0].1, 4);
     /// ```
     #[allow(clippy::result_large_err)] // as for try_push
     pub fn push(
         &mut self,
-        record: UserRecord,
-        tag: T,
+        entry: E,
         deadline: Instant,
-    ) -> Result<Option<Aggregate<T>>, Rejected<T>> {
-        let record = self.check_size(record, tag)?;
-        let flushed = match self.place(&record.0) {
+    ) -> Result<Option<Aggregate<E>>, Rejected<E>> {
+        let entry = self.check_size(entry)?;
+        let flushed = match self.place(entry.record()) {
             Some((probe, solo)) => {
-                self.accept(record, deadline, probe, solo);
+                self.accept(entry, deadline, probe, solo);
                 return Ok(None);
             }
             None => self.flush(),
         };
-        let (probe, solo) = self.place_in_empty(&record.0);
-        self.accept(record, deadline, probe, solo);
+        let (probe, solo) = self.place_in_empty(entry.record());
+        self.accept(entry, deadline, probe, solo);
         Ok(flushed)
     }
 
     /// Hands back a record no Kinesis record can carry.
     #[allow(clippy::result_large_err)] // as for try_push
-    fn check_size(&self, record: UserRecord, tag: T) -> Result<(UserRecord, T), Rejected<T>> {
+    fn check_size(&self, entry: E) -> Result<E, Rejected<E>> {
+        let record = entry.record();
         let size = record.size();
         if size <= self.limits.max_record_size {
-            return Ok((record, tag));
+            return Ok(entry);
         }
         Err(Rejected {
             error: RecordError::RecordTooLarge {
@@ -342,8 +357,7 @@ impl<T> Aggregator<T> {
                 key_len: record.partition_key().len(),
                 limit: self.limits.max_record_size,
             },
-            record,
-            tag,
+            entry,
         })
     }
 
@@ -378,16 +392,10 @@ impl<T> Aggregator<T> {
         )
     }
 
-    fn accept(
-        &mut self,
-        (record, tag): (UserRecord, T),
-        deadline: Instant,
-        probe: Probe,
-        solo: bool,
-    ) {
+    fn accept(&mut self, entry: E, deadline: Instant, probe: Probe, solo: bool) {
         self.solo = solo;
-        self.packer.commit(record.partition_key(), probe);
-        self.entries.push((record, tag));
+        self.packer.commit(entry.record().partition_key(), probe);
+        self.entries.push(entry);
         self.earliest_deadline = Some(match self.earliest_deadline {
             Some(d) => d.min(deadline),
             None => deadline,
@@ -396,7 +404,7 @@ impl<T> Aggregator<T> {
 
     /// Takes out what is held as one Kinesis record: plain if it holds one user record, an
     /// aggregate otherwise; `None` when empty. The aggregator is empty afterwards.
-    pub fn flush(&mut self) -> Option<Aggregate<T>> {
+    pub fn flush(&mut self) -> Option<Aggregate<E>> {
         // Held records and a deadline go together: `accept` sets both, only this clears them.
         let deadline = self.earliest_deadline.take()?;
         // The next aggregate will likely hold as many records as this one: size its list once
@@ -408,13 +416,13 @@ impl<T> Aggregator<T> {
             0 => return None,
             1 => {
                 self.packer.reset();
-                plain(&entries[0].0)
+                plain(entries[0].record())
             }
             _ => aggregate_record(
-                &entries[0].0,
+                entries[0].record(),
                 entries.len(),
                 self.packer
-                    .encode_and_reset(entries.iter().map(|(r, _)| r.data().as_ref())),
+                    .encode_and_reset(entries.iter().map(|e| e.record().data().as_ref())),
             ),
         };
         Some(Aggregate {
@@ -425,7 +433,7 @@ impl<T> Aggregator<T> {
     }
 }
 
-impl<T> std::fmt::Debug for Aggregator<T> {
+impl<E: Entry> std::fmt::Debug for Aggregator<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Aggregator")
             .field("limits", &self.limits)

@@ -19,8 +19,8 @@ pub mod proto;
 
 pub use aggregator::{
     Aggregate, AggregationLimits, Aggregator, DEFAULT_AGGREGATION_MAX_COUNT,
-    DEFAULT_AGGREGATION_MAX_SIZE, KinesisRecord, MIN_AGGREGATION_MAX_SIZE, Rejected, TryPush,
-    encode, encode_aggregated,
+    DEFAULT_AGGREGATION_MAX_SIZE, Entry, KinesisRecord, MIN_AGGREGATION_MAX_SIZE, Rejected,
+    TryPush, encode, encode_aggregated,
 };
 pub use deaggregate::{
     DeaggregatedRecord, Decoded, deaggregate, deaggregate_strict, decode, has_magic,

@@ -61,8 +61,12 @@ fn prost_aggregate(records: &[UserRecord]) -> Vec<u8> {
     out
 }
 
-fn push(agg: &mut Aggregator<usize>, r: UserRecord, tag: usize) -> TryPush<usize> {
-    agg.try_push(r, tag, at(100)).unwrap()
+fn push(
+    agg: &mut Aggregator<(UserRecord, usize)>,
+    r: UserRecord,
+    tag: usize,
+) -> TryPush<(UserRecord, usize)> {
+    agg.try_push((r, tag), at(100)).unwrap()
 }
 
 #[test]
@@ -150,9 +154,9 @@ fn fills_to_exactly_the_max_size() {
         TryPush::Added
     ));
     let base = {
-        let mut probe = Aggregator::<()>::new(limits);
-        let _ = probe.try_push(rec("k", b"first"), (), at(0)).unwrap();
-        let _ = probe.try_push(rec("k", b""), (), at(0)).unwrap();
+        let mut probe = Aggregator::<UserRecord>::new(limits);
+        let _ = probe.try_push(rec("k", b"first"), at(0)).unwrap();
+        let _ = probe.try_push(rec("k", b""), at(0)).unwrap();
         probe.size()
     };
     let fill = max - base; // data length under 128 keeps the varint one byte
@@ -178,7 +182,7 @@ fn max_count_bounds_an_aggregate() {
     }
     assert!(agg.is_full());
     match push(&mut agg, rec("k", b"x"), 3) {
-        TryPush::NoCapacity(r, tag) => assert_eq!((r.data().as_ref(), tag), (&b"x"[..], 3)),
+        TryPush::NoCapacity((r, tag)) => assert_eq!((r.data().as_ref(), tag), (&b"x"[..], 3)),
         TryPush::Added => panic!("a fourth record was taken"),
     }
     assert_eq!(agg.flush().unwrap().record.user_records, 3);
@@ -193,7 +197,7 @@ fn a_record_too_big_to_aggregate_leaves_alone_and_plain() {
     ));
     // 2000 bytes: over AggregationMaxSize, under the 1 MiB record limit.
     let big = rec("big", &[1; 2000]);
-    let TryPush::NoCapacity(big, _) = push(&mut agg, big, 1) else {
+    let TryPush::NoCapacity((big, _)) = push(&mut agg, big, 1) else {
         panic!("taken beside another")
     };
     let first = agg.flush().unwrap();
@@ -225,7 +229,7 @@ fn a_record_over_the_kinesis_limit_is_handed_back_and_nothing_changes() {
         TryPush::Added
     ));
     let huge = rec("0123456789", &vec![0; MAX_RECORD_SIZE - 9]);
-    let rejected = agg.try_push(huge, 1, at(0)).unwrap_err();
+    let rejected = agg.try_push((huge, 1), at(0)).unwrap_err();
     assert_eq!(
         rejected.error,
         RecordError::RecordTooLarge {
@@ -235,14 +239,14 @@ fn a_record_over_the_kinesis_limit_is_handed_back_and_nothing_changes() {
             limit: 1_048_576
         }
     );
-    assert_eq!(rejected.tag, 1);
-    assert_eq!(rejected.record.data().len(), 1_048_567);
+    assert_eq!(rejected.entry.1, 1);
+    assert_eq!(rejected.entry.0.data().len(), 1_048_567);
     assert_eq!(agg.len(), 1);
     assert_eq!(agg.earliest_deadline(), Some(at(100)));
     // Exactly at the limit is fine, alone.
     let limit = rec("0123456789", &vec![0; MAX_RECORD_SIZE - 10]);
     assert!(matches!(
-        agg.try_push(limit, 2, at(0)).unwrap(),
+        agg.try_push((limit, 2), at(0)).unwrap(),
         TryPush::NoCapacity(..)
     ));
 }
@@ -252,10 +256,7 @@ fn a_raised_stream_limit_lets_bigger_records_through() {
     let limits = AggregationLimits::with_max_record_size(51_200, 10, 2 * MAX_RECORD_SIZE).unwrap();
     let mut agg = Aggregator::new(limits);
     let r = rec("k", &vec![0; MAX_RECORD_SIZE + 5]);
-    assert!(matches!(
-        agg.try_push(r, (), at(0)).unwrap(),
-        TryPush::Added
-    ));
+    assert!(matches!(agg.try_push(r, at(0)).unwrap(), TryPush::Added));
     assert_eq!(agg.flush().unwrap().record.size(), MAX_RECORD_SIZE + 6);
 }
 
@@ -264,7 +265,7 @@ fn earliest_deadline_is_the_minimum_and_clears_on_flush() {
     let mut agg = Aggregator::new(AggregationLimits::default());
     assert_eq!(agg.earliest_deadline(), None);
     for (i, ms) in [50u64, 20, 80].into_iter().enumerate() {
-        let _ = agg.try_push(rec("k", b"x"), i, at(ms)).unwrap();
+        let _ = agg.try_push((rec("k", b"x"), i), at(ms)).unwrap();
     }
     assert_eq!(agg.earliest_deadline(), Some(at(20)));
     agg.flush();
@@ -458,7 +459,7 @@ fn arb_limits() -> impl Strategy<Value = AggregationLimits> {
 
 /// Checks one flushed aggregate against what went in and what was predicted.
 fn check_flushed(
-    out: &Aggregate<usize>,
+    out: &Aggregate<(UserRecord, usize)>,
     predicted: usize,
     limits: AggregationLimits,
 ) -> Result<(), TestCaseError> {
@@ -513,15 +514,15 @@ proptest! {
         let mut out_tags = Vec::new();
         for (tag, r) in records.iter().cloned().enumerate() {
             let full_before = agg.is_full();
-            match agg.try_push(r, tag, at(tag as u64)).unwrap() {
+            match agg.try_push((r, tag), at(tag as u64)).unwrap() {
                 TryPush::Added => prop_assert!(!full_before, "a full aggregator took a record"),
-                TryPush::NoCapacity(r, tag) => {
+                TryPush::NoCapacity((r, tag)) => {
                     prop_assert!(!agg.is_empty(), "an empty aggregator refused a record");
                     let predicted = agg.size();
                     let out = agg.flush().unwrap();
                     check_flushed(&out, predicted, limits)?;
                     out_tags.extend(out.entries.iter().map(|e| e.1));
-                    prop_assert!(matches!(agg.try_push(r, tag, at(0)).unwrap(), TryPush::Added));
+                    prop_assert!(matches!(agg.try_push((r, tag), at(0)).unwrap(), TryPush::Added));
                 }
             }
         }
@@ -544,10 +545,10 @@ proptest! {
         let mut by_try = Aggregator::new(limits);
         let mut tried = Vec::new();
         for (tag, r) in records.into_iter().enumerate() {
-            pushed.extend(by_push.push(r.clone(), tag, at(0)).unwrap().map(|a| a.record));
-            if let TryPush::NoCapacity(r, tag) = by_try.try_push(r, tag, at(0)).unwrap() {
+            pushed.extend(by_push.push((r.clone(), tag), at(0)).unwrap().map(|a| a.record));
+            if let TryPush::NoCapacity((r, tag)) = by_try.try_push((r, tag), at(0)).unwrap() {
                 tried.extend(by_try.flush().map(|a| a.record));
-                prop_assert!(matches!(by_try.try_push(r, tag, at(0)).unwrap(), TryPush::Added));
+                prop_assert!(matches!(by_try.try_push((r, tag), at(0)).unwrap(), TryPush::Added));
             }
             prop_assert_eq!(by_push.size(), by_try.size());
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::hash_key::HashKey;
-use crate::record::AttemptError;
+use crate::outcome::AttemptError;
 use crate::shard_map::Shard;
 
 #[cfg(feature = "aws")]

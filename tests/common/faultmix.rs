@@ -1,6 +1,7 @@
 //! A Kinesis with random faults that do not follow the producer's rate, as when other
 //! producers share the stream or the network misbehaves: ferrokinesis on 127.0.0.1 behind a
-//! fault-injecting layer. Each PutRecords call, at random:
+//! fault-injecting layer. Each PutRecords call, at random (the first four: one of each of the
+//! first four classes, in order):
 //! - 20%: throttled as a whole (HTTP 400 `ProvisionedThroughputExceededException`, not stored);
 //! - 15%: HTTP 500 `InternalFailure` (not stored);
 //! - 10%: the connection dropped without an answer (half before the write, half after it: the
@@ -72,8 +73,17 @@ async fn inject(faults: Arc<Injected>, req: Request, next: Next) -> Response<Bod
     if !is_put_records(&req) {
         return next.run(req).await;
     }
-    faults.calls.fetch_add(1, Ordering::Relaxed);
-    let roll = fastrand::f64();
+    let call = faults.calls.fetch_add(1, Ordering::Relaxed);
+    // The first four calls meet one fault class each (whole-call throttling, a 500, a drop
+    // before the write, one after it), so that a short run with few calls (aggregated records
+    // make few) is sure to see every class; the rest are drawn at random.
+    let roll = match call {
+        0 => 0.10,
+        1 => 0.30,
+        2 => 0.37,
+        3 => 0.42,
+        _ => fastrand::f64(),
+    };
     if roll < 0.20 {
         faults.throttled_calls.fetch_add(1, Ordering::Relaxed);
         return error(

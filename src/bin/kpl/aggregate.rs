@@ -92,7 +92,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             }
         };
         let size = record.size();
-        match agg.push(record, (), now) {
+        match agg.push(record, now) {
             Ok(full) => {
                 totals.user_records += 1;
                 totals.unaggregated_payload_units += put_payload_units(size);

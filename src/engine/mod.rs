@@ -27,37 +27,21 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 
-use crate::aggregation::{Aggregate, Aggregator, KinesisRecord, encode};
-use crate::budget::{Budget, charge};
+use crate::aggregation::{Aggregate, Aggregator, Entry, KinesisRecord, encode};
+use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, RecordError, classify};
-use crate::hash_key::HashKey;
 use crate::limiter::{Feedback, ShardLimiter};
-use crate::producer::PutErrorKind;
-use crate::record::{Attempt, AttemptError, Attempts, UserRecord};
+use crate::outcome::{AttemptError, PutErrorKind};
+use crate::record::UserRecord;
 use crate::shard_map::{Shard, ShardMap};
 use crate::sink::{EntryResult, PutEntry, Sink, SinkError};
 
-/// What a record's future receives. The future adds what it already knows (the stream and the
-/// record) to make the public `Receipt` or `PutError`.
-pub(crate) type Outcome = Result<Delivered, Failure>;
+mod pending;
 
-/// Where a record was put.
-#[derive(Debug)]
-pub(crate) struct Delivered {
-    pub(crate) shard_id: Arc<str>,
-    pub(crate) sequence_number: Arc<str>,
-    pub(crate) sub_sequence_number: u64,
-    pub(crate) aggregated: bool,
-    pub(crate) attempts: Attempts,
-}
-
-/// A failure as the engine reports it; the future adds the record it kept.
-#[derive(Debug)]
-pub(crate) struct Failure {
-    pub(crate) kind: PutErrorKind,
-    pub(crate) attempts: Attempts,
-}
+pub(crate) use pending::Pending;
+pub use pending::RecordFuture;
+use pending::{Put, Resolution};
 
 pub(crate) enum Msg {
     /// A stream seen for the first time, with the id records will name it by. Sent before any
@@ -70,9 +54,8 @@ pub(crate) enum Msg {
         /// The stream's id: an index, so the sending thread and the engine never share a
         /// reference count per record.
         stream: usize,
-        record: UserRecord,
-        hash_key: HashKey,
-        reply: oneshot::Sender<Outcome>,
+        /// The record, and the slot its future waits on.
+        pending: Pending,
     },
     Flush,
     /// Fetch this stream's shard map again now.
@@ -135,16 +118,6 @@ const REFRESH_RETRY: Duration = Duration::from_secs(1);
 /// enough that timers are looked at often under load.
 const RECV_BATCH: usize = 1024;
 
-/// A user record in the engine, with what is needed to resolve its future.
-struct Pending {
-    reply: oneshot::Sender<Outcome>,
-    /// What the record holds of the producer's budget (data plus key), returned when it resolves.
-    size: usize,
-    arrival: Instant,
-    epoch: u64,
-    attempts: Attempts,
-}
-
 /// How long a record waits for its stream's first shard map before it goes out without one
 /// (aggregated by hash key only): half its RecordTtl, leaving the other half for attempts, and
 /// never less than RecordMaxBufferedTime.
@@ -155,7 +128,7 @@ fn unmapped_wait(config: &Config) -> Duration {
 /// A Kinesis record ready to send (or waiting to be retried).
 struct Ready {
     record: KinesisRecord,
-    entries: Vec<(UserRecord, Pending)>,
+    entries: Vec<Pending>,
     /// When it must be sent at the latest: its earliest user record's deadline.
     deadline: Instant,
     /// The shard it is predicted to land on, as an index into the map of the given generation:
@@ -204,7 +177,7 @@ impl Ready {
 struct Retry {
     at: Instant,
     seq: u64,
-    records: Vec<(UserRecord, Pending)>,
+    records: Vec<Pending>,
 }
 
 // Ordered so that a `BinaryHeap` pops the earliest `at` first (ties in arrival order).
@@ -240,7 +213,7 @@ struct StreamState {
     aggregators_due: Option<Instant>,
     /// Records that arrived before the first shard map, with their deadlines. They wait for the
     /// map (see `unmapped_wait`); those that cannot wait go out aggregated by hash key.
-    unmapped: VecDeque<(UserRecord, Pending, Instant)>,
+    unmapped: VecDeque<(Pending, Instant)>,
     /// ListShards failed at least once for this stream (so waiting for a map may be long).
     map_failed: bool,
     /// ListShards failed with an error that cannot heal (the stream is missing, access denied):
@@ -459,31 +432,29 @@ fn settle_put(
                         continue;
                     }
                 }
-                for (n, (_, mut pending)) in ready.entries.into_iter().enumerate() {
-                    pending.attempts.push(Attempt {
-                        delay: started - pending.arrival,
-                        duration,
-                        error: None,
+                let put = Arc::new(Put {
+                    shard_id,
+                    sequence_number,
+                    aggregated,
+                    started,
+                    duration,
+                });
+                for (n, pending) in ready.entries.into_iter().enumerate() {
+                    let done = pending.resolve(Resolution::Put {
+                        put: &put,
+                        sub_sequence_number: n as u32,
                     });
-                    let receipt = Delivered {
-                        shard_id: shard_id.clone(),
-                        sequence_number: sequence_number.clone(),
-                        sub_sequence_number: if aggregated { n as u64 } else { 0 },
-                        aggregated,
-                        attempts: pending.attempts,
-                    };
-                    let _ = pending.reply.send(Ok(receipt));
                     put_records += 1;
-                    put_bytes += pending.size;
+                    put_bytes += done.charge;
                     match resolved.last_mut() {
-                        Some((epoch, count)) if *epoch == pending.epoch => *count += 1,
-                        _ => resolved.push((pending.epoch, 1)),
+                        Some((epoch, count)) if *epoch == done.epoch => *count += 1,
+                        _ => resolved.push((done.epoch, 1)),
                     }
                 }
             }
             Err(error) => {
-                for (_, pending) in &mut ready.entries {
-                    record_attempt(pending, started, duration, Some(error.clone()));
+                for pending in &mut ready.entries {
+                    pending.record_failure(started, duration, error.clone());
                 }
                 failed.push((ready, error));
             }
@@ -523,13 +494,12 @@ pub(crate) struct Engine<S> {
     retry_seq: u64,
 }
 
+/// Resolves a record that was not put: its future gets the record back with `kind`; its room in
+/// the budget and its flush epoch are given back.
 fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs, budget: &Budget) {
-    budget.release(1, pending.size);
-    let _ = pending.reply.send(Err(Failure {
-        kind,
-        attempts: pending.attempts,
-    }));
-    epochs.resolve(pending.epoch);
+    let done = pending.resolve(Resolution::Failed(kind));
+    budget.release(1, done.charge);
+    epochs.resolve(done.epoch);
 }
 
 impl<S: Sink> Engine<S> {
@@ -639,24 +609,16 @@ impl<S: Sink> Engine<S> {
             Msg::NewStream { id, name } => self.add_stream(id, name, now),
             Msg::Record {
                 stream,
-                record,
-                hash_key,
-                reply,
+                mut pending,
             } => {
                 let Some(&i) = self.by_id.get(&stream) else {
                     // Cannot happen: a stream's id is announced before its first record.
                     tracing::error!(stream, "record for an unknown stream id");
                     return;
                 };
-                let pending = Pending {
-                    reply,
-                    size: charge(&record),
-                    arrival: now,
-                    epoch: self.epochs.add(),
-                    attempts: Attempts::default(),
-                };
+                pending.arrive(now, self.epochs.add());
                 let deadline = now + self.config.record_max_buffered_time;
-                self.route(i, record, hash_key, pending, deadline);
+                self.route(i, pending, deadline);
             }
             Msg::Flush => self.flush_all(),
             Msg::Refresh(name) => {
@@ -676,21 +638,14 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Puts a record into its predicted shard's aggregator, or holds it until the map is known.
-    fn route(
-        &mut self,
-        i: usize,
-        record: UserRecord,
-        hash_key: HashKey,
-        pending: Pending,
-        deadline: Instant,
-    ) {
+    fn route(&mut self, i: usize, pending: Pending, deadline: Instant) {
         let s = &mut self.streams[i];
         let Some(map) = &s.map else {
-            s.unmapped.push_back((record, pending, deadline));
+            s.unmapped.push_back((pending, deadline));
             return;
         };
-        match map.lookup(hash_key) {
-            Some(shard) => match s.aggregators[shard].push(record, pending, deadline.into_std()) {
+        match map.lookup(pending.record().hash_key()) {
+            Some(shard) => match s.aggregators[shard].push(pending, deadline.into_std()) {
                 Ok(full) => {
                     s.aggregators_due =
                         Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
@@ -712,19 +667,20 @@ impl<S: Sink> Engine<S> {
                     }
                 }
                 Err(rejected) => fail(
-                    rejected.tag,
+                    rejected.entry,
                     PutErrorKind::InvalidRecord(rejected.error),
                     &mut self.epochs,
                     &self.budget,
                 ),
             },
             // A gap in a map taken mid-resharding: let Kinesis route it.
-            None => self.send_plain(i, record, pending, deadline),
+            None => self.send_plain(i, pending, deadline),
         }
     }
 
     /// Queues a record on its own, unaggregated, routed by its own keys.
-    fn send_plain(&mut self, i: usize, record: UserRecord, pending: Pending, deadline: Instant) {
+    fn send_plain(&mut self, i: usize, pending: Pending, deadline: Instant) {
+        let record = pending.record();
         let limit = self.config.aggregation.max_record_size();
         if record.size() > limit {
             let error = RecordError::RecordTooLarge {
@@ -740,7 +696,7 @@ impl<S: Sink> Engine<S> {
                 &self.budget,
             );
         }
-        let kinesis = encode(std::slice::from_ref(&record)).expect("one record encodes");
+        let kinesis = encode(std::slice::from_ref(record)).expect("one record encodes");
         let s = &mut self.streams[i];
         let shard = s
             .map
@@ -749,7 +705,7 @@ impl<S: Sink> Engine<S> {
         let expected = shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
         let ready = Ready {
             record: kinesis,
-            entries: vec![(record, pending)],
+            entries: vec![pending],
             deadline,
             shard,
             expected,
@@ -784,9 +740,9 @@ impl<S: Sink> Engine<S> {
                 "NoShardMap",
                 "no shard map yet: ListShards has not answered",
             ));
-            while let Some((_, pending, _)) = self.streams[i]
+            while let Some((pending, _)) = self.streams[i]
                 .unmapped
-                .pop_front_if(|(_, p, _)| p.arrival + ttl <= now)
+                .pop_front_if(|(p, _)| p.arrival() + ttl <= now)
             {
                 let kind = PutErrorKind::Expired {
                     ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
@@ -806,7 +762,7 @@ impl<S: Sink> Engine<S> {
         let mut out = Vec::new();
         while let Some(entry) = s
             .unmapped
-            .pop_front_if(|(_, p, _)| all || p.arrival + wait <= now)
+            .pop_front_if(|(p, _)| all || p.arrival() + wait <= now)
         {
             out.push(entry);
         }
@@ -817,25 +773,23 @@ impl<S: Sink> Engine<S> {
             return;
         }
         tracing::debug!(stream = %s.name, records = out.len(), "no shard map yet: sending records aggregated by hash key");
-        // Grouped by hash key (each record's MD5 once; a stable sort keeps each key's order).
-        let mut out: Vec<_> = out
-            .into_iter()
-            .map(|(record, pending, _)| (record.hash_key(), record, pending))
-            .collect();
-        out.sort_by_key(|(k, _, _)| *k);
+        // Grouped by hash key (a stable sort keeps each key's order).
+        let mut out: Vec<Pending> = out.into_iter().map(|(pending, _)| pending).collect();
+        out.sort_by_key(|p| p.record().hash_key());
         let mut aggregator: Aggregator<Pending> = Aggregator::new(self.config.aggregation);
         let mut key = None;
-        for (k, record, pending) in out {
+        for pending in out {
+            let k = pending.record().hash_key();
             if key.replace(k).is_some_and(|last| last != k)
                 && let Some(done) = aggregator.flush()
             {
                 push_ready(&mut self.streams[i], Ready::unmapped(done, now));
             }
-            match aggregator.push(record, pending, now.into_std()) {
+            match aggregator.push(pending, now.into_std()) {
                 Ok(Some(full)) => push_ready(&mut self.streams[i], Ready::unmapped(full, now)),
                 Ok(None) => {}
                 Err(rejected) => fail(
-                    rejected.tag,
+                    rejected.entry,
                     PutErrorKind::InvalidRecord(rejected.error),
                     &mut self.epochs,
                     &self.budget,
@@ -901,9 +855,8 @@ impl<S: Sink> Engine<S> {
             while self.streams[i].retrying.peek().is_some_and(|r| r.at <= now) {
                 due.extend(self.streams[i].retrying.pop().expect("peeked").records);
             }
-            for (record, pending) in due {
-                let hash_key = record.hash_key();
-                self.route(i, record, hash_key, pending, now);
+            for pending in due {
+                self.route(i, pending, now);
             }
             let s = &mut self.streams[i];
             if closing {
@@ -1155,10 +1108,10 @@ impl<S: Sink> Engine<S> {
     /// and when; `None` when none are left.
     fn triage(
         &mut self,
-        entries: Vec<(UserRecord, Pending)>,
+        entries: Vec<Pending>,
         now: Instant,
         error: &Arc<AttemptError>,
-    ) -> Option<(Vec<(UserRecord, Pending)>, Instant)> {
+    ) -> Option<(Vec<Pending>, Instant)> {
         let give_up = match classify(&error.code) {
             ErrorClass::NonRetryable => Some(PutErrorKind::Rejected {
                 code: error.code.clone(),
@@ -1173,18 +1126,18 @@ impl<S: Sink> Engine<S> {
             _ => None,
         };
         if let Some(kind) = give_up {
-            for (_, pending) in entries {
+            for pending in entries {
                 fail(pending, kind.clone(), &mut self.epochs, &self.budget);
             }
             return None;
         }
-        let attempts = entries.first().map_or(1, |(_, p)| p.attempts.count());
+        let attempts = entries.first().map_or(1, Pending::attempts_made);
         let at = on_grid(now + backoff(attempts, classify(&error.code)), self.origin);
         let ttl = self.config.record_ttl;
         let mut keep = Vec::with_capacity(entries.len());
-        for (record, pending) in entries {
-            if at <= pending.arrival + ttl {
-                keep.push((record, pending));
+        for pending in entries {
+            if at <= pending.arrival() + ttl {
+                keep.push(pending);
             } else {
                 let kind = PutErrorKind::Expired {
                     ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
@@ -1201,7 +1154,7 @@ impl<S: Sink> Engine<S> {
     fn retry_or_fail(
         &mut self,
         i: usize,
-        entries: Vec<(UserRecord, Pending)>,
+        entries: Vec<Pending>,
         now: Instant,
         error: &Arc<AttemptError>,
     ) {
@@ -1235,7 +1188,7 @@ impl<S: Sink> Engine<S> {
         };
         if keep.len() < before {
             // A subset of an aggregate, in the same order, is smaller than the aggregate.
-            let records: Vec<UserRecord> = keep.iter().map(|(r, _)| r.clone()).collect();
+            let records: Vec<UserRecord> = keep.iter().map(|p| p.record().clone()).collect();
             ready.record = encode(&records).expect("at least one record");
         }
         ready.entries = keep;
@@ -1307,7 +1260,7 @@ impl<S: Sink> Engine<S> {
         // straddle the new ones, and would reach consumers that drop what lies outside the
         // shard that takes it. Its user records are packed again for the new map. (Aggregates
         // already in flight are checked against the shard that takes them: see `verify`.)
-        let mut repack: Vec<(Vec<(UserRecord, Pending)>, Instant)> = Vec::new();
+        let mut repack: Vec<(Vec<Pending>, Instant)> = Vec::new();
         for agg in &mut s.aggregators {
             if let Some(a) = agg.flush() {
                 repack.push((a.entries, Instant::from_std(a.deadline)));
@@ -1335,10 +1288,7 @@ impl<S: Sink> Engine<S> {
                 repack.push((r.entries, r.deadline));
             } else {
                 // A plain record goes where its own key sends it: only its label changes.
-                let key = r
-                    .record
-                    .explicit_hash_key
-                    .unwrap_or_else(|| HashKey::from_partition_key(&r.record.partition_key));
+                let key = r.entries[0].record().hash_key();
                 r.shard = map.lookup(key).map(|k| (k, map.generation()));
                 r.expected = r.shard.and_then(|(k, _)| s.shard_ids.get(k).cloned());
                 push_ready(s, r);
@@ -1346,15 +1296,13 @@ impl<S: Sink> Engine<S> {
         }
         s.map = Some(map);
         for (entries, deadline) in repack {
-            for (record, pending) in entries {
-                let hash_key = record.hash_key();
-                self.route(i, record, hash_key, pending, deadline);
+            for pending in entries {
+                self.route(i, pending, deadline);
             }
         }
         let waiting = std::mem::take(&mut self.streams[i].unmapped);
-        for (record, pending, deadline) in waiting {
-            let hash_key = record.hash_key();
-            self.route(i, record, hash_key, pending, deadline);
+        for (pending, deadline) in waiting {
+            self.route(i, pending, deadline);
         }
         let s = &mut self.streams[i];
         if std::mem::take(&mut s.flush_unmapped) {
@@ -1379,27 +1327,25 @@ impl<S: Sink> Engine<S> {
                 self.streams[i].unverified.push(m);
                 continue;
             };
-            let outside = m.ready.entries.iter().find_map(|(record, _)| {
-                let key = record.hash_key();
+            let outside = m.ready.entries.iter().find_map(|p| {
+                let key = p.record().hash_key();
                 (key < start || key > end).then_some(key)
             });
             let Some(outside) = outside else {
-                for (n, (_, mut pending)) in m.ready.entries.into_iter().enumerate() {
-                    pending.attempts.push(Attempt {
-                        delay: m.started - pending.arrival,
-                        duration: m.duration,
-                        error: None,
+                let put = Arc::new(Put {
+                    shard_id: m.shard_id,
+                    sequence_number: m.sequence_number,
+                    aggregated: true,
+                    started: m.started,
+                    duration: m.duration,
+                });
+                for (n, pending) in m.ready.entries.into_iter().enumerate() {
+                    let done = pending.resolve(Resolution::Put {
+                        put: &put,
+                        sub_sequence_number: n as u32,
                     });
-                    let delivered = Delivered {
-                        shard_id: m.shard_id.clone(),
-                        sequence_number: m.sequence_number.clone(),
-                        sub_sequence_number: n as u64,
-                        aggregated: true,
-                        attempts: std::mem::take(&mut pending.attempts),
-                    };
-                    self.budget.release(1, pending.size);
-                    let _ = pending.reply.send(Ok(delivered));
-                    self.epochs.resolve(pending.epoch);
+                    self.budget.release(1, done.charge);
+                    self.epochs.resolve(done.epoch);
                 }
                 continue;
             };
@@ -1408,10 +1354,10 @@ impl<S: Sink> Engine<S> {
                  KCL consumers drop such an aggregate whole, so all its records are sent again",
                 m.shard_id
             );
-            let error = Some(Arc::new(AttemptError::new("WrongShard", message)));
-            for (record, mut pending) in m.ready.entries {
-                record_attempt(&mut pending, m.started, m.duration, error.clone());
-                resend.push((record, pending));
+            let error = Arc::new(AttemptError::new("WrongShard", message));
+            for mut pending in m.ready.entries {
+                pending.record_failure(m.started, m.duration, error.clone());
+                resend.push(pending);
             }
         }
         if !resend.is_empty() {
@@ -1420,9 +1366,8 @@ impl<S: Sink> Engine<S> {
                 "re-sending the records of aggregates that straddled the shard that took them"
             );
         }
-        for (record, pending) in resend {
-            let key = record.hash_key();
-            self.route(i, record, key, pending, now);
+        for pending in resend {
+            self.route(i, pending, now);
         }
         let s = &mut self.streams[i];
         if !s.unverified.is_empty() {
@@ -1440,13 +1385,13 @@ impl<S: Sink> Engine<S> {
             if !s.refreshing && (!self.closing || s.needs_map()) {
                 at(s.next_refresh);
             }
-            if let Some((_, p, _)) = s.unmapped.front() {
+            if let Some((p, _)) = s.unmapped.front() {
                 let wait = if self.config.per_key_ordering {
                     self.config.record_ttl
                 } else {
                     unmapped_wait(&self.config)
                 };
-                at(p.arrival + wait);
+                at(p.arrival() + wait);
             }
             if let Some(d) = s.aggregators_due {
                 at(d);
@@ -1546,21 +1491,6 @@ fn push_ready(s: &mut StreamState, r: Ready) {
 fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
     *bytes += r.record.size();
     ready.push_back(r);
-}
-
-/// Adds a failed attempt to a pending record's attempts (their room was reserved with the
-/// record: see `budget::RECORD_OVERHEAD`).
-fn record_attempt(
-    pending: &mut Pending,
-    started: Instant,
-    duration: Duration,
-    error: Option<Arc<AttemptError>>,
-) {
-    pending.attempts.push(Attempt {
-        delay: started - pending.arrival,
-        duration,
-        error,
-    });
 }
 
 fn timed_out(operation: &'static str, limit: Duration) -> SinkError {

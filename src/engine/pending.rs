@@ -1,0 +1,431 @@
+//! A user record in the engine, and its one way to be resolved.
+//!
+//! A record is stored once. The engine's entry ([`Pending`]) owns the record and what the
+//! engine needs to know of it; the caller's [`RecordFuture`] and the entry share one small
+//! [`Slot`] where the outcome is left and the future's waker waits. The outcome of a record put
+//! is a reference to what every user record of its Kinesis record shares ([`Put`]) plus its own
+//! sub-sequence number: the receipt is built when the future is polled, not stored per record.
+//!
+//! Every path that resolves a record goes through [`Pending::resolve`], which hands back what
+//! the record held of the budget and its flush epoch for the caller to account. An entry
+//! dropped unresolved (the engine stopped: its runtime shut down, a sink panicked) resolves
+//! its future as [`PutErrorKind::Stopped`] with the record, so no future waits forever.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::aggregation::Entry;
+use crate::budget::charge;
+use crate::outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
+use crate::record::UserRecord;
+
+/// What the user records of one Kinesis record share once it is put: one allocation per
+/// Kinesis record, not per user record.
+#[derive(Debug)]
+pub(crate) struct Put {
+    pub(crate) shard_id: Arc<str>,
+    pub(crate) sequence_number: Arc<str>,
+    pub(crate) aggregated: bool,
+    /// When the successful call started, and how long it took.
+    pub(crate) started: Instant,
+    pub(crate) duration: Duration,
+}
+
+/// Where the outcome meets the future.
+pub(crate) struct Slot {
+    state: Mutex<State>,
+}
+
+enum State {
+    /// Not resolved yet; the waker of the task that last polled the future.
+    Waiting(Option<Waker>),
+    Put {
+        put: Arc<Put>,
+        /// From the record's arrival to the start of the call that put it.
+        delay: Duration,
+        /// The failed attempts before, if there were any.
+        failed: Option<Box<Attempts>>,
+        sub_sequence_number: u32,
+    },
+    /// Failures are rare: boxed, so that they do not make every slot larger.
+    Failed(Box<Failure>),
+    /// The future took the outcome.
+    Taken,
+}
+
+struct Failure {
+    kind: PutErrorKind,
+    record: UserRecord,
+    attempts: Attempts,
+}
+
+impl Slot {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The lock is held for a few moves, never across a panic that matters: a poisoned
+        // slot's state is still whole.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Leaves the outcome and wakes the future, if it is waiting.
+    fn fill(&self, outcome: State) {
+        let previous = std::mem::replace(&mut *self.lock(), outcome);
+        if let State::Waiting(Some(waker)) = previous {
+            waker.wake();
+        }
+    }
+}
+
+/// How a pending record is resolved.
+pub(crate) enum Resolution<'a> {
+    /// Put, as user record `sub_sequence_number` of the Kinesis record `put` describes.
+    Put {
+        put: &'a Arc<Put>,
+        sub_sequence_number: u32,
+    },
+    /// Not put, for this reason.
+    Failed(PutErrorKind),
+}
+
+/// What a resolved record gives back for the caller to account: its share of the budget (one
+/// record of `charge` bytes) and the flush epoch it counted in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Resolved {
+    pub(crate) charge: usize,
+    pub(crate) epoch: u64,
+}
+
+/// A user record in the engine: the record, what the engine knows of it, and the slot its
+/// future waits on. Resolved exactly once, by [`resolve`](Self::resolve) or, if the engine drops
+/// it, as stopped.
+pub(crate) struct Pending {
+    record: UserRecord,
+    /// `None` once resolved.
+    slot: Option<Arc<Slot>>,
+    /// The failed attempts: none for most records, so boxed (room for them is reserved in the
+    /// budget with the record: see `budget::RECORD_OVERHEAD`).
+    failed: Option<Box<Attempts>>,
+    arrival: Instant,
+    epoch: u64,
+}
+
+/// The arrival of a record still in the channel: any instant will do, as `arrive` sets the
+/// real one, but reading the clock per record on the sender's thread would cost time.
+fn not_arrived() -> Instant {
+    static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    Instant::from_std(*BASE.get_or_init(std::time::Instant::now))
+}
+
+impl Entry for Pending {
+    fn record(&self) -> &UserRecord {
+        &self.record
+    }
+}
+
+impl Pending {
+    /// A record and its future; the entry gets its arrival and flush epoch when the engine
+    /// takes it in ([`arrive`](Self::arrive)).
+    pub(crate) fn new(record: UserRecord, stream: Arc<str>) -> (Pending, RecordFuture) {
+        let slot = Arc::new(Slot {
+            state: Mutex::new(State::Waiting(None)),
+        });
+        let future = RecordFuture {
+            state: FutureState::Waiting {
+                slot: slot.clone(),
+                stream,
+            },
+        };
+        let pending = Pending {
+            record,
+            slot: Some(slot),
+            failed: None,
+            // Set by `arrive`; until then the record is in the channel.
+            arrival: not_arrived(),
+            epoch: 0,
+        };
+        (pending, future)
+    }
+
+    /// The engine took the record in at `now`, counted in flush epoch `epoch`.
+    pub(crate) fn arrive(&mut self, now: Instant, epoch: u64) {
+        self.arrival = now;
+        self.epoch = epoch;
+    }
+
+    pub(crate) fn arrival(&self) -> Instant {
+        self.arrival
+    }
+
+    /// Attempts made so far: the failed ones (a record is resolved at its first success).
+    pub(crate) fn attempts_made(&self) -> usize {
+        self.failed.as_ref().map_or(0, |a| a.count())
+    }
+
+    /// Records a failed attempt: a call that started at `started` and took `duration`.
+    pub(crate) fn record_failure(
+        &mut self,
+        started: Instant,
+        duration: Duration,
+        error: Arc<AttemptError>,
+    ) {
+        self.failed.get_or_insert_default().push(Attempt {
+            delay: started - self.arrival,
+            duration,
+            error: Some(error),
+        });
+    }
+
+    /// Resolves the record: leaves the outcome for its future and wakes it. The one way a
+    /// record is resolved; the caller returns the budget and counts the epoch.
+    pub(crate) fn resolve(mut self, how: Resolution<'_>) -> Resolved {
+        let resolved = Resolved {
+            charge: charge(&self.record),
+            epoch: self.epoch,
+        };
+        let Some(slot) = self.slot.take() else {
+            return resolved;
+        };
+        let failed = self.failed.take();
+        slot.fill(match how {
+            Resolution::Put {
+                put,
+                sub_sequence_number,
+            } => State::Put {
+                put: put.clone(),
+                delay: put.started - self.arrival,
+                failed,
+                sub_sequence_number,
+            },
+            Resolution::Failed(kind) => State::Failed(Box::new(Failure {
+                kind,
+                // A clone costs reference counts: the entry is dropped right after.
+                record: self.record.clone(),
+                attempts: failed.map(|a| *a).unwrap_or_default(),
+            })),
+        });
+        resolved
+    }
+
+    /// Takes the record back out of an entry the engine never took in (its channel is closed):
+    /// the future is dropped by the caller, who reports the failure itself.
+    pub(crate) fn abandon(mut self) -> UserRecord {
+        self.slot = None;
+        self.record.clone()
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            slot.fill(State::Failed(Box::new(Failure {
+                kind: PutErrorKind::Stopped,
+                record: self.record.clone(),
+                attempts: self.failed.take().map(|a| *a).unwrap_or_default(),
+            })));
+        }
+    }
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("record", &self.record)
+            .field("arrival", &self.arrival)
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The outcome of one [`Producer::send`](crate::Producer::send): resolves exactly once, to a
+/// [`Receipt`] or a [`PutError`] that hands the record back.
+///
+/// Dropping it does not cancel the send; the record is still put.
+#[must_use = "the record is sent either way; the future tells whether it was put"]
+pub struct RecordFuture {
+    state: FutureState,
+}
+
+enum FutureState {
+    Waiting {
+        slot: Arc<Slot>,
+        stream: Arc<str>,
+    },
+    /// Resolved before it was polled (refused at `send`). Boxed: a future is held per record,
+    /// often in a caller's `Vec`, and an unboxed outcome would make every future several
+    /// times larger for the rare record refused at once.
+    Done(Option<Box<Result<Receipt, PutError>>>),
+}
+
+impl RecordFuture {
+    /// A future already resolved to `error` (a record refused at `send`).
+    pub(crate) fn resolved(error: PutError) -> Self {
+        RecordFuture {
+            state: FutureState::Done(Some(Box::new(Err(error)))),
+        }
+    }
+}
+
+impl Future for RecordFuture {
+    type Output = Result<Receipt, PutError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (slot, stream) = match &mut self.state {
+            FutureState::Done(outcome) => {
+                return Poll::Ready(
+                    *outcome
+                        .take()
+                        .expect("RecordFuture polled after completion"),
+                );
+            }
+            FutureState::Waiting { slot, stream } => (slot, stream),
+        };
+        let mut state = slot.lock();
+        let outcome = match std::mem::replace(&mut *state, State::Taken) {
+            State::Waiting(waker) => {
+                let waker = match waker {
+                    Some(w) if w.will_wake(cx.waker()) => w,
+                    _ => cx.waker().clone(),
+                };
+                *state = State::Waiting(Some(waker));
+                return Poll::Pending;
+            }
+            State::Put {
+                put,
+                delay,
+                failed,
+                sub_sequence_number,
+            } => {
+                let mut attempts = failed.map(|a| *a).unwrap_or_default();
+                attempts.push(Attempt {
+                    delay,
+                    duration: put.duration,
+                    error: None,
+                });
+                Ok(Receipt {
+                    stream: stream.clone(),
+                    shard_id: put.shard_id.clone(),
+                    sequence_number: put.sequence_number.clone(),
+                    sub_sequence_number: u64::from(sub_sequence_number),
+                    aggregated: put.aggregated,
+                    attempts,
+                })
+            }
+            State::Failed(failure) => {
+                let Failure {
+                    kind,
+                    record,
+                    attempts,
+                } = *failure;
+                Err(PutError {
+                    kind,
+                    stream: stream.clone(),
+                    record,
+                    attempts,
+                })
+            }
+            State::Taken => panic!("RecordFuture polled after completion"),
+        };
+        Poll::Ready(outcome)
+    }
+}
+
+impl std::fmt::Debug for RecordFuture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecordFuture").finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record() -> UserRecord {
+        UserRecord::new("k", &b"data"[..]).unwrap()
+    }
+
+    fn poll(f: &mut RecordFuture) -> Poll<Result<Receipt, PutError>> {
+        let waker = std::task::Waker::noop();
+        Pin::new(f).poll(&mut Context::from_waker(waker))
+    }
+
+    #[test]
+    fn a_put_record_resolves_to_a_receipt_with_every_attempt() {
+        let (mut pending, mut future) = Pending::new(record(), "s".into());
+        let t0 = Instant::now();
+        pending.arrive(t0, 3);
+        assert!(poll(&mut future).is_pending());
+        let error = Arc::new(AttemptError::new("InternalFailure", "boom"));
+        pending.record_failure(t0, Duration::from_millis(5), error);
+        assert_eq!(pending.attempts_made(), 1);
+        let put = Arc::new(Put {
+            shard_id: "shardId-000000000001".into(),
+            sequence_number: "42".into(),
+            aggregated: true,
+            started: t0 + Duration::from_millis(100),
+            duration: Duration::from_millis(7),
+        });
+        let resolved = pending.resolve(Resolution::Put {
+            put: &put,
+            sub_sequence_number: 2,
+        });
+        assert_eq!(resolved.epoch, 3);
+        assert_eq!(resolved.charge, charge(&record()));
+        let Poll::Ready(Ok(receipt)) = poll(&mut future) else {
+            panic!("not resolved to a receipt");
+        };
+        assert_eq!(&*receipt.stream, "s");
+        assert_eq!(&*receipt.shard_id, "shardId-000000000001");
+        assert_eq!(receipt.sub_sequence_number, 2);
+        assert_eq!(receipt.attempts.count(), 2);
+        assert!(!receipt.attempts[0].is_success());
+        assert_eq!(receipt.attempts[1].delay, Duration::from_millis(100));
+        assert_eq!(receipt.attempts[1].duration, Duration::from_millis(7));
+    }
+
+    #[test]
+    fn a_failed_record_comes_back_with_its_error() {
+        let (pending, mut future) = Pending::new(record(), "s".into());
+        pending.resolve(Resolution::Failed(PutErrorKind::Closed));
+        let Poll::Ready(Err(e)) = poll(&mut future) else {
+            panic!("not resolved to an error");
+        };
+        assert_eq!(e.kind, PutErrorKind::Closed);
+        assert_eq!(e.record, record());
+        assert_eq!(&*e.stream, "s");
+    }
+
+    #[test]
+    fn an_entry_dropped_unresolved_resolves_as_stopped_with_the_record() {
+        let (pending, mut future) = Pending::new(record(), "s".into());
+        drop(pending);
+        let Poll::Ready(Err(e)) = poll(&mut future) else {
+            panic!("not resolved");
+        };
+        assert_eq!(e.kind, PutErrorKind::Stopped);
+        assert_eq!(e.record, record());
+    }
+
+    #[test]
+    fn resolving_wakes_the_task_that_polled() {
+        struct Flag(std::sync::atomic::AtomicBool);
+        impl std::task::Wake for Flag {
+            fn wake(self: Arc<Self>) {
+                self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+        let flag = Arc::new(Flag(false.into()));
+        let waker = Waker::from(flag.clone());
+        let (pending, mut future) = Pending::new(record(), "s".into());
+        assert!(
+            Pin::new(&mut future)
+                .poll(&mut Context::from_waker(&waker))
+                .is_pending()
+        );
+        drop(pending);
+        assert!(flag.0.load(std::sync::atomic::Ordering::SeqCst));
+    }
+}
