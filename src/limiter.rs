@@ -223,9 +223,7 @@ impl ShardLimiter {
         for (avg, x) in self.smoothed.iter_mut().zip(now_window) {
             *avg = *avg * decay + x;
         }
-        let [ar, ab, tr, tb] = self.smoothed;
-        let share = |t: f64, a: f64| if t + a > 0.0 { t / (t + a) } else { 0.0 };
-        let p = share(tr, ar).max(share(tb, ab));
+        let p = self.throttled_share();
         // The constants are per WINDOW: a longer window (sparse answers) counts as that many.
         let windows = (secs / WINDOW.as_secs_f64()).min(10.0);
         let before = self.factor;
@@ -250,6 +248,14 @@ impl ShardLimiter {
     /// The share of the configured rate in force, in `0.1..=1`.
     pub fn factor(&self) -> f64 {
         self.factor
+    }
+
+    /// The share of what was sent that the shard throttled (entries or bytes, whichever is
+    /// larger), averaged over about the last second.
+    pub fn throttled_share(&self) -> f64 {
+        let [ar, ab, tr, tb] = self.smoothed;
+        let share = |t: f64, a: f64| if t + a > 0.0 { t / (t + a) } else { 0.0 };
+        share(tr, ar).max(share(tb, ab))
     }
 }
 

@@ -719,3 +719,62 @@ async fn a_queue_held_by_the_rate_limiter_drains_in_batches_at_its_pace() {
     // token would be ~1,500.
     assert!(calls <= 400, "{calls} PutRecords calls");
 }
+
+/// While a shard throttles, its aggregates are cut at one PUT payload unit (25 KiB), so that
+/// less of its allowance is lost to an aggregate that no longer fits; once it stops, they grow
+/// back to AggregationMaxSize (51,200 bytes by default).
+#[tokio::test(start_paused = true)]
+async fn a_throttling_shard_gets_aggregates_of_one_payload_unit_until_it_stops() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let data = "x".repeat(1_000);
+    let send = |n: usize| {
+        let futures: Vec<_> = (0..n)
+            .map(|i| producer.send("s", record(&format!("k{i}"), &data)))
+            .collect();
+        async move {
+            for f in futures {
+                f.await.unwrap();
+            }
+        }
+    };
+    let sizes = |from: usize| -> Vec<usize> {
+        sink.requests()[from..]
+            .iter()
+            .flat_map(|(_, entries)| entries.iter().map(|e| e.data.len() + e.partition_key.len()))
+            .collect()
+    };
+    // Not throttled: aggregates fill up to AggregationMaxSize.
+    send(200).await;
+    assert!(sizes(0).iter().any(|&s| s > 30_000), "{:?}", sizes(0));
+    // Every other entry throttled.
+    let n = Arc::new(AtomicUsize::new(0));
+    sink.set_entry_fault(move |_| {
+        n.fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(2)
+            .then(|| {
+                (
+                    "ProvisionedThroughputExceededException".to_owned(),
+                    "Rate exceeded for shard.".to_owned(),
+                )
+            })
+    });
+    send(200).await;
+    let from = sink.requests().len();
+    send(200).await;
+    let throttled = sizes(from);
+    assert!(throttled.iter().all(|&s| s <= 25_600), "{throttled:?}");
+    assert!(throttled.iter().any(|&s| s > 20_000), "{throttled:?}");
+    // Throttling stops; a trickle for some seconds lets the limiter see it (the share throttled
+    // is averaged over about a second, by bytes too: the trickle's small records take a while
+    // to outweigh the throttled aggregates).
+    sink.clear_entry_fault();
+    for _ in 0..50 {
+        send(2).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let from = sink.requests().len();
+    send(200).await;
+    let after = sizes(from);
+    assert!(after.iter().any(|&s| s > 30_000), "{after:?}");
+}

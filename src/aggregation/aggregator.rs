@@ -162,6 +162,22 @@ impl AggregationLimits {
     pub fn max_record_size(&self) -> usize {
         self.max_record_size
     }
+
+    /// These limits with `AggregationMaxSize` at most `cap` (and never under the smallest the KPL
+    /// accepts).
+    ///
+    /// ```
+    /// use kinesis_producer::aggregation::AggregationLimits;
+    /// let limits = AggregationLimits::default();
+    /// assert_eq!(limits.capped(25_600).max_size(), 25_600);
+    /// assert_eq!(limits.capped(1 << 20).max_size(), 51_200);
+    /// ```
+    pub fn capped(self, cap: usize) -> Self {
+        AggregationLimits {
+            max_size: self.max_size.min(cap.max(MIN_AGGREGATION_MAX_SIZE)),
+            ..self
+        }
+    }
 }
 
 /// The outcome of [`Aggregator::try_push`] for a record Kinesis would accept.
@@ -242,6 +258,30 @@ impl<E: Entry> Aggregator<E> {
     /// The limits it works under.
     pub fn limits(&self) -> AggregationLimits {
         self.limits
+    }
+
+    /// Works under `limits` from now on. What is held, if it is more than they allow, is
+    /// flushed and returned (it was packed under the old limits, which Kinesis accepts too).
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use kinesis_producer::UserRecord;
+    /// use kinesis_producer::aggregation::{AggregationLimits, Aggregator};
+    ///
+    /// let mut agg = Aggregator::new(AggregationLimits::default());
+    /// for i in 0..100 {
+    ///     let record = UserRecord::new(format!("k{i}"), vec![0u8; 100]).unwrap();
+    ///     assert!(agg.push(record, Instant::now()).unwrap().is_none());
+    /// }
+    /// let held = agg.set_limits(AggregationLimits::default().capped(1_000)).unwrap();
+    /// assert_eq!(held.entries.len(), 100);
+    /// assert!(agg.is_empty());
+    /// ```
+    pub fn set_limits(&mut self, limits: AggregationLimits) -> Option<Aggregate<E>> {
+        self.limits = limits;
+        let over = self.entries.len() > limits.max_count
+            || (self.entries.len() > 1 && self.size() > limits.max_size);
+        if over { self.flush() } else { None }
     }
 
     /// Number of user records held.

@@ -1087,6 +1087,16 @@ impl<S: Sink> Engine<S> {
         for (k, f) in feedback {
             if let Some(limiter) = s.limiters.get_mut(k) {
                 limiter.observe(f, done.finished.into_std());
+                let limits = aggregation_limits(&self.config, limiter);
+                if s.aggregators[k].limits() != limits
+                    && let Some(held) = s.aggregators[k].set_limits(limits)
+                {
+                    push_ready_parts(
+                        &mut s.ready,
+                        &mut s.ready_bytes,
+                        Ready::from_aggregate(held, k, generation, &s.shard_ids),
+                    );
+                }
             }
         }
         let stream = self.streams[done.stream].name.clone();
@@ -1429,6 +1439,29 @@ impl<S: Sink> Engine<S> {
             }
         }
         wake
+    }
+}
+
+/// While a shard throttles more than this share of what it is sent (averaged over about a
+/// second), its aggregates are cut at [`THROTTLED_AGGREGATE_SIZE`].
+const THROTTLED_SHARE: f64 = 0.02;
+/// The largest aggregate for a throttling shard: one PUT payload unit (25 KiB), so the cut costs
+/// no payload units. A shard's allowance runs out partway through a record that no longer fits;
+/// with aggregates half the size, less of it is left unused (ferrokinesis, whose limit is a
+/// fixed one-second window, then lost on average half a 50 KB aggregate of each second's
+/// 1 MiB), and a throttled attempt carries half as much to send again.
+const THROTTLED_AGGREGATE_SIZE: usize = 25_600;
+
+/// The aggregation limits for a shard in the state its limiter is in: the configured ones, with
+/// aggregates cut at [`THROTTLED_AGGREGATE_SIZE`] while the shard throttles.
+fn aggregation_limits(
+    config: &Config,
+    limiter: &ShardLimiter,
+) -> crate::aggregation::AggregationLimits {
+    if limiter.throttled_share() > THROTTLED_SHARE {
+        config.aggregation.capped(THROTTLED_AGGREGATE_SIZE)
+    } else {
+        config.aggregation
     }
 }
 

@@ -1,6 +1,6 @@
 //! A Kinesis with random faults that do not follow the producer's rate, as when other
 //! producers share the stream or the network misbehaves: ferrokinesis on 127.0.0.1 behind a
-//! fault-injecting layer. Each PutRecords call, at random (the first four: one of each of the
+//! fault-injecting layer. Each PutRecords call, at random (calls 1 to 4: one of each of the
 //! first four classes, in order):
 //! - 20%: throttled as a whole (HTTP 400 `ProvisionedThroughputExceededException`, not stored);
 //! - 15%: HTTP 500 `InternalFailure` (not stored);
@@ -74,14 +74,16 @@ async fn inject(faults: Arc<Injected>, req: Request, next: Next) -> Response<Bod
         return next.run(req).await;
     }
     let call = faults.calls.fetch_add(1, Ordering::Relaxed);
-    // The first four calls meet one fault class each (whole-call throttling, a 500, a drop
-    // before the write, one after it), so that a short run with few calls (aggregated records
-    // make few) is sure to see every class; the rest are drawn at random.
+    // Calls 1 to 4 meet one fault class each (whole-call throttling, a 500, a drop before the
+    // write, one after it), so that a short run with few calls (aggregated records make few)
+    // is sure to see every class; the others are drawn at random. (Not from call 0: the first
+    // call carries what gathered while the first shard map came, and throttling all of it on
+    // purpose at every run measured one cold-start case, not the mix.)
     let roll = match call {
-        0 => 0.10,
-        1 => 0.30,
-        2 => 0.37,
-        3 => 0.42,
+        1 => 0.10,
+        2 => 0.30,
+        3 => 0.37,
+        4 => 0.42,
         _ => fastrand::f64(),
     };
     if roll < 0.20 {
