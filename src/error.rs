@@ -123,7 +123,7 @@ pub enum ConfigError {
 
 /// Why a Kinesis record that carries the aggregation magic could not be read as an aggregate.
 ///
-/// Returned only by [`Strictness::Strict`](crate::aggregation::Strictness::Strict) deaggregation;
+/// Returned only by strict deaggregation ([`deaggregate_strict`](crate::aggregation::deaggregate_strict));
 /// in lenient mode such a record is passed through as one plain user record, as the KCL does.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

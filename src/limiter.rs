@@ -12,14 +12,14 @@
 //!   bytes, whichever is larger) throttled, each window multiplies the rate by `1 - DECREASE * p`;
 //! - **increase in proportion to what the shard accepted**: by `INCREASE` times the rate the
 //!   shard took in the window (bytes and records, whichever is the larger share of the
-//!   allowance), plus a small constant [`PROBE`] while the window used its allowance, so
+//!   allowance), plus a small constant (`PROBE`) while the window used its allowance, so
 //!   aggregated traffic (few large records) recovers as fast as unaggregated traffic, and
 //!   producers sharing a stream converge on equal shares (additive increase, multiplicative
 //!   decrease).
 //!
 //! Throttling the producer causes grows with its rate; throttling from elsewhere (other
 //! producers, other applications, a fault) does not. While a shard throttles, the rate stays at
-//! or below 110% of its published limit ([`THROTTLED_CEILING`]). At that rate a window gains
+//! or below 110% of its published limit (`THROTTLED_CEILING`). At that rate a window gains
 //! `(INCREASE + PROBE) * (1 - p)` and loses `DECREASE * p`, so throttling of up to about 44% of
 //! what is sent, arriving whatever the rate, leaves the rate where it is; beyond that, or when
 //! the throttling follows the rate, it comes down until the two balance (a fixed cut per

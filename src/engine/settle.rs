@@ -1,0 +1,161 @@
+//! Applying a PutRecords answer: what was put is resolved where the answer arrives; the rest
+//! goes back to the engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::pending::{Put, Resolution};
+use super::stream::{Ready, ShardRef};
+use crate::budget::Budget;
+use crate::error::{ErrorClass, classify};
+use crate::outcome::AttemptError;
+use crate::sink::{EntryResult, SinkError};
+
+/// An aggregate that was put, but on another shard than the one it was built for.
+pub(super) struct Misrouted {
+    pub(super) ready: Ready,
+    pub(super) shard_id: Arc<str>,
+    pub(super) sequence_number: Arc<str>,
+    pub(super) started: Instant,
+    pub(super) duration: Duration,
+}
+
+/// For the rate limiters: the (shard index, map generation) an entry was sent to, its size, and
+/// whether the shard accepted it (`Some(true)`), throttled it (`Some(false)`) or neither (a 500,
+/// a broken connection: nothing learnt about the shard's rate).
+pub(super) type ShardOutcome = (ShardRef, usize, Option<bool>);
+
+/// What a PutRecords task found.
+pub(super) struct Settled {
+    pub(super) failed: Vec<NotPut>,
+    pub(super) resolved: Vec<(u64, u64)>,
+    pub(super) outcomes: Vec<ShardOutcome>,
+    pub(super) misrouted: Vec<Misrouted>,
+    pub(super) stale: Vec<ShardRef>,
+}
+
+/// A Kinesis record that was not put, with the error (shared by its user records' attempts).
+pub(super) struct NotPut {
+    pub(super) ready: Ready,
+    pub(super) error: Arc<AttemptError>,
+    /// The error's class (`error::classify`), found once, here.
+    pub(super) class: ErrorClass,
+}
+
+/// Splits a PutRecords outcome: resolves the user records that were put, right here in the
+/// task (building receipts and waking futures is most of the per-record work after the call,
+/// and doing it here keeps it off the engine task), and returns the rest.
+pub(super) fn settle_put(
+    budget: &Budget,
+    batch: Vec<Ready>,
+    started: Instant,
+    result: Result<Vec<EntryResult>, SinkError>,
+) -> Settled {
+    let finished = Instant::now();
+    let duration = finished - started;
+    // A call that failed as a whole fails every entry with one shared error.
+    let whole_call = |e: AttemptError| {
+        let e = Arc::new(e);
+        (0..batch.len()).map(|_| Err(e.clone())).collect::<Vec<_>>()
+    };
+    let results: Vec<Result<(String, String), Arc<AttemptError>>> = match result {
+        Ok(results) if results.len() == batch.len() => results
+            .into_iter()
+            .map(|r| match r {
+                EntryResult::Put {
+                    shard_id,
+                    sequence_number,
+                } => Ok((shard_id, sequence_number)),
+                // One error per failed Kinesis record, shared by its user records.
+                EntryResult::Failed { code, message } => {
+                    Err(Arc::new(AttemptError::new(code, message)))
+                }
+            })
+            .collect(),
+        Ok(results) => whole_call(AttemptError::new(
+            "MalformedResponse",
+            format!("{} results for {} entries", results.len(), batch.len()),
+        )),
+        Err(e) => whole_call(e.to_attempt_error()),
+    };
+    let mut failed = Vec::new();
+    let mut resolved: Vec<(u64, u64)> = Vec::new();
+    // Room goes back once per call rather than per record: the counters are shared with every
+    // sending thread.
+    let (mut put_records, mut put_bytes) = (0, 0);
+    let mut outcomes = Vec::new();
+    let mut misrouted = Vec::new();
+    let mut stale = Vec::new();
+    for (mut ready, result) in batch.into_iter().zip(results) {
+        let class = result.as_ref().err().map(|e| classify(&e.code));
+        if let Some(shard) = ready.shard {
+            let accepted = match class {
+                None => Some(true),
+                Some(ErrorClass::Throttled) => Some(false),
+                Some(_) => None,
+            };
+            outcomes.push((shard, ready.record.size(), accepted));
+        }
+        match result {
+            Ok((shard_id, sequence_number)) => {
+                let aggregated = ready.record.aggregated;
+                let (shard_id, sequence_number): (Arc<str>, Arc<str>) =
+                    (shard_id.into(), sequence_number.into());
+                if ready.expected.as_ref().is_some_and(|e| *e != shard_id) {
+                    stale.extend(ready.shard);
+                    // A plain record is where its own key put it; an aggregate went where its
+                    // first record's key put it, and the others may be outside that shard.
+                    if aggregated {
+                        misrouted.push(Misrouted {
+                            ready,
+                            shard_id,
+                            sequence_number,
+                            started,
+                            duration,
+                        });
+                        continue;
+                    }
+                }
+                let put = Arc::new(Put {
+                    shard_id,
+                    sequence_number,
+                    aggregated,
+                    started,
+                    duration,
+                });
+                for (n, pending) in ready.entries.into_iter().enumerate() {
+                    let done = pending.resolve(Resolution::Put {
+                        put: &put,
+                        sub_sequence_number: n as u32,
+                    });
+                    put_records += 1;
+                    put_bytes += done.charge;
+                    match resolved.last_mut() {
+                        Some((epoch, count)) if *epoch == done.epoch => *count += 1,
+                        _ => resolved.push((done.epoch, 1)),
+                    }
+                }
+            }
+            Err(error) => {
+                for pending in &mut ready.entries {
+                    pending.record_failure(started, duration, error.clone());
+                }
+                failed.push(NotPut {
+                    ready,
+                    error,
+                    class: class.unwrap_or(ErrorClass::Transient),
+                });
+            }
+        }
+    }
+    budget.release(put_records, put_bytes);
+    Settled {
+        failed,
+        resolved,
+        outcomes,
+        misrouted,
+        stale,
+    }
+}

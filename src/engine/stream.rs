@@ -1,0 +1,274 @@
+//! The state of one stream: its shard map, aggregators, queues and retries.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::pending::Pending;
+use super::settle::Misrouted;
+use crate::aggregation::{Aggregate, AggregationLimits, Aggregator, KinesisRecord};
+use crate::config::Config;
+use crate::limiter::ShardLimiter;
+use crate::shard_map::ShardMap;
+
+/// Where a Kinesis record is predicted to land: shard `index` of the map of `generation`. A
+/// reference into an older map names nothing now ([`StreamState::shard_mut`] checks it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct ShardRef {
+    pub(super) index: usize,
+    pub(super) generation: u64,
+}
+
+/// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
+pub(super) struct ShardState {
+    /// The shard's id: Kinesis naming another one for a record predicted here means the map is
+    /// stale.
+    pub(super) id: Arc<str>,
+    pub(super) aggregator: Aggregator<Pending>,
+    pub(super) limiter: ShardLimiter,
+    /// Per-key ordering: a record of this shard is in flight or held for an in-order retry;
+    /// nothing else goes to it meanwhile.
+    pub(super) busy: bool,
+    /// Kinesis showed the map to be out of date here (it put a record of this shard's on
+    /// another): its aggregates are held until the next listing is in.
+    pub(super) stale: bool,
+}
+
+impl ShardState {
+    pub(super) fn new(id: &str, config: &Config, now: Instant) -> Self {
+        ShardState {
+            id: Arc::from(id),
+            aggregator: Aggregator::new(config.aggregation),
+            limiter: ShardLimiter::new(config.rate_limit, now.into_std()),
+            busy: false,
+            stale: false,
+        }
+    }
+
+    /// Flushes this shard's aggregate (shard `index` of the map of `generation`), if any.
+    pub(super) fn flush(&mut self, at: ShardRef) -> Option<Ready> {
+        let a = self.aggregator.flush()?;
+        Some(Ready::from_aggregate(a, at, self.id.clone()))
+    }
+}
+
+/// A Kinesis record ready to send (or waiting to be retried).
+pub(super) struct Ready {
+    pub(super) record: KinesisRecord,
+    pub(super) entries: Vec<Pending>,
+    /// When it must be sent at the latest: its earliest user record's deadline.
+    pub(super) deadline: Instant,
+    /// The shard it is predicted to land on: whose rate limiter it answers to. `None` while no
+    /// map is known.
+    pub(super) shard: Option<ShardRef>,
+    /// The id of that shard: Kinesis naming another one means the map is stale, and an
+    /// aggregate may then hold records outside the range of the shard that took it.
+    pub(super) expected: Option<Arc<str>>,
+}
+
+impl Ready {
+    /// An aggregate flushed from the aggregator of shard `shard`, whose id is `id`.
+    pub(super) fn from_aggregate(a: Aggregate<Pending>, shard: ShardRef, id: Arc<str>) -> Ready {
+        Ready {
+            record: a.record,
+            entries: a.entries,
+            deadline: Instant::from_std(a.deadline),
+            shard: Some(shard),
+            expected: Some(id),
+        }
+    }
+}
+
+impl Ready {
+    /// An aggregate of records that share one hash key, sent before any shard map is known:
+    /// Kinesis routes it by that key, the same as each of its records, so no shard is predicted.
+    pub(super) fn unmapped(a: Aggregate<Pending>, now: Instant) -> Ready {
+        Ready {
+            record: a.record,
+            entries: a.entries,
+            deadline: now,
+            shard: None,
+            expected: None,
+        }
+    }
+}
+
+/// User records of one failed Kinesis record, waiting out their backoff before they go back
+/// through aggregation (with whatever else is bound for their shards by then).
+pub(super) struct Retry {
+    pub(super) at: Instant,
+    pub(super) seq: u64,
+    pub(super) records: Vec<Pending>,
+}
+
+// Ordered so that a `BinaryHeap` pops the earliest `at` first (ties in arrival order).
+impl Ord for Retry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (other.at, other.seq).cmp(&(self.at, self.seq))
+    }
+}
+impl PartialOrd for Retry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl PartialEq for Retry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.at, self.seq) == (other.at, other.seq)
+    }
+}
+impl Eq for Retry {}
+
+pub(super) struct StreamState {
+    pub(super) name: Arc<str>,
+    pub(super) map: Option<ShardMap>,
+    pub(super) refreshing: bool,
+    /// A refresh was asked for while one was under way: its answer may predate the change
+    /// the caller knows of, so ask again once it is in.
+    pub(super) refresh_again: bool,
+    pub(super) next_refresh: Instant,
+    /// The shards of the current map, by index.
+    pub(super) shards: Vec<ShardState>,
+    /// No aggregator's earliest deadline is before this (it may be earlier than the true
+    /// minimum after a flush, never later): the aggregators are scanned only once it passes,
+    /// rather than on every wake-up, which with many shards would cost more than the records.
+    pub(super) aggregators_due: Option<Instant>,
+    /// Records that arrived before the first shard map, with their deadlines. They wait for the
+    /// map (see `unmapped_wait`); those that cannot wait go out aggregated by hash key.
+    pub(super) unmapped: VecDeque<(Pending, Instant)>,
+    /// ListShards failed at least once for this stream (so waiting for a map may be long).
+    pub(super) map_failed: bool,
+    /// ListShards failed with an error that cannot heal (the stream is missing, access denied):
+    /// records do not wait for a map that will not come; PutRecords will say why they fail.
+    pub(super) map_refused: bool,
+    /// A flush asked for the records waiting for the map to be sent.
+    pub(super) flush_unmapped: bool,
+    pub(super) ready: VecDeque<Ready>,
+    pub(super) ready_bytes: usize,
+    pub(super) retrying: std::collections::BinaryHeap<Retry>,
+    /// How many of the records at the front of `ready` a flush asked to send now.
+    pub(super) forced: usize,
+    /// Per-key ordering: failed Kinesis records waiting out their backoff, to be sent again as
+    /// they are, ahead of anything newer for their shard.
+    pub(super) ordered_retries: Vec<(Instant, Ready)>,
+    /// Aggregates Kinesis put on another shard than predicted, waiting for a shard map that
+    /// knows that shard's range to tell which of their user records consumers will keep.
+    pub(super) unverified: Vec<Misrouted>,
+    /// When a record held back by its shard's limiter can go, if any is.
+    pub(super) limited_until: Option<Instant>,
+}
+
+impl StreamState {
+    /// Whether a listing is needed to settle something (records waiting for the first map,
+    /// misrouted aggregates, aggregates held for stale shards), so that it is fetched even while
+    /// closing.
+    pub(super) fn needs_map(&self) -> bool {
+        !self.unmapped.is_empty()
+            || !self.unverified.is_empty()
+            || self.shards.iter().any(|h| h.stale)
+    }
+
+    /// The current map's generation (0 before the first).
+    pub(super) fn generation(&self) -> u64 {
+        self.map.as_ref().map_or(0, ShardMap::generation)
+    }
+
+    /// A reference to shard `index` of the current map.
+    pub(super) fn shard_ref(&self, index: usize) -> ShardRef {
+        ShardRef {
+            index,
+            generation: self.generation(),
+        }
+    }
+
+    /// The shard `at` names, if it is a shard of the current map: the one place where a
+    /// reference's generation is checked.
+    pub(super) fn shard_mut(&mut self, at: Option<ShardRef>) -> Option<&mut ShardState> {
+        let at = at?;
+        if at.generation != self.generation() {
+            return None;
+        }
+        self.shards.get_mut(at.index)
+    }
+
+    /// Whether `at` names a shard of the current map, and its index there.
+    pub(super) fn current(&self, at: Option<ShardRef>) -> Option<usize> {
+        at.filter(|r| r.generation == self.generation() && r.index < self.shards.len())
+            .map(|r| r.index)
+    }
+}
+
+/// While a shard throttles more than this share of what it is sent (averaged over about a
+/// second), its aggregates are cut at [`THROTTLED_AGGREGATE_SIZE`].
+pub(super) const THROTTLED_SHARE: f64 = 0.02;
+/// The largest aggregate for a throttling shard: one PUT payload unit (25 KiB), so the cut costs
+/// no payload units. A shard's allowance runs out partway through a record that no longer fits;
+/// with aggregates half the size, less of it is left unused (ferrokinesis, whose limit is a
+/// fixed one-second window, then lost on average half a 50 KB aggregate of each second's
+/// 1 MiB), and a throttled attempt carries half as much to send again.
+pub(super) const THROTTLED_AGGREGATE_SIZE: usize = 25_600;
+
+/// The aggregation limits for a shard in the state its limiter is in: the configured ones, with
+/// aggregates cut at [`THROTTLED_AGGREGATE_SIZE`] while the shard throttles.
+pub(super) fn aggregation_limits(config: &Config, limiter: &ShardLimiter) -> AggregationLimits {
+    if limiter.throttled_share() > THROTTLED_SHARE {
+        config.aggregation.capped(THROTTLED_AGGREGATE_SIZE)
+    } else {
+        config.aggregation
+    }
+}
+
+/// Asks for the stream's shard map now; during a refresh, once more after it (its answer may
+/// predate what prompted this).
+pub(super) fn request_refresh(s: &mut StreamState, now: Instant) {
+    if s.refreshing {
+        s.refresh_again = true;
+    } else {
+        s.next_refresh = now;
+    }
+}
+
+/// Flushes the aggregators whose earliest deadline has passed, and notes the next one.
+/// Flushes the aggregates whose deadline has come, and with them those due within `slack`:
+/// shards fed at the same pace have deadlines a few milliseconds apart, and flushing each on its
+/// own made one PutRecords call per shard per RecordMaxBufferedTime (found by `kpl bench` at an
+/// offered rate: 116 calls aggregated against 30 unaggregated). Called at the earliest deadline,
+/// so an aggregate alone is never flushed early.
+pub(super) fn flush_due(s: &mut StreamState, now: Instant, slack: Duration) {
+    let mut next_due: Option<Instant> = None;
+    let generation = s.generation();
+    for (index, shard) in s.shards.iter_mut().enumerate() {
+        let Some(d) = shard.aggregator.earliest_deadline().map(Instant::from_std) else {
+            continue;
+        };
+        if d <= now + slack {
+            if let Some(full) = shard.flush(ShardRef { index, generation }) {
+                push_ready_parts(&mut s.ready, &mut s.ready_bytes, full);
+            }
+        } else {
+            next_due = Some(next_due.map_or(d, |n| n.min(d)));
+        }
+    }
+    s.aggregators_due = next_due;
+}
+
+pub(super) fn flush_aggregators(s: &mut StreamState) {
+    s.aggregators_due = None;
+    let generation = s.generation();
+    for (index, shard) in s.shards.iter_mut().enumerate() {
+        if let Some(full) = shard.flush(ShardRef { index, generation }) {
+            push_ready_parts(&mut s.ready, &mut s.ready_bytes, full);
+        }
+    }
+}
+
+pub(super) fn push_ready(s: &mut StreamState, r: Ready) {
+    push_ready_parts(&mut s.ready, &mut s.ready_bytes, r);
+}
+
+pub(super) fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
+    *bytes += r.record.size();
+    ready.push_back(r);
+}
