@@ -2,7 +2,6 @@
 
 mod aggregate;
 mod bench;
-mod chart;
 mod conn;
 mod demo;
 mod inspect;
@@ -13,7 +12,6 @@ mod progress;
 mod put;
 mod read;
 mod tail;
-mod usage;
 
 use std::process::ExitCode;
 

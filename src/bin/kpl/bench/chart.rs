@@ -6,7 +6,7 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::bench::RunReport;
+use super::report::RunReport;
 
 pub enum Format {
     Svg,
