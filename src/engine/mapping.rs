@@ -1,0 +1,243 @@
+//! The engine and its shard maps: records that wait for a stream's first map, a listing's
+//! arrival (install), and aggregates Kinesis put on another shard than predicted (verify).
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::*;
+
+impl<S: Sink> Engine<S> {
+    /// Sends the records waiting for stream `i`'s first map that cannot wait any longer: all of
+    /// them when ListShards refused (the stream is missing or access denied: PutRecords will
+    /// say so), or when a flush, shutdown or a buffer at least half full asks for them after
+    /// ListShards failed at least once; otherwise those whose wait (`unmapped_wait`) is over.
+    /// They go out aggregated by hash key: records of one hash key always land on one shard,
+    /// whatever the map, so every consumer reads such an aggregate, and a cold start with a
+    /// slow or throttled ListShards costs latency, not one PUT unit per user record.
+    ///
+    /// With per-key ordering, records wait for the map until their TTL instead (two of one key
+    /// in different calls could land in either order), and expire then.
+    pub(super) fn release_unmapped(&mut self, i: usize, now: Instant) {
+        let ttl = self.config.record_ttl;
+        if self.config.per_key_ordering {
+            let no_map = Arc::new(AttemptError::new(
+                "NoShardMap",
+                "no shard map yet: ListShards has not answered",
+            ));
+            while let Some((pending, _)) = self.streams[i]
+                .unmapped
+                .pop_front_if(|(p, _)| p.arrival() + ttl <= now)
+            {
+                let kind = retrier::expiry(ttl, &no_map);
+                fail(pending, kind, &mut self.epochs, &self.budget);
+            }
+            return;
+        }
+        let (records, bytes) = self.budget.used();
+        let (max_records, max_bytes) = self.budget.limits();
+        let pressed = records * 2 >= max_records || bytes * 2 >= max_bytes;
+        let s = &mut self.streams[i];
+        let asked = self.closing || s.flush_unmapped || pressed;
+        let all = s.map_refused || (asked && s.map_failed);
+        let wait = unmapped_wait(&self.config);
+        let mut out = Vec::new();
+        while let Some(entry) = s
+            .unmapped
+            .pop_front_if(|(p, _)| all || p.arrival() + wait <= now)
+        {
+            out.push(entry);
+        }
+        if s.unmapped.is_empty() {
+            s.flush_unmapped = false;
+        }
+        if out.is_empty() {
+            return;
+        }
+        tracing::debug!(stream = %s.name, records = out.len(), "no shard map yet: sending records aggregated by hash key");
+        // Grouped by hash key (a stable sort keeps each key's order).
+        let mut out: Vec<Pending> = out.into_iter().map(|(pending, _)| pending).collect();
+        out.sort_by_key(|p| p.record().hash_key());
+        let mut aggregator: Aggregator<Pending> = Aggregator::new(self.config.aggregation);
+        let mut key = None;
+        for pending in out {
+            let k = pending.record().hash_key();
+            if key.replace(k).is_some_and(|last| last != k)
+                && let Some(done) = aggregator.flush()
+            {
+                push_ready(&mut self.streams[i], Ready::unmapped(done, now));
+            }
+            match aggregator.push(pending, now.into_std()) {
+                Ok(Some(full)) => push_ready(&mut self.streams[i], Ready::unmapped(full, now)),
+                Ok(None) => {}
+                Err(rejected) => fail(
+                    rejected.entry,
+                    PutErrorKind::InvalidRecord(rejected.error),
+                    &mut self.epochs,
+                    &self.budget,
+                ),
+            }
+        }
+        if let Some(last) = aggregator.flush() {
+            push_ready(&mut self.streams[i], Ready::unmapped(last, now));
+        }
+        let s = &mut self.streams[i];
+        s.forced = s.ready.len();
+    }
+
+    pub(super) fn on_refresh(&mut self, done: RefreshDone) {
+        let now = Instant::now();
+        let interval = self.config.shard_map_refresh_interval;
+        let s = &mut self.streams[done.stream];
+        s.refreshing = false;
+        let again = std::mem::take(&mut s.refresh_again);
+        if !again {
+            // A listing is in (or ListShards failed): held aggregates go, packed for whatever
+            // map is installed now; one that still straddles is caught by `verify`.
+            s.shards.iter_mut().for_each(|h| h.stale = false);
+        }
+        match done.result {
+            Ok(shards) => {
+                s.map_refused = false;
+                s.next_refresh = if again { now } else { now + interval };
+                let fresh = ShardMap::new(shards, done.generation);
+                let newer = s
+                    .map
+                    .as_ref()
+                    .is_none_or(|m| m.generation() < done.generation);
+                let changed = s.map.as_ref().is_none_or(|m| m.shards() != fresh.shards());
+                if newer && changed {
+                    self.install(done.stream, fresh.clone(), now);
+                }
+                if !self.streams[done.stream].unverified.is_empty() {
+                    self.verify(done.stream, &fresh, now);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(stream = %s.name, error = %e, "could not list shards; retrying");
+                s.map_failed = true;
+                s.map_refused = classify(&e.code) == ErrorClass::NonRetryable;
+                s.next_refresh = now + REFRESH_RETRY;
+            }
+        }
+    }
+
+    /// Makes `map` stream `i`'s shard map.
+    pub(super) fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
+        let s = &mut self.streams[i];
+        tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
+        // Nothing not yet sent keeps its old packing: an aggregate built for an old shard may
+        // straddle the new ones, and would reach consumers that drop what lies outside the
+        // shard that takes it. Its user records are packed again for the new map. (Aggregates
+        // already in flight are checked against the shard that takes them: see `verify`.)
+        let mut repack: Vec<(Vec<Pending>, Instant)> = Vec::new();
+        for shard in &mut s.shards {
+            if let Some(a) = shard.aggregator.flush() {
+                repack.push((a.entries, Instant::from_std(a.deadline)));
+            }
+        }
+        s.aggregators_due = None;
+        s.shards = map
+            .shards()
+            .iter()
+            .map(|sh| ShardState::new(&sh.shard_id, &self.config, now))
+            .collect();
+        let queued = std::mem::take(&mut s.ready);
+        s.ready_bytes = 0;
+        s.forced = 0;
+        for mut r in queued {
+            if r.record.aggregated {
+                repack.push((r.entries, r.deadline));
+            } else {
+                // A plain record goes where its own key sends it: only its label changes.
+                let key = r.entries[0].record().hash_key();
+                r.shard = map.lookup(key).map(|index| ShardRef {
+                    index,
+                    generation: map.generation(),
+                });
+                r.expected = r.shard.map(|at| s.shards[at.index].id.clone());
+                push_ready(s, r);
+            }
+        }
+        s.map = Some(map);
+        for (entries, deadline) in repack {
+            for pending in entries {
+                self.route(i, pending, deadline);
+            }
+        }
+        let waiting = std::mem::take(&mut self.streams[i].unmapped);
+        for (pending, deadline) in waiting {
+            self.route(i, pending, deadline);
+        }
+        let s = &mut self.streams[i];
+        if std::mem::take(&mut s.flush_unmapped) {
+            // A flush asked for while they waited for this map: they go now.
+            flush_aggregators(s);
+            s.forced = s.ready.len();
+        }
+    }
+
+    /// Settles aggregates that landed on another shard than predicted, now that `map` (a fresh
+    /// listing) may know that shard's range. The KCL drops a **whole** aggregate when any one of
+    /// its user records has a hash key outside the range of the shard it is read from
+    /// (`AggregatorUtil.deaggregate`, amazon-kinesis-client): so an aggregate that fits the shard
+    /// that took it is delivered, all of it, and one that does not is not delivered at all: all
+    /// its user records go back through aggregation, to the shards they belong to now. An
+    /// aggregate whose shard the listing does not know yet waits for the next one.
+    pub(super) fn verify(&mut self, i: usize, map: &ShardMap, now: Instant) {
+        let waiting = std::mem::take(&mut self.streams[i].unverified);
+        let mut resend = Vec::new();
+        for m in waiting {
+            let Some((start, end)) = map.range_of(&m.shard_id) else {
+                self.streams[i].unverified.push(m);
+                continue;
+            };
+            let outside = m.ready.entries.iter().find_map(|p| {
+                let key = p.record().hash_key();
+                (key < start || key > end).then_some(key)
+            });
+            let Some(outside) = outside else {
+                let put = Arc::new(Put {
+                    shard_id: m.shard_id,
+                    sequence_number: m.sequence_number,
+                    aggregated: true,
+                    started: m.started,
+                    duration: m.duration,
+                });
+                for (n, pending) in m.ready.entries.into_iter().enumerate() {
+                    let done = pending.resolve(Resolution::Put {
+                        put: &put,
+                        sub_sequence_number: n as u32,
+                    });
+                    self.budget.release(1, done.charge);
+                    self.epochs.resolve(done.epoch);
+                }
+                continue;
+            };
+            let message = format!(
+                "put on {} in an aggregate holding hash key {outside}, outside that shard's range: \
+                 KCL consumers drop such an aggregate whole, so all its records are sent again",
+                m.shard_id
+            );
+            let error = Arc::new(AttemptError::new("WrongShard", message));
+            for mut pending in m.ready.entries {
+                pending.record_failure(m.started, m.duration, error.clone());
+                resend.push(pending);
+            }
+        }
+        if !resend.is_empty() {
+            tracing::info!(
+                records = resend.len(),
+                "re-sending the records of aggregates that straddled the shard that took them"
+            );
+        }
+        for pending in resend {
+            self.route(i, pending, now);
+        }
+        let s = &mut self.streams[i];
+        if !s.unverified.is_empty() {
+            // The listing did not know the shard that took them yet: look again soon.
+            s.next_refresh = s.next_refresh.min(now + REFRESH_RETRY);
+        }
+    }
+}
