@@ -86,7 +86,7 @@ pub mod config;
 mod engine;
 pub mod error;
 pub mod hash_key;
-pub mod limiter;
+pub(crate) mod limiter;
 #[cfg(feature = "local")]
 pub mod local;
 pub mod outcome;

@@ -246,6 +246,7 @@ impl ShardLimiter {
     }
 
     /// The share of the configured rate in force, in `0.1..=1`.
+    #[cfg(test)]
     pub fn factor(&self) -> f64 {
         self.factor
     }

@@ -45,6 +45,7 @@ impl Drop for Inner {
 /// every future (on a runtime of its own, it stops instead and the futures resolve to
 /// [`PutErrorKind::Stopped`]): no future is left pending forever.
 #[derive(Clone)]
+#[must_use = "a producer sends nothing unless records are sent through it"]
 pub struct Producer {
     inner: Arc<Inner>,
 }
