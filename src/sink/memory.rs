@@ -66,6 +66,12 @@ pub struct MemorySink {
     latency: Arc<Mutex<Duration>>,
 }
 
+impl std::fmt::Debug for MemorySink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySink").finish_non_exhaustive()
+    }
+}
+
 impl MemorySink {
     /// An empty Kinesis.
     pub fn new() -> Self {

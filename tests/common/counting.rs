@@ -3,6 +3,8 @@
 //! freed memory hides. Shared by `tests/memory.rs` and `benches/engine.rs`; each makes it its
 //! global allocator with `#[global_allocator] static A: Counting = Counting;`.
 #![allow(dead_code)]
+// A global allocator is `unsafe` by nature: the one place in the crate that needs it.
+#![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};

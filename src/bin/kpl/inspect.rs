@@ -288,7 +288,7 @@ fn show(index: usize, input: &Input, args: &Args, out: &mut dyn Write) -> io::Re
     Ok(true)
 }
 
-fn json_line(out: &mut dyn Write, line: &UserRecordLine) -> io::Result<()> {
+fn json_line(out: &mut dyn Write, line: &UserRecordLine<'_>) -> io::Result<()> {
     serde_json::to_writer(&mut *out, line)?;
     out.write_all(b"\n")
 }

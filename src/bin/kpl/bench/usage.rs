@@ -4,6 +4,8 @@
 //! own threads can be told apart from an embedded local Kinesis running in the same process,
 //! and the peak resident set is reset between runs (`/proc/self/clear_refs`). Elsewhere the
 //! figures are the whole process's (`getrusage`), and the peak is the process's lifetime peak.
+// getrusage and sysconf are C calls through libc: the CLI's one place that needs `unsafe`.
+#![allow(unsafe_code)]
 
 #[cfg(unix)]
 fn rusage() -> libc::rusage {
