@@ -392,6 +392,10 @@ impl ConfigBuilder {
     /// let err = Config::builder().set_property("AggregationMaxSise", "1").unwrap_err();
     /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; the known properties are AggregationEnabled,"));
     /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming the property when the name is unknown or the value malformed or out
+    /// of the KPL's range.
     pub fn set_property(self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let value = value.trim();
         let boolean = |property: &'static str| match value.to_ascii_lowercase().as_str() {
@@ -464,6 +468,10 @@ impl ConfigBuilder {
     }
 
     /// Checks every value against its range and builds the [`Config`].
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming the setting, its value and the range, when a value is
+    /// out of the KPL's range.
     pub fn build(self) -> Result<Config, ConfigError> {
         let max_record_size = check(
             "MaxRecordSize",

@@ -66,6 +66,10 @@ impl FromStr for HashKey {
 }
 
 /// Checks a partition key against the Kinesis rule: 1 to 256 Unicode characters.
+///
+/// # Errors
+/// [`RecordError::EmptyPartitionKey`] or [`RecordError::PartitionKeyTooLong`] when the key is not
+/// 1 to 256 characters.
 pub fn validate_partition_key(partition_key: &str) -> Result<(), RecordError> {
     if partition_key.is_empty() {
         return Err(RecordError::EmptyPartitionKey);

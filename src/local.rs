@@ -65,6 +65,9 @@ impl LocalKinesis {
     ///
     /// # Cancellation
     /// Dropping the future before it completes leaves nothing running.
+    ///
+    /// # Errors
+    /// The listener cannot be bound (no free port on 127.0.0.1, or the port asked for is taken).
     pub async fn start(options: LocalOptions) -> std::io::Result<LocalKinesis> {
         Self::start_with(options, |app| app).await
     }
@@ -74,6 +77,9 @@ impl LocalKinesis {
     ///
     /// # Cancellation
     /// Dropping the future before it completes leaves nothing running.
+    ///
+    /// # Errors
+    /// The listener cannot be bound (no free port on 127.0.0.1, or the port asked for is taken).
     pub async fn start_with(
         options: LocalOptions,
         wrap: impl FnOnce(axum::Router) -> axum::Router,
@@ -140,6 +146,10 @@ impl LocalKinesis {
     ///
     /// # Cancellation
     /// Dropping the future may leave the stream created.
+    ///
+    /// # Errors
+    /// The local Kinesis refuses the stream (a name in use, a shard count out of range), as
+    /// `CreateStream` would.
     pub async fn create_stream(&self, name: &str, shards: i32) -> Result<(), SinkError> {
         self.client
             .create_stream()
@@ -184,6 +194,9 @@ impl LocalKinesis {
     ///
     /// # Cancellation
     /// Dropping the future stops the reading; nothing is changed.
+    ///
+    /// # Errors
+    /// The stream does not exist, or a `GetRecords` call fails.
     pub async fn read_all(&self, stream: &str) -> Result<Vec<ReadRecord>, SinkError> {
         let shards = self
             .client

@@ -147,6 +147,11 @@ impl Producer {
     /// first.await.unwrap();
     /// # }
     /// ```
+    ///
+    /// # Errors
+    /// A [`PutError`] handing the record back when it is not accepted: the buffer is full
+    /// ([`PutErrorKind::BufferFull`]), the producer is shut down ([`PutErrorKind::Closed`]) or its
+    /// engine stopped ([`PutErrorKind::Stopped`]).
     #[allow(clippy::result_large_err)] // the error hands the record back by value
     pub fn try_send(&self, stream: &str, record: UserRecord) -> Result<RecordFuture, PutError> {
         let (stream, stream_id) = self.stream_id(stream);

@@ -53,6 +53,10 @@ impl UserRecord {
     /// let err = UserRecord::new("", &b"x"[..]).unwrap_err();
     /// assert_eq!(err.to_string(), "partition key is empty; it must be 1 to 256 characters");
     /// ```
+    ///
+    /// # Errors
+    /// [`RecordError::EmptyPartitionKey`] or [`RecordError::PartitionKeyTooLong`]: the key must be
+    /// 1 to 256 characters.
     pub fn new(
         partition_key: impl Into<Arc<str>>,
         data: impl Into<Bytes>,

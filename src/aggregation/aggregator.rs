@@ -109,12 +109,20 @@ impl AggregationLimits {
     /// let err = AggregationLimits::new(10, 1000).unwrap_err();
     /// assert_eq!(err.to_string(), "AggregationMaxSize is 10; the range is 64..=1048576");
     /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming the value and the range when a limit is outside the
+    /// KPL's.
     pub fn new(max_size: usize, max_count: usize) -> Result<Self, ConfigError> {
         Self::with_max_record_size(max_size, max_count, MAX_RECORD_SIZE)
     }
 
     /// As [`new`](Self::new), for a stream whose `MaxRecordSizeInKiB` raises the per-record
     /// limit (1048576 ..= 10485760 bytes); `max_size` may then go up to that limit.
+    ///
+    /// # Errors
+    /// [`ConfigError::OutOfRange`] naming the value and the range when a limit is outside what
+    /// Kinesis and the KPL allow.
     pub fn with_max_record_size(
         max_size: usize,
         max_count: usize,
@@ -332,6 +340,10 @@ impl<E: Entry> Aggregator<E> {
     /// aggregator is unchanged.
     // The Err variant is large because it hands the record back by value; boxing it would add
     // an allocation to gain nothing on a path taken only by records Kinesis would refuse.
+    ///
+    /// # Errors
+    /// [`Rejected`], handing the entry back unchanged, when the record's data plus partition key
+    /// exceed the stream's per-record limit.
     #[allow(clippy::result_large_err)]
     pub fn try_push(&mut self, entry: E, deadline: Instant) -> Result<TryPush<E>, Rejected<E>> {
         let entry = self.check_size(entry)?;
@@ -363,6 +375,10 @@ impl<E: Entry> Aggregator<E> {
     /// assert_eq!(sent.iter().map(|a| a.entries.len()).collect::<Vec<_>>(), [2, 2, 1]);
     /// assert_eq!(sent[2].entries[0].1, 4);
     /// ```
+    ///
+    /// # Errors
+    /// [`Rejected`], handing the entry back unchanged, when the record's data plus partition key
+    /// exceed the stream's per-record limit.
     #[allow(clippy::result_large_err)] // as for try_push
     pub fn push(
         &mut self,

@@ -43,6 +43,10 @@ pub fn has_magic(data: &[u8]) -> bool {
 
 /// Decodes a Kinesis record's data, checking everything strict deaggregation checks: the
 /// digest, the protobuf, the required fields and every key index.
+///
+/// # Errors
+/// [`DeaggregationError`] saying what is wrong when the record carries the aggregation magic but
+/// is not a valid aggregate (MD5 mismatch, broken protobuf, a key index out of range).
 pub fn decode(data: &Bytes) -> Result<Decoded, DeaggregationError> {
     if !has_magic(data) {
         return Ok(Decoded::Plain);
@@ -161,6 +165,10 @@ pub fn deaggregate(partition_key: &str, data: Bytes) -> Vec<DeaggregatedRecord> 
 
 /// As [`deaggregate`], but a record that carries the aggregation magic and is not a well-formed
 /// aggregate is an error naming what is wrong, instead of a plain record.
+///
+/// # Errors
+/// [`DeaggregationError`] saying what is wrong when the record carries the aggregation magic but
+/// is not a valid aggregate.
 pub fn deaggregate_strict(
     partition_key: &str,
     data: Bytes,
