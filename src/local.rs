@@ -31,6 +31,7 @@ pub struct LocalOptions {
 
 /// A record read back from a stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct ReadRecord {
     /// The shard it was read from.
     pub shard_id: String,

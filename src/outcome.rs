@@ -66,6 +66,7 @@ impl Eq for AttemptError {}
 /// One attempt to put a record: when it started relative to the record's arrival, how long it
 /// took, and the error the service gave, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Attempt {
     /// Time from the record's arrival to the start of this attempt.
     pub delay: std::time::Duration,
@@ -138,6 +139,7 @@ impl<'a> IntoIterator for &'a Attempts {
 
 /// Where a user record was put.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Receipt {
     /// The stream.
     pub stream: Arc<str>,
@@ -223,6 +225,7 @@ pub enum PutErrorKind {
 /// Its message is one sentence (the record, the stream, the reason); its `source()` is the
 /// reason's cause (for an expired record, the last attempt's error, and under that the SDK's).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct PutError {
     /// Why.
     pub kind: PutErrorKind,

@@ -23,6 +23,7 @@ const MIN_RECORD_GROWTH: usize = 6;
 
 /// One Kinesis record, ready to send: the outcome of aggregation.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct KinesisRecord {
     /// The partition key to send. `"a"` for an aggregate (routing is by explicit hash key; one
     /// byte keeps the counted size small), the user record's own key for a plain record.

@@ -10,6 +10,7 @@ use crate::error::DeaggregationError;
 
 /// One user record read out of a Kinesis record.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct DeaggregatedRecord {
     /// Its partition key: from the aggregate's table, or the Kinesis record's own for a plain
     /// record.

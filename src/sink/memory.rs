@@ -16,6 +16,7 @@ use crate::shard_map::{Shard, even_split};
 
 /// A record as the in-memory Kinesis stored it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct StoredRecord {
     /// The shard that took it.
     pub shard_id: String,
