@@ -172,6 +172,24 @@ impl AggregationLimits {
         self.max_record_size
     }
 
+    /// Whether Kinesis can carry `record` at all: its data plus partition key within the
+    /// stream's per-record limit.
+    ///
+    /// # Errors
+    /// [`RecordError::RecordTooLarge`] naming the sizes and the limit.
+    pub fn check(&self, record: &UserRecord) -> Result<(), RecordError> {
+        let size = record.size();
+        if size <= self.max_record_size {
+            return Ok(());
+        }
+        Err(RecordError::RecordTooLarge {
+            size,
+            data_len: record.data().len(),
+            key_len: record.partition_key().len(),
+            limit: self.max_record_size,
+        })
+    }
+
     /// These limits with `AggregationMaxSize` at most `cap` (and never under the smallest the KPL
     /// accepts).
     ///
@@ -402,20 +420,10 @@ impl<E: Entry> Aggregator<E> {
     /// Hands back a record no Kinesis record can carry.
     #[allow(clippy::result_large_err)] // as for try_push
     fn check_size(&self, entry: E) -> Result<E, Rejected<E>> {
-        let record = entry.record();
-        let size = record.size();
-        if size <= self.limits.max_record_size {
-            return Ok(entry);
+        match self.limits.check(entry.record()) {
+            Ok(()) => Ok(entry),
+            Err(error) => Err(Rejected { error, entry }),
         }
-        Err(Rejected {
-            error: RecordError::RecordTooLarge {
-                size,
-                data_len: record.data().len(),
-                key_len: record.partition_key().len(),
-                limit: self.limits.max_record_size,
-            },
-            entry,
-        })
     }
 
     /// Where a record within the per-record limit would go, and whether it must travel alone;

@@ -79,8 +79,7 @@ pub(super) fn take(
         let size = next.record.size();
         let shard = next
             .shard
-            .filter(|r| r.generation == generation && r.index < shards.len())
-            .map(|r| r.index);
+            .and_then(|r| r.index_in(generation, shards.len()));
         // The first record always goes, even one larger than CollectionMaxSize (a stream with
         // a raised record limit): the call must carry it somehow.
         if batch.len() >= limits.max_count || (!batch.is_empty() && bytes + size > limits.max_size)

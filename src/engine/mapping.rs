@@ -205,12 +205,11 @@ impl<S: Sink> Engine<S> {
                     duration: m.duration,
                 });
                 for (n, pending) in m.ready.entries.into_iter().enumerate() {
-                    let done = pending.resolve(Resolution::Put {
+                    let how = Resolution::Put {
                         put: &put,
                         sub_sequence_number: n as u32,
-                    });
-                    self.budget.release(1, done.charge);
-                    self.epochs.resolve(done.epoch);
+                    };
+                    resolve(pending, how, &mut self.epochs, &self.budget);
                 }
                 continue;
             };

@@ -40,7 +40,7 @@ use tokio::time::{Instant, sleep_until, timeout};
 use crate::aggregation::{Aggregator, Entry, encode};
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::error::{ErrorClass, RecordError, classify};
+use crate::error::{ErrorClass, classify};
 use crate::limiter::Feedback;
 use crate::outcome::{AttemptError, PutErrorKind};
 use crate::record::UserRecord;
@@ -109,12 +109,18 @@ pub(crate) struct Engine<S> {
     rng: fastrand::Rng,
 }
 
-/// Resolves a record that was not put: its future gets the record back with `kind`; its room in
-/// the budget and its flush epoch are given back.
-fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs, budget: &Budget) {
-    let done = pending.resolve(Resolution::Failed(kind));
+/// Resolves a record on the engine's side: its future gets the outcome, its room in the budget
+/// and its flush epoch are given back. (The PutRecords task, resolving a whole answer, gives the
+/// budget back once per call instead: see `settle_put`.)
+fn resolve(pending: Pending, how: Resolution<'_>, epochs: &mut Epochs, budget: &Budget) {
+    let done = pending.resolve(how);
     budget.release(1, done.charge);
     epochs.resolve(done.epoch);
+}
+
+/// Resolves a record that was not put: its future gets the record back with `kind`.
+fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs, budget: &Budget) {
+    resolve(pending, Resolution::Failed(kind), epochs, budget);
 }
 
 impl<S: Sink> Engine<S> {
@@ -266,15 +272,15 @@ impl<S: Sink> Engine<S> {
                         Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
                     let at = s.shard_ref(index);
                     let shard = &mut s.shards[index];
-                    let id = shard.id.clone();
-                    let mut out = full.map(|a| Ready::from_aggregate(a, at, id));
+                    // The shard's id is cloned only for what leaves the aggregator.
+                    let full = full.map(|a| Ready::from_aggregate(a, at, shard.id.clone()));
                     // Nothing more can join a full aggregate: it need not wait for its deadline.
                     let more = if shard.aggregator.is_full() {
                         shard.flush(at)
                     } else {
                         None
                     };
-                    for r in out.take().into_iter().chain(more) {
+                    for r in full.into_iter().chain(more) {
                         push_ready(s, r);
                     }
                 }
@@ -293,14 +299,7 @@ impl<S: Sink> Engine<S> {
     /// Queues a record on its own, unaggregated, routed by its own keys.
     fn send_plain(&mut self, i: usize, pending: Pending, deadline: Instant) {
         let record = pending.record();
-        let limit = self.config.aggregation.max_record_size();
-        if record.size() > limit {
-            let error = RecordError::RecordTooLarge {
-                size: record.size(),
-                data_len: record.data().len(),
-                key_len: record.partition_key().len(),
-                limit,
-            };
+        if let Err(error) = self.config.aggregation.check(record) {
             return fail(
                 pending,
                 PutErrorKind::InvalidRecord(error),

@@ -14,11 +14,19 @@ use crate::limiter::ShardLimiter;
 use crate::shard_map::ShardMap;
 
 /// Where a Kinesis record is predicted to land: shard `index` of the map of `generation`. A
-/// reference into an older map names nothing now ([`StreamState::shard_mut`] checks it).
+/// reference into an older map names nothing now ([`ShardRef::index_in`] checks it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct ShardRef {
     pub(super) index: usize,
     pub(super) generation: u64,
+}
+
+impl ShardRef {
+    /// Its index among the `shards` shards of the map of `generation`, if it names one of them:
+    /// the one place where a reference's generation is checked.
+    pub(super) fn index_in(self, generation: u64, shards: usize) -> Option<usize> {
+        (self.generation == generation && self.index < shards).then_some(self.index)
+    }
 }
 
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
@@ -183,20 +191,15 @@ impl StreamState {
         }
     }
 
-    /// The shard `at` names, if it is a shard of the current map: the one place where a
-    /// reference's generation is checked.
+    /// The shard `at` names, if it is a shard of the current map.
     pub(super) fn shard_mut(&mut self, at: Option<ShardRef>) -> Option<&mut ShardState> {
-        let at = at?;
-        if at.generation != self.generation() {
-            return None;
-        }
-        self.shards.get_mut(at.index)
+        let k = self.current(at)?;
+        Some(&mut self.shards[k])
     }
 
     /// Whether `at` names a shard of the current map, and its index there.
     pub(super) fn current(&self, at: Option<ShardRef>) -> Option<usize> {
-        at.filter(|r| r.generation == self.generation() && r.index < self.shards.len())
-            .map(|r| r.index)
+        at?.index_in(self.generation(), self.shards.len())
     }
 }
 
