@@ -40,6 +40,15 @@ fn main() {
         r.read_back
     );
     assert_eq!(r.failed, 0, "no record may fail under overload");
+    // The target met and claimed in docs/benchmarks.md, at the measured scale (a 2 s run is
+    // mostly start and tail).
+    if secs >= 30 {
+        assert!(
+            r.delivered_share >= 0.95,
+            "one producer delivered {:.1}% of the byte budget, under 95%",
+            r.delivered_share * 100.0
+        );
+    }
 
     // Four producers sharing the stream, together offering twice its capacity.
     let runs = rt.block_on(overload::run_shared(4, 2, 1000, 200.0, secs));
