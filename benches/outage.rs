@@ -2,8 +2,9 @@
 //! RecordTtl = 120 s, 300,000 records of about 90 bytes offered (senders waiting for room)
 //! while the endpoint refuses connections for the first 20 s. Everything must be delivered
 //! when it comes back, and the process's peak resident memory must stay within
-//! MaxBufferedBytes + 64 MiB. The Kinesis (`kpl local`) runs in its own process, so the peak
-//! is the producer's; a TCP proxy on 127.0.0.1 in this process stops listening for the outage
+//! MaxBufferedBytes + 64 MiB. The Kinesis (the embedded one, in a second copy of this
+//! program started with `KPL_OUTAGE_SERVE_PORT`) runs in its own process, so the peak is the
+//! producer's; a TCP proxy on 127.0.0.1 in this process stops listening for the outage
 //! (connections are refused, and open ones are cut).
 //!
 //! Run: `cargo bench --bench outage` (KPL_OUTAGE_RECORDS changes the 300,000).
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Config, Producer, UserRecord};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -34,6 +36,37 @@ fn free_port() -> u16 {
         .port()
 }
 
+/// Set in the child copy of this program that serves the local Kinesis on that port.
+const SERVE_PORT: &str = "KPL_OUTAGE_SERVE_PORT";
+
+/// The child's whole job: the embedded Kinesis on 127.0.0.1:`port` with the stream "outage" of
+/// 4 shards, until its stdin closes (the parent dropped it, or died: no orphan is left).
+fn serve_local(port: u16) {
+    std::thread::spawn(|| {
+        let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+        std::process::exit(0);
+    });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let options = LocalOptions {
+            port,
+            ..LocalOptions::default()
+        };
+        let kinesis = LocalKinesis::start(options)
+            .await
+            .expect("start the local Kinesis");
+        kinesis
+            .create_stream("outage", 4)
+            .await
+            .expect("create the stream");
+        std::future::pending::<()>().await;
+    });
+}
+
+/// The child process serving the local Kinesis; killed when dropped.
 struct Local(Child);
 
 impl Drop for Local {
@@ -82,6 +115,9 @@ async fn proxy(port: u16, upstream: u16, down: Arc<AtomicBool>) {
 }
 
 fn main() {
+    if let Some(port) = std::env::var(SERVE_PORT).ok().and_then(|p| p.parse().ok()) {
+        return serve_local(port);
+    }
     let bench = std::env::args().any(|a| a == "--bench");
     // `cargo test --all-targets` runs benches once as tests: keep that quick.
     let (n, outage) = if bench {
@@ -96,12 +132,12 @@ fn main() {
     let max_bytes: usize = 32 << 20;
     let kinesis_port = free_port();
     let _local = Local(
-        Command::new(env!("CARGO_BIN_EXE_kpl"))
-            .args(["local", "--port", &kinesis_port.to_string()])
-            .args(["--create-stream", "outage:4"])
+        Command::new(std::env::current_exe().expect("this program's path"))
+            .env(SERVE_PORT, kinesis_port.to_string())
+            .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
-            .expect("start kpl local"),
+            .expect("start the local Kinesis"),
     );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -127,7 +163,7 @@ fn main() {
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        assert!(ready, "kpl local did not come up");
+        assert!(ready, "the local Kinesis did not come up");
         probe.shutdown().await;
 
         let port = free_port();

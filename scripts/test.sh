@@ -31,11 +31,18 @@ export KPL_TEST_PYTHON
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
-echo "==> cargo clippy (all targets, warnings are errors)"
-cargo clippy --all-targets -- -D warnings
-echo "==> the library builds without the CLI feature"
-cargo check --lib --no-default-features
+echo "==> cargo clippy (both packages, all targets, warnings are errors)"
+cargo clippy --workspace --all-targets -- -D warnings
+echo "==> the library builds with no features, and with its defaults carries only the library"
+cargo check -p kinesis-producer --lib --no-default-features
+# What `kinesis-producer = "0.1"` compiles: none of the tool's or the tests' crates.
+cli_only="$(cargo tree -p kinesis-producer -e normal --prefix none --format '{p}' \
+  | awk '{print $1}' | grep -xE 'clap|indicatif|resvg|ferrokinesis|axum|serde_json|glob' | sort -u || true)"
+if [ -n "$cli_only" ]; then
+  echo "scripts/test.sh: the library's default features pull in: $cli_only" >&2
+  exit 1
+fi
 echo "==> cargo test (unit, property, golden, interop, CLI; benches run once as tests)"
-cargo test --all-targets
+cargo test --workspace --all-targets
 echo "==> doc tests"
-cargo test --doc
+cargo test -p kinesis-producer --doc

@@ -122,27 +122,3 @@ pub fn reference(args: &[&str], input: &str) -> String {
     );
     String::from_utf8(out.stdout).unwrap()
 }
-
-/// Runs the `kpl` binary with `args`, `stdin` fed from another thread (a large input must not
-/// deadlock against a full stdout pipe), without AWS credentials from the environment.
-pub fn kpl(args: &[&str], stdin: &[u8]) -> std::process::Output {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .env_remove("AWS_ACCESS_KEY_ID")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut pipe = child.stdin.take().unwrap();
-    let input = stdin.to_vec();
-    let writer = std::thread::spawn(move || pipe.write_all(&input));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
-}
-
-/// Bytes as text, for messages.
-pub fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
