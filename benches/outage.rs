@@ -88,7 +88,7 @@ async fn proxy(port: u16, upstream: u16, down: Arc<AtomicBool>) {
             tokio::select! {
                 accepted = listener.accept() => {
                     let Ok((mut client, _)) = accepted else { break };
-                    let down = down.clone();
+                    let down = Arc::clone(&down);
                     tokio::spawn(async move {
                         let Ok(mut server) = TcpStream::connect(("127.0.0.1", upstream)).await else {
                             return;
@@ -168,7 +168,7 @@ fn main() {
 
         let port = free_port();
         let down = Arc::new(AtomicBool::new(true));
-        tokio::spawn(proxy(port, kinesis_port, down.clone()));
+        tokio::spawn(proxy(port, kinesis_port, Arc::clone(&down)));
         let config = direct
             .endpoint(format!("http://127.0.0.1:{port}"))
             .max_buffered_bytes(max_bytes as u64)
@@ -178,7 +178,7 @@ fn main() {
         let producer = Producer::new(config).await;
         let start = Instant::now();
         let back = {
-            let down = down.clone();
+            let down = Arc::clone(&down);
             tokio::spawn(async move {
                 tokio::time::sleep(outage).await;
                 down.store(false, Ordering::Relaxed);
@@ -227,7 +227,7 @@ fn main() {
                 .await
                 .unwrap();
             if i % 1000 == 0 {
-                peak_buffered = peak_buffered.max(producer.buffered().1);
+                peak_buffered = peak_buffered.max(producer.buffered().bytes);
             }
         }
         drop(tx);

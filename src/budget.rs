@@ -165,6 +165,8 @@ impl Budget {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -188,7 +190,7 @@ mod tests {
         let b = std::sync::Arc::new(Budget::new(1, 1000));
         assert!(b.try_reserve(10));
         let waiter = {
-            let b = b.clone();
+            let b = Arc::clone(&b);
             std::thread::spawn(move || b.reserve_blocking(10, || false))
         };
         std::thread::sleep(Duration::from_millis(20));

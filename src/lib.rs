@@ -100,9 +100,17 @@ pub mod sink;
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
+/// Not part of the API (no semver promise, hidden from the docs): internals the crate's own
+/// tests need. The prost structs mirroring `proto/aggregation.proto`, for the KCL model in
+/// `tests/common/kcl.rs`, which decodes an aggregate the way the KCL's protobuf runtime does.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::aggregation::proto::{AggregatedRecord, Record, Tag};
+}
+
 pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, RecordError};
 pub use hash_key::HashKey;
 pub use outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
-pub use producer::{Producer, RecordFuture};
+pub use producer::{Buffered, Producer, RecordFuture};
 pub use record::UserRecord;

@@ -8,6 +8,19 @@ use tokio::sync::{mpsc, oneshot};
 use crate::budget::{Budget, charge};
 use crate::config::Config;
 pub use crate::engine::RecordFuture;
+
+/// What a producer holds now against its budget ([`Producer::buffered`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Buffered {
+    /// User records accepted and not yet resolved (limit: `MaxBufferedRecords`).
+    pub records: usize,
+    /// The memory they hold (limit: `MaxBufferedBytes`): each record's data and partition key
+    /// twice (the record, and its copy in the aggregate) plus 704 bytes (384 of bookkeeping: its
+    /// future, the slot it shares with the engine's entry; 320 reserved for the attempts it
+    /// keeps if retried).
+    pub bytes: usize,
+}
 use crate::engine::{Engine, Msg, Pending};
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
@@ -84,7 +97,7 @@ impl Producer {
             config.max_buffered_records,
             config.max_buffered_bytes,
         ));
-        let engine = Engine::new(config, sink, budget.clone());
+        let engine = Engine::new(config, sink, Arc::clone(&budget));
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(engine.run(rx));
@@ -178,12 +191,7 @@ impl Producer {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
         if !self.inner.budget.reserve(charge(&record), closed).await {
-            return RecordFuture::resolved(PutError {
-                kind: PutErrorKind::Closed,
-                stream,
-                record,
-                attempts: Attempts::default(),
-            });
+            return closed_while_waiting(stream, record);
         }
         self.enqueue(stream, stream_id, record)
             .unwrap_or_else(RecordFuture::resolved)
@@ -196,24 +204,17 @@ impl Producer {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
         if !self.inner.budget.reserve_blocking(charge(&record), closed) {
-            return RecordFuture::resolved(PutError {
-                kind: PutErrorKind::Closed,
-                stream,
-                record,
-                attempts: Attempts::default(),
-            });
+            return closed_while_waiting(stream, record);
         }
         self.enqueue(stream, stream_id, record)
             .unwrap_or_else(RecordFuture::resolved)
     }
 
-    /// Records and bytes buffered now: accepted and not yet resolved. The bytes are the memory
-    /// they hold: each record's data and partition key twice (the record, and its copy in the
-    /// aggregate) plus 704 bytes (384 of bookkeeping: its future, the slot it shares with the
-    /// engine's entry; 320 reserved for the attempts it keeps if retried). Never more than
-    /// `MaxBufferedRecords` and `MaxBufferedBytes`.
-    pub fn buffered(&self) -> (usize, usize) {
-        self.inner.budget.used()
+    /// Records and bytes buffered now: accepted and not yet resolved (see [`Buffered`]). Never
+    /// more than `MaxBufferedRecords` and `MaxBufferedBytes`.
+    pub fn buffered(&self) -> Buffered {
+        let (records, bytes) = self.inner.budget.used();
+        Buffered { records, bytes }
     }
 
     fn refusal(&self) -> Option<PutErrorKind> {
@@ -249,7 +250,7 @@ impl Producer {
         record: UserRecord,
     ) -> Result<RecordFuture, PutError> {
         let size = charge(&record);
-        let (pending, future) = Pending::new(record, stream.clone());
+        let (pending, future) = Pending::new(record, Arc::clone(&stream));
         let msg = Msg::Record {
             stream: stream_id,
             pending,
@@ -287,7 +288,7 @@ impl Producer {
                 let name: Arc<str> = Arc::from(stream);
                 let _ = self.inner.tx.send(Msg::NewStream {
                     id,
-                    name: name.clone(),
+                    name: Arc::clone(&name),
                 });
                 (name, id)
             })
@@ -299,7 +300,7 @@ impl Producer {
     /// flowing meanwhile. A stream the producer has not sent to yet is ignored.
     pub fn refresh_shard_map(&self, stream: &str) {
         if let Some(entry) = self.inner.streams.get(stream) {
-            let _ = self.inner.tx.send(Msg::Refresh(entry.0.clone()));
+            let _ = self.inner.tx.send(Msg::Refresh(Arc::clone(&entry.0)));
         }
     }
 
@@ -336,4 +337,14 @@ impl Producer {
             let _ = rx.await;
         }
     }
+}
+
+/// The outcome of a record whose sender waited for room until the producer shut down.
+fn closed_while_waiting(stream: Arc<str>, record: UserRecord) -> RecordFuture {
+    RecordFuture::resolved(PutError {
+        kind: PutErrorKind::Closed,
+        stream,
+        record,
+        attempts: Attempts::default(),
+    })
 }

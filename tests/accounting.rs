@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
-use axum::http::{Response, StatusCode};
+use axum::http::Response;
 use axum::middleware::Next;
 use kinesis_producer::aggregation::deaggregate_strict;
-use kinesis_producer::local::{LocalKinesis, LocalOptions};
+use kinesis_producer::local::LocalKinesis;
 use kinesis_producer::{Producer, PutErrorKind, UserRecord};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -41,22 +41,13 @@ async fn inject(faults: Arc<Faults>, req: Request, next: Next) -> Response<Body>
         return next.run(req).await;
     }
     let roll = fastrand::f64();
-    let error = faultmix::error;
     if roll < 0.04 {
         faults.errors_500.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalFailure",
-            "injected server error",
-        );
+        return faultmix::server_error("injected server error");
     }
     if roll < 0.07 {
         faults.throttled_calls.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ProvisionedThroughputExceededException",
-            "Rate exceeded (injected)",
-        );
+        return faultmix::throttled("Rate exceeded (injected)");
     }
     let response = next.run(req).await;
     if roll < 0.08 {
@@ -76,7 +67,7 @@ async fn tcp_proxy(upstream: std::net::SocketAddr, faults: Arc<Faults>) -> std::
             let Ok((mut client, _)) = listener.accept().await else {
                 return;
             };
-            let faults = faults.clone();
+            let faults = Arc::clone(&faults);
             tokio::spawn(async move {
                 let reset = |s: TcpStream, faults: &Faults| {
                     faults.resets.fetch_add(1, Ordering::Relaxed);
@@ -108,22 +99,16 @@ async fn tcp_proxy(upstream: std::net::SocketAddr, faults: Arc<Faults>) -> std::
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hundred_thousand_records_under_mixed_faults_add_up() {
     let faults = Arc::new(Faults::default());
-    let f = faults.clone();
-    let kinesis = LocalKinesis::start_with(
-        LocalOptions {
-            enforce_limits: true,
-            port: 0,
-        },
-        move |app| {
-            app.layer(axum::middleware::from_fn(move |req, next| {
-                inject(f.clone(), req, next)
-            }))
-        },
-    )
+    let f = Arc::clone(&faults);
+    let kinesis = LocalKinesis::start_with(faultmix::LIMITED, move |app| {
+        app.layer(axum::middleware::from_fn(move |req, next| {
+            inject(Arc::clone(&f), req, next)
+        }))
+    })
     .await
     .unwrap();
     kinesis.create_stream("acct", 4).await.unwrap();
-    let proxy = tcp_proxy(kinesis.addr(), faults.clone()).await;
+    let proxy = tcp_proxy(kinesis.addr(), Arc::clone(&faults)).await;
     let config = kinesis
         .config()
         .endpoint(format!("http://{proxy}"))
@@ -135,7 +120,7 @@ async fn a_hundred_thousand_records_under_mixed_faults_add_up() {
 
     // Down for 3 s, two seconds in.
     let outage = {
-        let faults = faults.clone();
+        let faults = Arc::clone(&faults);
         tokio::spawn(async move {
             tokio::time::sleep(Duration::from_secs(2)).await;
             faults.down.store(true, Ordering::Relaxed);

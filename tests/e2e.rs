@@ -5,12 +5,15 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::{LocalKinesis, LocalOptions, ReadRecord};
 use kinesis_producer::shard_map::even_split;
-use kinesis_producer::{HashKey, Producer, Receipt, UserRecord};
+use kinesis_producer::{HashKey, Producer, UserRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+#[path = "common/harness.rs"]
+mod harness;
+use harness::send_all;
 
 async fn local() -> LocalKinesis {
     LocalKinesis::start(LocalOptions::default()).await.unwrap()
@@ -43,32 +46,18 @@ type Copy = (String, String, u64, String, Option<String>, bool);
 
 fn deaggregate_all(read: &[ReadRecord]) -> ReadBack {
     let mut out: ReadBack = HashMap::new();
-    for r in read {
-        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
-            let v = (
-                r.shard_id.clone(),
-                r.sequence_number.clone(),
-                u.sub_sequence_number,
-                u.partition_key,
-                u.explicit_hash_key,
-                u.aggregated,
-            );
-            out.entry(u.data.to_vec()).or_default().push(v);
-        }
+    for u in harness::read_back(read) {
+        let v = (
+            u.shard_id,
+            u.sequence_number,
+            u.sub_sequence_number,
+            u.partition_key,
+            u.explicit_hash_key,
+            u.aggregated,
+        );
+        out.entry(u.data.to_vec()).or_default().push(v);
     }
     out
-}
-
-async fn send_all(producer: &Producer, stream: &str, records: &[UserRecord]) -> Vec<Receipt> {
-    let futures: Vec<_> = records
-        .iter()
-        .map(|r| producer.send(stream, r.clone()))
-        .collect();
-    let mut receipts = Vec::with_capacity(futures.len());
-    for f in futures {
-        receipts.push(f.await.unwrap_or_else(|e| panic!("{e}")));
-    }
-    receipts
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

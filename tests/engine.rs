@@ -1,13 +1,15 @@
 //! The engine against the in-memory Kinesis, on tokio's paused clock: exact and instant.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, HashKey, Producer, PutErrorKind, RecordError, UserRecord};
 use tokio::time::Instant;
+
+#[path = "common/harness.rs"]
+mod harness;
+use harness::{first_error_code, read_back};
 
 fn records(n: usize, keys: usize, size: usize) -> Vec<UserRecord> {
     (0..n)
@@ -26,19 +28,17 @@ fn records(n: usize, keys: usize, size: usize) -> Vec<UserRecord> {
 /// carries it, keyed by data (unique in these tests).
 fn stored(sink: &MemorySink, stream: &str) -> HashMap<Vec<u8>, (String, String, u64, String)> {
     let mut out = HashMap::new();
-    for r in sink.records(stream) {
-        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
-            let prev = out.insert(
-                u.data.to_vec(),
-                (
-                    r.shard_id.clone(),
-                    r.sequence_number.clone(),
-                    u.sub_sequence_number,
-                    u.partition_key,
-                ),
-            );
-            assert!(prev.is_none(), "a record was stored twice");
-        }
+    for u in read_back(&sink.records(stream)) {
+        let prev = out.insert(
+            u.data.to_vec(),
+            (
+                u.shard_id,
+                u.sequence_number,
+                u.sub_sequence_number,
+                u.partition_key,
+            ),
+        );
+        assert!(prev.is_none(), "a record was stored twice");
     }
     out
 }
@@ -46,18 +46,12 @@ fn stored(sink: &MemorySink, stream: &str) -> HashMap<Vec<u8>, (String, String, 
 #[tokio::test(start_paused = true)]
 async fn partial_failures_are_resent_until_everything_is_put() {
     let sink = MemorySink::new().with_stream("s", 4);
-    let n = AtomicUsize::new(0);
     // Every third entry fails, whatever it is: retried entries fail again a third of the time.
-    sink.set_entry_fault(move |_| {
-        n.fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(3)
-            .then(|| {
-                (
-                    "InternalFailure".to_string(),
-                    "Internal service failure.".to_string(),
-                )
-            })
-    });
+    sink.set_entry_fault(harness::every_nth(
+        3,
+        "InternalFailure",
+        "Internal service failure.",
+    ));
     let config = Config::builder()
         .aggregation_max_size(4096)
         .build()
@@ -291,13 +285,7 @@ async fn a_record_too_big_is_handed_back_and_others_go_through() {
 
 #[tokio::test(start_paused = true)]
 async fn records_expire_at_record_ttl_with_their_attempts() {
-    let sink = MemorySink::new().with_stream("s", 1);
-    sink.set_entry_fault(|_| Some(("InternalFailure".into(), "always".into())));
-    let config = Config::builder()
-        .record_ttl(Duration::from_secs(2))
-        .build()
-        .unwrap();
-    let producer = Producer::with_sink(config, sink.clone());
+    let (_sink, producer) = harness::failing_producer("always", Duration::from_secs(2));
     let start = Instant::now();
     let err = producer
         .send("s", UserRecord::new("k", "doomed").unwrap())
@@ -324,10 +312,7 @@ async fn whole_call_failures_and_timeouts_are_retried() {
     for f in futures {
         let receipt = f.await.unwrap();
         assert!(receipt.attempts.len() >= 2);
-        assert_eq!(
-            receipt.attempts[0].error.as_ref().unwrap().code,
-            "ServiceUnavailable"
-        );
+        assert_eq!(first_error_code(&receipt), "ServiceUnavailable");
     }
     // Slow answers past RequestTimeout count as failed attempts and are retried.
     sink.set_latency(Duration::from_secs(7));
@@ -335,10 +320,7 @@ async fn whole_call_failures_and_timeouts_are_retried() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     sink.set_latency(Duration::ZERO);
     let receipt = slow.await.unwrap();
-    assert_eq!(
-        receipt.attempts[0].error.as_ref().unwrap().code,
-        "RequestTimeout"
-    );
+    assert_eq!(first_error_code(&receipt), "RequestTimeout");
 }
 
 /// A slow first ListShards (1.5 s, past RecordMaxBufferedTime) costs latency, not PUT units:
@@ -416,14 +398,10 @@ async fn without_any_shard_map_records_of_one_hash_key_are_aggregated_together()
     assert_eq!(entries.len(), 30, "one aggregate per key");
     // Stored where each key's hash sends it, readable by a KCL consumer (every record of an
     // aggregate inside the shard's range).
-    let ranges: HashMap<String, (HashKey, HashKey)> = sink
-        .shards("s")
-        .into_iter()
-        .map(|s| (s.shard_id, (s.start, s.end)))
-        .collect();
+    let ranges = harness::ranges(&sink, "s");
     for r in sink.records("s") {
         let (start, end) = ranges[&r.shard_id];
-        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
+        for u in harness::user_records(&r) {
             let key = HashKey::from_partition_key(&u.partition_key);
             assert!(start <= key && key <= end);
         }

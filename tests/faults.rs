@@ -9,15 +9,12 @@ use std::time::Duration;
 
 use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{Config, Producer, PutErrorKind, UserRecord};
+use kinesis_producer::{Buffered, Config, Producer, PutErrorKind, UserRecord};
 use tokio::time::Instant;
 
-#[path = "common/kcl.rs"]
-mod kcl;
-
-fn record(pk: &str, data: &str) -> UserRecord {
-    UserRecord::new(pk, data.to_owned()).unwrap()
-}
+#[path = "common/harness.rs"]
+mod harness;
+use harness::{first_error_code, record, retried_after, stored_count};
 
 #[tokio::test(start_paused = true)]
 async fn errors_that_cannot_heal_fail_at_once_and_others_are_put() {
@@ -118,7 +115,7 @@ async fn failed_records_back_off_exponentially_and_throttled_ones_briefly() {
     ] {
         let sink = MemorySink::new().with_stream("s", 1);
         let calls = Arc::new(AtomicUsize::new(0));
-        let c = calls.clone();
+        let c = Arc::clone(&calls);
         // The first four attempts fail, the fifth goes through.
         sink.set_entry_fault(move |_| {
             (c.fetch_add(1, Ordering::Relaxed) < 4).then(|| (code.into(), "failed".into()))
@@ -147,7 +144,7 @@ async fn failed_records_back_off_exponentially_and_throttled_ones_briefly() {
 async fn retried_records_go_back_through_aggregation() {
     let sink = MemorySink::new().with_stream("s", 1);
     let calls = Arc::new(AtomicUsize::new(0));
-    let c = calls.clone();
+    let c = Arc::clone(&calls);
     // The first 20 Kinesis records sent fail; everything after is put.
     sink.set_entry_fault(move |_| {
         (c.fetch_add(1, Ordering::Relaxed) < 20).then(|| ("InternalFailure".into(), "oops".into()))
@@ -168,15 +165,7 @@ async fn retried_records_go_back_through_aggregation() {
         }
     }
     assert!(retried >= 100, "{retried}");
-    let stored: usize = sink
-        .records("s")
-        .iter()
-        .map(|r| {
-            deaggregate_strict(&r.partition_key, r.data.clone())
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let stored = stored_count(&sink, "s");
     assert_eq!(stored, 1_000, "each record stored exactly once");
 }
 
@@ -187,21 +176,12 @@ async fn whole_call_throttling_is_retried() {
     let producer = Producer::with_sink(Config::default(), sink.clone());
     let receipt = producer.send("s", record("k", "v")).await.unwrap();
     assert_eq!(receipt.attempts.len(), 3);
-    assert_eq!(
-        receipt.attempts[0].error.as_ref().unwrap().code,
-        "ThrottlingException"
-    );
+    assert_eq!(first_error_code(&receipt), "ThrottlingException");
 }
 
 #[tokio::test(start_paused = true)]
 async fn each_record_expires_at_its_own_ttl() {
-    let sink = MemorySink::new().with_stream("s", 1);
-    sink.set_entry_fault(|_| Some(("InternalFailure".into(), "down".into())));
-    let config = Config::builder()
-        .record_ttl(Duration::from_secs(3))
-        .build()
-        .unwrap();
-    let producer = Producer::with_sink(config, sink.clone());
+    let (_sink, producer) = harness::failing_producer("down", Duration::from_secs(3));
     let first = producer.send("s", record("k", "first"));
     tokio::time::sleep(Duration::from_secs(1)).await;
     let second = producer.send("s", record("k", "second"));
@@ -238,7 +218,8 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
         })
         .collect();
     // Each record holds its data and key twice (2 + 2 bytes) and 704 of bookkeeping.
-    assert_eq!(producer.buffered(), (3, 3 * (2 * 2 + 704)));
+    let buffered = producer.buffered();
+    assert_eq!((buffered.records, buffered.bytes), (3, 3 * (2 * 2 + 704)));
     let refused = producer.try_send("s", record("k", "refused")).unwrap_err();
     assert_eq!(
         refused.kind,
@@ -262,14 +243,14 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
     for f in accepted {
         f.await.unwrap();
     }
-    assert_eq!(producer.buffered(), (0, 0));
+    assert_eq!(producer.buffered(), Buffered::default());
     // Failed records give their room back too.
     let big = producer
         .send("s", UserRecord::new("k", vec![0u8; 2 << 20]).unwrap())
         .await
         .unwrap_err();
     assert!(matches!(big.kind, PutErrorKind::InvalidRecord(_)));
-    assert_eq!(producer.buffered(), (0, 0));
+    assert_eq!(producer.buffered(), Buffered::default());
 }
 
 /// The endpoint fails every call for 20 s while a sender offers records as fast as it may: the
@@ -279,7 +260,7 @@ async fn a_full_buffer_refuses_with_the_record_and_frees_as_records_resolve() {
 async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself() {
     let sink = MemorySink::new().with_stream("s", 4);
     let down = Arc::new(std::sync::atomic::AtomicBool::new(true));
-    let d = down.clone();
+    let d = Arc::clone(&down);
     sink.set_entry_fault(move |_| {
         d.load(Ordering::Relaxed)
             .then(|| ("InternalFailure".into(), "down".into()))
@@ -305,7 +286,11 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
                         )
                         .await,
                 );
-                let (r, b) = producer.buffered();
+                let Buffered {
+                    records: r,
+                    bytes: b,
+                    ..
+                } = producer.buffered();
                 peak = (peak.0.max(r), peak.1.max(b));
             }
             (futures, peak)
@@ -313,11 +298,14 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
     };
     tokio::time::sleep(Duration::from_secs(20)).await;
     let during = producer.buffered();
-    assert!(during.0 <= 2_000 && during.1 <= 1 << 20, "{during:?}");
+    assert!(
+        during.records <= 2_000 && during.bytes <= 1 << 20,
+        "{during:?}"
+    );
     // The byte limit (which counts each record's bookkeeping, about 1 KB here) is the one
     // reached: the buffer filled up to within a record of it and the sender was held back.
     assert!(
-        during.1 + 1_000 >= 1 << 20,
+        during.bytes + 1_000 >= 1 << 20,
         "the buffer filled up and the sender was held back: {during:?}"
     );
     down.store(false, Ordering::Relaxed);
@@ -326,17 +314,9 @@ async fn an_outage_at_full_load_stays_within_the_buffer_and_recovers_by_itself()
     for f in futures {
         f.await.unwrap();
     }
-    let stored: usize = sink
-        .records("s")
-        .iter()
-        .map(|r| {
-            deaggregate_strict(&r.partition_key, r.data.clone())
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let stored = stored_count(&sink, "s");
     assert_eq!(stored, 20_000);
-    assert_eq!(producer.buffered(), (0, 0));
+    assert_eq!(producer.buffered(), Buffered::default());
 }
 
 #[test]
@@ -363,31 +343,12 @@ fn send_blocking_waits_for_room_on_a_plain_thread() {
     );
 }
 
-/// What a KCL consumer keeps (tests/common/kcl.rs: an aggregate with any record outside the
-/// range of the shard it was read from is dropped whole; plain records are kept), by data.
+/// What a KCL consumer keeps of the in-memory sink's `stream`, by data.
 fn kcl_view(
     sink: &MemorySink,
     stream: &str,
 ) -> std::collections::HashMap<Vec<u8>, (String, String, u64)> {
-    let ranges: std::collections::HashMap<
-        String,
-        (kinesis_producer::HashKey, kinesis_producer::HashKey),
-    > = sink
-        .shards(stream)
-        .into_iter()
-        .map(|s| (s.shard_id, (s.start, s.end)))
-        .collect();
-    let mut kept = std::collections::HashMap::new();
-    for r in sink.records(stream) {
-        let (start, end) = ranges[&r.shard_id];
-        for u in kcl::deaggregate(&r.partition_key, &r.data, &r.sequence_number, start, end) {
-            kept.insert(
-                u.data.to_vec(),
-                (r.shard_id.clone(), u.sequence_number, u.sub_sequence_number),
-            );
-        }
-    }
-    kept
+    harness::kcl_view(&sink.records(stream), &harness::ranges(sink, stream))
 }
 
 /// Both shards split while aggregates built for them are in flight: aggregates land on one child
@@ -428,12 +389,7 @@ async fn a_split_in_mid_flight_loses_nothing_for_a_range_filtering_consumer() {
     let mut resent = 0;
     for (i, f) in before.into_iter().chain(after).enumerate() {
         let receipt = f.await.unwrap();
-        resent += usize::from(
-            receipt
-                .attempts
-                .iter()
-                .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard")),
-        );
+        resent += usize::from(retried_after(&receipt, "WrongShard"));
         receipts.push((i, receipt));
     }
     assert!(resent > 0, "the split caught aggregates in flight");
@@ -490,12 +446,7 @@ async fn after_a_stale_answer_aggregates_wait_for_the_new_map() {
     let mut receipts = Vec::new();
     for f in futures {
         let receipt = f.await.unwrap();
-        resent += usize::from(
-            receipt
-                .attempts
-                .iter()
-                .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard")),
-        );
+        resent += usize::from(retried_after(&receipt, "WrongShard"));
         receipts.push(receipt);
     }
     let kept = kcl_view(&sink, "s");
@@ -524,17 +475,15 @@ async fn after_a_stale_answer_aggregates_wait_for_the_new_map() {
 /// sub-sequence number (one key lives on one shard).
 fn stored_order(sink: &MemorySink, stream: &str) -> std::collections::HashMap<String, Vec<usize>> {
     let mut rows = Vec::new();
-    for r in sink.records(stream) {
-        for u in deaggregate_strict(&r.partition_key, r.data.clone()).unwrap() {
-            let n: usize = std::str::from_utf8(&u.data).unwrap().parse().unwrap();
-            rows.push((
-                r.shard_id.clone(),
-                r.sequence_number.clone(),
-                u.sub_sequence_number,
-                u.partition_key,
-                n,
-            ));
-        }
+    for u in harness::read_back(&sink.records(stream)) {
+        let n: usize = std::str::from_utf8(&u.data).unwrap().parse().unwrap();
+        rows.push((
+            u.shard_id,
+            u.sequence_number,
+            u.sub_sequence_number,
+            u.partition_key,
+            n,
+        ));
     }
     rows.sort();
     let mut by_key: std::collections::HashMap<String, Vec<usize>> =
@@ -660,7 +609,7 @@ async fn wrong_credentials_fail_fast_with_the_services_words() {
         }
     );
     assert_eq!(err.attempts.len(), 1);
-    assert_eq!(producer.buffered(), (0, 0));
+    assert_eq!(producer.buffered(), Buffered::default());
 }
 
 /// A deep queue held back by the rate limiter of a busy shard, next to a quiet shard: every
@@ -750,17 +699,11 @@ async fn a_throttling_shard_gets_aggregates_of_one_payload_unit_until_it_stops()
     send(200).await;
     assert!(sizes(0).iter().any(|&s| s > 30_000), "{:?}", sizes(0));
     // Every other entry throttled.
-    let n = Arc::new(AtomicUsize::new(0));
-    sink.set_entry_fault(move |_| {
-        n.fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(2)
-            .then(|| {
-                (
-                    "ProvisionedThroughputExceededException".to_owned(),
-                    "Rate exceeded for shard.".to_owned(),
-                )
-            })
-    });
+    sink.set_entry_fault(harness::every_nth(
+        2,
+        "ProvisionedThroughputExceededException",
+        "Rate exceeded for shard.",
+    ));
     send(200).await;
     let from = sink.requests().len();
     send(200).await;

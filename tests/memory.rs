@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{Config, Producer, UserRecord};
+use kinesis_producer::{Buffered, Config, Producer, UserRecord};
 
 #[path = "common/counting.rs"]
 mod counting;
@@ -54,7 +54,7 @@ fn measure(
         // The engine takes them in, aggregates them, and (in the outage) retries them.
         tokio::time::sleep(run_for).await;
         let grown = live() - before;
-        let (records, bytes) = producer.buffered();
+        let Buffered { records, bytes, .. } = producer.buffered();
         assert_eq!(records, n, "every record still buffered");
         eprintln!(
             "{n} records buffered: heap grew {grown} bytes ({:.0} per record, of which 2 x {} \

@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_sdk_kinesis::types::ScalingType;
-use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{HashKey, Producer, UserRecord};
 
-#[path = "common/kcl.rs"]
-mod kcl;
+#[path = "common/harness.rs"]
+mod harness;
+use harness::{kcl, retried_after};
 
 async fn shard_ranges(
     kinesis: &LocalKinesis,
@@ -142,12 +142,7 @@ async fn split_merge_and_rescale_mid_run_lose_nothing_for_a_kcl_consumer() {
     let mut resent = 0;
     for (i, f) in futures {
         let receipt = f.await.unwrap_or_else(|e| panic!("record {i}: {e}"));
-        resent += usize::from(
-            receipt
-                .attempts
-                .iter()
-                .any(|a| a.error.as_ref().is_some_and(|e| e.code == "WrongShard")),
-        );
+        resent += usize::from(retried_after(&receipt, "WrongShard"));
         receipts.push((i, receipt));
     }
     producer.shutdown().await;
@@ -155,17 +150,20 @@ async fn split_merge_and_rescale_mid_run_lose_nothing_for_a_kcl_consumer() {
     // The KCL's view (tests/common/kcl.rs: a whole aggregate is dropped when any of its
     // records is outside the range of the shard it was read from; plain records are kept).
     let ranges = shard_ranges(&kinesis, "reshard").await;
+    let kcl_ranges: HashMap<String, (HashKey, HashKey)> = ranges
+        .iter()
+        .map(|(id, &(start, end, _))| (id.clone(), (start, end)))
+        .collect();
     let mut kept: HashMap<Vec<u8>, (String, String, u64)> = HashMap::new();
     // A plain deaggregator's view (aws-kinesis-agg, Lambda helpers): every copy.
     let mut copies: HashMap<Vec<u8>, usize> = HashMap::new();
     let (mut dropped_aggregates, mut dropped_records) = (0, 0);
     for r in kinesis.read_all("reshard").await.unwrap() {
-        let (start, end, _) = ranges[&r.shard_id];
-        let all = deaggregate_strict(&r.partition_key, r.data.clone()).unwrap();
+        let all = harness::user_records(&r);
         for u in &all {
             *copies.entry(u.data.to_vec()).or_default() += 1;
         }
-        let seen = kcl::deaggregate(&r.partition_key, &r.data, &r.sequence_number, start, end);
+        let seen = harness::kcl_records(&r, &kcl_ranges);
         if seen.len() < all.len() {
             dropped_aggregates += 1;
             dropped_records += all.len();

@@ -178,15 +178,15 @@ fn show(index: usize, input: &Input, args: &Args, out: &mut dyn Write) -> io::Re
                         sub_sequence_number: i as u64,
                         aggregated: true,
                         md5_ok: Some(true),
-                        partition_key: r
-                            .partition_key_index
-                            .map(|k| agg.partition_key_table[k as usize].as_str()),
+                        partition_key: Some(
+                            agg.partition_key_table[r.partition_key_index as usize].as_str(),
+                        ),
                         explicit_hash_key: r
                             .explicit_hash_key_index
                             .map(|k| agg.explicit_hash_key_table[k as usize].as_str()),
-                        partition_key_index: r.partition_key_index,
+                        partition_key_index: Some(r.partition_key_index),
                         explicit_hash_key_index: r.explicit_hash_key_index,
-                        data_base64: b64(r.data.as_deref().unwrap_or_default()),
+                        data_base64: b64(&r.data),
                         error: None,
                     };
                     json_line(out, &line)?;
@@ -211,8 +211,8 @@ fn show(index: usize, input: &Input, args: &Args, out: &mut dyn Write) -> io::Re
                     list(&agg.explicit_hash_key_table)
                 )?;
                 for (i, r) in agg.records.iter().enumerate() {
-                    let data = r.data.as_deref().unwrap_or_default();
-                    let pk_index = r.partition_key_index.unwrap_or_default();
+                    let data = &r.data[..];
+                    let pk_index = r.partition_key_index;
                     write!(
                         out,
                         "  user record {i}: partition key [{pk_index}] {:?}",

@@ -33,7 +33,33 @@ pub enum Decoded {
     /// No aggregation magic: one plain user record.
     Plain,
     /// A well-formed aggregate; its digest matches.
-    Aggregated(proto::AggregatedRecord),
+    Aggregated(DecodedAggregate),
+}
+
+/// A well-formed aggregate as [`decode`] read it: the key tables and the records that index
+/// them, every index checked and every required field present. (Tags, which neither the KPL nor
+/// we write, are read and dropped, as the KCL does.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct DecodedAggregate {
+    /// The distinct partition keys, in table order.
+    pub partition_key_table: Vec<String>,
+    /// The distinct explicit hash keys, in table order.
+    pub explicit_hash_key_table: Vec<String>,
+    /// The user records, in sub-sequence order.
+    pub records: Vec<AggregateEntry>,
+}
+
+/// One user record inside a [`DecodedAggregate`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct AggregateEntry {
+    /// Its partition key's index in `partition_key_table`.
+    pub partition_key_index: u64,
+    /// Its explicit hash key's index in `explicit_hash_key_table`, if it has one.
+    pub explicit_hash_key_index: Option<u64>,
+    /// Its data.
+    pub data: Bytes,
 }
 
 /// Whether `data` starts with the aggregation magic. A plain record can start with it too, by
@@ -68,7 +94,8 @@ pub fn decode(data: &Bytes) -> Result<Decoded, DeaggregationError> {
         });
     }
     let agg = proto::AggregatedRecord::decode(body)?;
-    for (i, r) in agg.records.iter().enumerate() {
+    let mut records = Vec::with_capacity(agg.records.len());
+    for (i, r) in agg.records.into_iter().enumerate() {
         let pk_index = r
             .partition_key_index
             .ok_or(DeaggregationError::MissingField {
@@ -89,14 +116,21 @@ pub fn decode(data: &Bytes) -> Result<Decoded, DeaggregationError> {
                 agg.explicit_hash_key_table.len(),
             )?;
         }
-        if r.data.is_none() {
-            return Err(DeaggregationError::MissingField {
-                record: i,
-                field: "data",
-            });
-        }
+        let data = r.data.ok_or(DeaggregationError::MissingField {
+            record: i,
+            field: "data",
+        })?;
+        records.push(AggregateEntry {
+            partition_key_index: pk_index,
+            explicit_hash_key_index: r.explicit_hash_key_index,
+            data,
+        });
     }
-    Ok(Decoded::Aggregated(agg))
+    Ok(Decoded::Aggregated(DecodedAggregate {
+        partition_key_table: agg.partition_key_table,
+        explicit_hash_key_table: agg.explicit_hash_key_table,
+        records,
+    }))
 }
 
 fn check_index(
@@ -121,9 +155,9 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn user_records(agg: proto::AggregatedRecord) -> Vec<DeaggregatedRecord> {
-    // `decode` checked every index and required field, so the lookups below cannot miss.
-    let proto::AggregatedRecord {
+fn user_records(agg: DecodedAggregate) -> Vec<DeaggregatedRecord> {
+    // `decode` checked every index, so the lookups below cannot miss.
+    let DecodedAggregate {
         partition_key_table: pks,
         explicit_hash_key_table: ehks,
         records,
@@ -132,9 +166,9 @@ fn user_records(agg: proto::AggregatedRecord) -> Vec<DeaggregatedRecord> {
         .into_iter()
         .enumerate()
         .map(|(i, r)| DeaggregatedRecord {
-            partition_key: pks[r.partition_key_index.unwrap_or_default() as usize].clone(),
+            partition_key: pks[r.partition_key_index as usize].clone(),
             explicit_hash_key: r.explicit_hash_key_index.map(|e| ehks[e as usize].clone()),
-            data: r.data.unwrap_or_default(),
+            data: r.data,
             sub_sequence_number: i as u64,
             aggregated: true,
         })

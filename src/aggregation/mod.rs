@@ -15,7 +15,7 @@
 mod aggregator;
 mod deaggregate;
 mod packer;
-pub mod proto;
+pub(crate) mod proto;
 
 pub use aggregator::{
     Aggregate, AggregationLimits, Aggregator, DEFAULT_AGGREGATION_MAX_COUNT,
@@ -23,7 +23,8 @@ pub use aggregator::{
     TryPush, encode, encode_aggregated,
 };
 pub use deaggregate::{
-    DeaggregatedRecord, Decoded, deaggregate, deaggregate_strict, decode, has_magic,
+    AggregateEntry, DeaggregatedRecord, Decoded, DecodedAggregate, deaggregate, deaggregate_strict,
+    decode, has_magic,
 };
 
 /// The four bytes an aggregate starts with.

@@ -117,7 +117,7 @@ fn aggregate_routes_by_first_records_hash_key() {
     assert_eq!(
         p.records
             .iter()
-            .map(|r| r.partition_key_index.unwrap())
+            .map(|r| r.partition_key_index)
             .collect::<Vec<_>>(),
         [0, 1, 0]
     );

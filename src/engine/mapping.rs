@@ -155,7 +155,7 @@ impl<S: Sink> Engine<S> {
                     index,
                     generation: map.generation(),
                 });
-                r.expected = r.shard.map(|at| s.shards[at.index].id.clone());
+                r.expected = r.shard.map(|at| Arc::clone(&s.shards[at.index].id));
                 push_ready(s, r);
             }
         }
@@ -220,7 +220,7 @@ impl<S: Sink> Engine<S> {
             );
             let error = Arc::new(AttemptError::new("WrongShard", message));
             for mut pending in m.ready.entries {
-                pending.record_failure(m.started, m.duration, error.clone());
+                pending.record_failure(m.started, m.duration, Arc::clone(&error));
                 resend.push(pending);
             }
         }

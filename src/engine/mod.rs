@@ -273,7 +273,7 @@ impl<S: Sink> Engine<S> {
                     let at = s.shard_ref(index);
                     let shard = &mut s.shards[index];
                     // The shard's id is cloned only for what leaves the aggregator.
-                    let full = full.map(|a| Ready::from_aggregate(a, at, shard.id.clone()));
+                    let full = full.map(|a| Ready::from_aggregate(a, at, Arc::clone(&shard.id)));
                     // Nothing more can join a full aggregate: it need not wait for its deadline.
                     let more = if shard.aggregator.is_full() {
                         shard.flush(at)
@@ -314,7 +314,7 @@ impl<S: Sink> Engine<S> {
             .as_ref()
             .and_then(|m| m.lookup(record.hash_key()))
             .map(|index| s.shard_ref(index));
-        let expected = s.shard_mut(shard).map(|h| h.id.clone());
+        let expected = s.shard_mut(shard).map(|h| Arc::clone(&h.id));
         let ready = Ready {
             record: kinesis,
             entries: vec![pending],
@@ -343,7 +343,8 @@ impl<S: Sink> Engine<S> {
             if !s.refreshing && now >= s.next_refresh && (!self.closing || s.needs_map()) {
                 s.refreshing = true;
                 self.generation += 1;
-                let (sink, name, generation) = (self.sink.clone(), s.name.clone(), self.generation);
+                let (sink, name, generation) =
+                    (Arc::clone(&self.sink), Arc::clone(&s.name), self.generation);
                 let limit = self.config.request_timeout;
                 self.refreshes.spawn(async move {
                     let result = match timeout(limit + TIMEOUT_GRACE, sink.list_shards(&name)).await
@@ -447,10 +448,10 @@ impl<S: Sink> Engine<S> {
             })
             .collect();
         tracing::debug!(stream = %s.name, entries = entries.len(), bytes, "PutRecords");
-        let budget = self.budget.clone();
+        let budget = Arc::clone(&self.budget);
         let (sink, name, limit) = (
-            self.sink.clone(),
-            s.name.clone(),
+            Arc::clone(&self.sink),
+            Arc::clone(&s.name),
             self.config.request_timeout,
         );
         self.inflight.spawn(async move {
@@ -525,11 +526,11 @@ impl<S: Sink> Engine<S> {
             if shard.aggregator.limits() != limits
                 && let Some(held) = shard.aggregator.set_limits(limits)
             {
-                let held = Ready::from_aggregate(held, at, shard.id.clone());
+                let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
                 push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
             }
         }
-        let stream = self.streams[done.stream].name.clone();
+        let stream = Arc::clone(&self.streams[done.stream].name);
         for NotPut {
             ready,
             error,

@@ -135,7 +135,7 @@ impl Pending {
         });
         let future = RecordFuture {
             state: FutureState::Waiting {
-                slot: slot.clone(),
+                slot: Arc::clone(&slot),
                 stream,
             },
         };
@@ -195,7 +195,7 @@ impl Pending {
                 put,
                 sub_sequence_number,
             } => State::Put {
-                put: put.clone(),
+                put: Arc::clone(put),
                 delay: put.started - self.arrival,
                 failed,
                 sub_sequence_number,
@@ -306,9 +306,9 @@ impl Future for RecordFuture {
                     error: None,
                 });
                 Ok(Receipt {
-                    stream: stream.clone(),
-                    shard_id: put.shard_id.clone(),
-                    sequence_number: put.sequence_number.clone(),
+                    stream: Arc::clone(stream),
+                    shard_id: Arc::clone(&put.shard_id),
+                    sequence_number: Arc::clone(&put.sequence_number),
                     sub_sequence_number: u64::from(sub_sequence_number),
                     aggregated: put.aggregated,
                     attempts,
@@ -322,7 +322,7 @@ impl Future for RecordFuture {
                 } = *failure;
                 Err(PutError {
                     kind,
-                    stream: stream.clone(),
+                    stream: Arc::clone(stream),
                     record,
                     attempts,
                 })
@@ -418,7 +418,7 @@ mod tests {
             }
         }
         let flag = Arc::new(Flag(false.into()));
-        let waker = Waker::from(flag.clone());
+        let waker = Waker::from(Arc::clone(&flag));
         let (pending, mut future) = Pending::new(record(), "s".into());
         assert!(
             Pin::new(&mut future)

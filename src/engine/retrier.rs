@@ -56,7 +56,7 @@ pub(super) fn expired(arrival: Instant, ttl: Duration, at: Instant) -> bool {
 pub(super) fn expiry(ttl: Duration, last: &Arc<AttemptError>) -> PutErrorKind {
     PutErrorKind::Expired {
         ttl_ms: u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX),
-        last_error: last.clone(),
+        last_error: Arc::clone(last),
     }
 }
 

@@ -58,7 +58,9 @@ pub(super) fn settle_put(
     // A call that failed as a whole fails every entry with one shared error.
     let whole_call = |e: AttemptError| {
         let e = Arc::new(e);
-        (0..batch.len()).map(|_| Err(e.clone())).collect::<Vec<_>>()
+        (0..batch.len())
+            .map(|_| Err(Arc::clone(&e)))
+            .collect::<Vec<_>>()
     };
     let results: Vec<Result<(String, String), Arc<AttemptError>>> = match result {
         Ok(results) if results.len() == batch.len() => results
@@ -140,7 +142,7 @@ pub(super) fn settle_put(
             }
             Err(error) => {
                 for pending in &mut ready.entries {
-                    pending.record_failure(started, duration, error.clone());
+                    pending.record_failure(started, duration, Arc::clone(&error));
                 }
                 failed.push(NotPut {
                     ready,

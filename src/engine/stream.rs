@@ -58,7 +58,7 @@ impl ShardState {
     /// Flushes this shard's aggregate (shard `index` of the map of `generation`), if any.
     pub(super) fn flush(&mut self, at: ShardRef) -> Option<Ready> {
         let a = self.aggregator.flush()?;
-        Some(Ready::from_aggregate(a, at, self.id.clone()))
+        Some(Ready::from_aggregate(a, at, Arc::clone(&self.id)))
     }
 }
 

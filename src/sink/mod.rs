@@ -91,7 +91,7 @@ impl SinkError {
     pub fn to_attempt_error(&self) -> AttemptError {
         let e = AttemptError::new(self.code.clone(), self.message.clone());
         match &self.source {
-            Some(source) => e.with_source(source.clone()),
+            Some(source) => e.with_source(Arc::clone(source)),
             None => e,
         }
     }

@@ -23,10 +23,18 @@ use axum::body::{Body, Bytes};
 use axum::extract::Request;
 use axum::http::{Response, StatusCode};
 use axum::middleware::Next;
-use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Config, Producer, UserRecord};
 use serde_json::{Value, json};
+
+#[path = "harness.rs"]
+mod harness;
+
+/// The embedded Kinesis as AWS limits it: each shard at 1000 records/s and 1 MiB/s.
+pub const LIMITED: LocalOptions = LocalOptions {
+    enforce_limits: true,
+    port: 0,
+};
 
 /// What the layer did.
 #[derive(Debug, Default)]
@@ -48,6 +56,21 @@ pub fn error(status: StatusCode, kind: &str, message: &str) -> Response<Body> {
             json!({"__type": kind, "message": message}).to_string(),
         ))
         .unwrap()
+}
+
+/// A whole call refused with HTTP 500 `InternalFailure`.
+pub fn server_error(message: &str) -> Response<Body> {
+    error(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "InternalFailure",
+        message,
+    )
+}
+
+/// A whole call throttled: HTTP 400 `ProvisionedThroughputExceededException`.
+pub fn throttled(message: &str) -> Response<Body> {
+    let code = "ProvisionedThroughputExceededException";
+    error(StatusCode::BAD_REQUEST, code, message)
 }
 
 /// An answer whose body breaks off: hyper drops the connection, the client gets no answer.
@@ -90,19 +113,11 @@ async fn inject(faults: Arc<Injected>, req: Request, next: Next) -> Response<Bod
     };
     if roll < 0.20 {
         faults.throttled_calls.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::BAD_REQUEST,
-            "ProvisionedThroughputExceededException",
-            "Rate exceeded for stream (injected).",
-        );
+        return throttled("Rate exceeded for stream (injected).");
     }
     if roll < 0.35 {
         faults.errors_500.fetch_add(1, Ordering::Relaxed);
-        return error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "InternalFailure",
-            "Internal service failure (injected).",
-        );
+        return server_error("Internal service failure (injected).");
     }
     if roll < 0.40 {
         faults.dropped.fetch_add(1, Ordering::Relaxed);
@@ -212,22 +227,16 @@ pub async fn run_clean(n: usize) -> FaultRun {
 
 async fn run_with(n: usize, faulty: bool) -> FaultRun {
     let faults = Arc::new(Injected::default());
-    let f = faults.clone();
-    let kinesis = LocalKinesis::start_with(
-        LocalOptions {
-            enforce_limits: true,
-            port: 0,
-        },
-        move |app| {
-            if faulty {
-                app.layer(axum::middleware::from_fn(move |req, next| {
-                    inject(f.clone(), req, next)
-                }))
-            } else {
-                app
-            }
-        },
-    )
+    let f = Arc::clone(&faults);
+    let kinesis = LocalKinesis::start_with(LIMITED, move |app| {
+        if faulty {
+            app.layer(axum::middleware::from_fn(move |req, next| {
+                inject(Arc::clone(&f), req, next)
+            }))
+        } else {
+            app
+        }
+    })
     .await
     .unwrap();
     kinesis.create_stream("faults", 4).await.unwrap();
@@ -271,11 +280,7 @@ async fn run_with(n: usize, faulty: bool) -> FaultRun {
         .await
         .unwrap()
         .iter()
-        .map(|r| {
-            deaggregate_strict(&r.partition_key, r.data.clone())
-                .unwrap()
-                .len()
-        })
+        .map(|r| harness::user_records(r).len())
         .sum();
     FaultRun {
         records: n,

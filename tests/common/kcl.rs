@@ -18,8 +18,8 @@
 #![allow(dead_code)]
 
 use bytes::Bytes;
+use kinesis_producer::__private::AggregatedRecord;
 use kinesis_producer::HashKey;
-use kinesis_producer::aggregation::proto::AggregatedRecord;
 use md5::{Digest, Md5};
 use prost::Message;
 

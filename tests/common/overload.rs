@@ -5,10 +5,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::{LocalKinesis, LocalOptions, ReadRecord};
 use kinesis_producer::shard_map::even_split;
 use kinesis_producer::{HashKey, Producer, UserRecord};
+
+#[path = "harness.rs"]
+mod harness;
 
 /// What an overload run delivered.
 #[derive(Debug)]
@@ -70,7 +72,7 @@ pub async fn run_shared(
     let mut runs = Vec::new();
     for p in 0..producers {
         let producer = Producer::new(config.clone()).await;
-        let keys = keys.clone();
+        let keys = Arc::clone(&keys);
         runs.push(tokio::spawn(async move {
             let mut futures = Vec::new();
             let mut offered_bytes = 0u64;
@@ -80,7 +82,7 @@ pub async fn run_shared(
                     let i = futures.len() * producers + p;
                     let mut data = (i as u64).to_be_bytes().to_vec();
                     data.resize(size, (i % 251) as u8);
-                    let r = UserRecord::new(keys[i % keys.len()].clone(), data).unwrap();
+                    let r = UserRecord::new(Arc::clone(&keys[i % keys.len()]), data).unwrap();
                     // What Kinesis counts against a shard's limit: data and partition key.
                     let bytes = r.size() as u64;
                     offered_bytes += bytes;
@@ -121,14 +123,7 @@ pub async fn run_shared(
     // The whole run lasts until the last producer has every outcome.
     let drained_for = start.elapsed();
     let read = kinesis.read_all("overload").await.unwrap();
-    let read_back: usize = read
-        .iter()
-        .map(|r| {
-            deaggregate_strict(&r.partition_key, r.data.clone())
-                .unwrap()
-                .len()
-        })
-        .sum();
+    let read_back: usize = read.iter().map(|r| harness::user_records(r).len()).sum();
     let steady_share = steady_share(&read, shards);
     // Twice the budget was offered, so the shards never lacked work until the end: what the
     // producers delivered over the whole run, against the budget over the whole run, is how

@@ -86,6 +86,6 @@ pub(super) fn counted<S: Sink>(
     inner: S,
     counters: &Arc<Counters>,
 ) -> Producer {
-    let counters = counters.clone();
+    let counters = Arc::clone(counters);
     rt.block_on(async { Producer::with_sink(config, Counting { inner, counters }) })
 }

@@ -15,7 +15,7 @@ use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::sink::SinkError;
 use kinesis_producer::sink::aws::AwsSink;
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{ConfigBuilder, Producer, PutErrorKind, RecordFuture};
+use kinesis_producer::{Buffered, ConfigBuilder, Producer, PutErrorKind, RecordFuture};
 
 use crate::conn::ConnArgs;
 use crate::progress::Progress;
@@ -457,10 +457,14 @@ fn one_run(
     let sender = {
         let producer = producer.clone();
         let stream = args.stream.clone();
-        let (sent, sent_bytes, done_sending) =
-            (sent.clone(), sent_bytes.clone(), done_sending.clone());
-        let (settled, delivered, settle) = (settled.clone(), delivered.clone(), settle.clone());
-        let peak = peak.clone();
+        let (sent, sent_bytes, done_sending) = (
+            Arc::clone(&sent),
+            Arc::clone(&sent_bytes),
+            Arc::clone(&done_sending),
+        );
+        let (settled, delivered, settle) =
+            (Arc::clone(&settled), Arc::clone(&delivered), settle.clone());
+        let peak = Arc::clone(&peak);
         let mut workload = Workload {
             rng: fastrand::Rng::with_seed(args.seed),
             size: args.size,
@@ -498,20 +502,28 @@ fn one_run(
                     chunk.push(producer.send_blocking(&stream, record));
                     if chunk.len() >= CHUNK || chunk_started.elapsed() >= CHUNK_AGE {
                         let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                        settle.spawn(chunk_outcomes(full, settled.clone(), delivered.clone()));
+                        settle.spawn(chunk_outcomes(
+                            full,
+                            Arc::clone(&settled),
+                            Arc::clone(&delivered),
+                        ));
                         chunk_started = Instant::now();
                     }
                     i += 1;
                     sent.store(i, Relaxed);
                     // The sampler looks every 100 ms; a short run would slip between looks.
                     if i.is_multiple_of(256) {
-                        let (records, bytes) = producer.buffered();
+                        let Buffered { records, bytes, .. } = producer.buffered();
                         peak.0.fetch_max(records as u64, Relaxed);
                         peak.1.fetch_max(bytes as u64, Relaxed);
                     }
                 }
                 if !chunk.is_empty() {
-                    settle.spawn(chunk_outcomes(chunk, settled.clone(), delivered.clone()));
+                    settle.spawn(chunk_outcomes(
+                        chunk,
+                        Arc::clone(&settled),
+                        Arc::clone(&delivered),
+                    ));
                 }
                 producer.flush();
                 done_sending.store(true, Relaxed);
@@ -527,7 +539,7 @@ fn one_run(
     loop {
         tick += 1;
         std::thread::sleep(SAMPLE_EVERY);
-        let (records, bytes) = producer.buffered();
+        let Buffered { records, bytes, .. } = producer.buffered();
         peak.0.fetch_max(records as u64, Relaxed);
         peak.1.fetch_max(bytes as u64, Relaxed);
         let now = start.elapsed();

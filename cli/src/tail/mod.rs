@@ -9,22 +9,29 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use kinesis_producer::{Producer, RecordFuture};
-use md5::{Digest, Md5};
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use kinesis_producer::Producer;
 use tokio::task::JoinHandle;
 
 use crate::conn::ConnArgs;
 use crate::lines::{DeadLetter, LineArgs};
 use crate::progress::Progress;
+
+mod checkpoint;
+mod files;
+mod settle;
+
+use checkpoint::{CheckpointEntry, CheckpointFile};
+use files::{
+    FINGERPRINT_LEN, FileId, Out, READ_BUDGET, READ_CHUNK, Tracked, file_id, find_by_id,
+    fingerprint, read_new_lines, send_line,
+};
+use settle::{Shared, Tally, new_incarnation};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -74,149 +81,7 @@ pub struct Args {
     exit_when_idle: Option<f64>,
 }
 
-/// A file's identity, stable across renames: (device, inode).
-type FileId = (u64, u64);
-
-#[cfg(unix)]
-fn file_id(meta: &std::fs::Metadata) -> FileId {
-    use std::os::unix::fs::MetadataExt;
-    (meta.dev(), meta.ino())
-}
-
-#[cfg(not(unix))]
-fn file_id(meta: &std::fs::Metadata) -> FileId {
-    // No inodes: the creation time, which a rename keeps, stands in for one.
-    let created = meta
-        .created()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_nanos() as u64);
-    (0, created)
-}
-
-/// Bytes at the start of a file that identify it, with its inode, across restarts (an inode
-/// can be reused by a new file once the old one is deleted).
-const FINGERPRINT_LEN: u64 = 256;
-/// At most this much is read from one file per poll, so one huge file cannot starve the others
-/// or fill memory.
-const READ_CHUNK: usize = 4 << 20;
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
-/// How long one poll may keep reading one file that has more.
-const READ_BUDGET: Duration = Duration::from_millis(500);
-
-#[derive(Serialize, Deserialize, Clone, Debug)]
-struct CheckpointFile {
-    version: u32,
-    files: Vec<CheckpointEntry>,
-}
-
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
-struct CheckpointEntry {
-    path: PathBuf,
-    dev: u64,
-    ino: u64,
-    /// Every line ending at or before this offset is settled.
-    offset: u64,
-    fingerprint_len: u64,
-    fingerprint: String,
-}
-
-fn fingerprint(file: &mut File, len: u64) -> std::io::Result<String> {
-    let mut head = vec![0u8; len as usize];
-    file.seek(SeekFrom::Start(0))?;
-    file.read_exact(&mut head)?;
-    Ok(Md5::digest(&head)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect())
-}
-
-/// One follow of a file: a truncation starts another (offsets begin again at 0).
-struct Incarnation {
-    /// Lines sent, with the offset where each ends; `None` for a line skipped as bad.
-    tx: Option<mpsc::UnboundedSender<(u64, Option<RecordFuture>)>>,
-    /// Every line ending at or before this offset is settled.
-    delivered: Arc<AtomicU64>,
-    settler: JoinHandle<()>,
-}
-
-struct Tracked {
-    path: PathBuf,
-    file: File,
-    /// Bytes consumed: complete lines plus `partial`.
-    read_to: u64,
-    /// Bytes after the last newline, waiting for the rest of their line.
-    partial: Vec<u8>,
-    /// Where the last line sent ends.
-    sent_to: u64,
-    fingerprint_len: u64,
-    fingerprint: String,
-    /// Matched by a pattern in the latest scan; a file that is not is read to its end, then
-    /// dropped once its lines are settled.
-    matched: bool,
-    idle_polls: u32,
-    incarnation: Incarnation,
-    /// Earlier incarnations whose lines are still being settled.
-    retired: Vec<JoinHandle<()>>,
-}
-
-#[derive(Default)]
-struct Tally {
-    lines: AtomicU64,
-    bad: AtomicU64,
-    put: AtomicU64,
-    failed: AtomicU64,
-}
-
-struct Shared {
-    dead: Mutex<DeadLetter>,
-    tally: Tally,
-    /// The first failures are shown; all go to the dead-letter file.
-    shown: AtomicU64,
-}
-
-fn settle_lines(
-    shared: Arc<Shared>,
-    delivered: Arc<AtomicU64>,
-    mut rx: mpsc::UnboundedReceiver<(u64, Option<RecordFuture>)>,
-) -> JoinHandle<()> {
-    tokio::spawn(async move {
-        // In the order read: the offset only ever advances past a prefix of settled lines.
-        while let Some((end, future)) = rx.recv().await {
-            if let Some(future) = future {
-                match future.await {
-                    Ok(_) => {
-                        shared.tally.put.fetch_add(1, Relaxed);
-                    }
-                    Err(e) => {
-                        shared.tally.failed.fetch_add(1, Relaxed);
-                        if shared.shown.fetch_add(1, Relaxed) < 3 {
-                            eprintln!("kpl tail: not put: {e}");
-                        }
-                        let written = shared.dead.lock().expect("not poisoned").write(&e);
-                        if let Err(err) = written {
-                            // Without the dead letter the line is not settled: the checkpoint
-                            // stays before it, so a restart sends it again.
-                            eprintln!("kpl tail: cannot write the dead-letter file: {err}");
-                            return;
-                        }
-                    }
-                }
-            }
-            delivered.store(end, Relaxed);
-        }
-    })
-}
-
-fn new_incarnation(shared: &Arc<Shared>, offset: u64) -> Incarnation {
-    let (tx, rx) = mpsc::unbounded_channel();
-    let delivered = Arc::new(AtomicU64::new(offset));
-    Incarnation {
-        tx: Some(tx),
-        delivered: delivered.clone(),
-        settler: settle_lines(shared.clone(), delivered, rx),
-    }
-}
 
 struct Tail {
     args: Args,
@@ -265,17 +130,6 @@ impl Tail {
             incarnation: new_incarnation(&self.shared, start),
             retired: Vec::new(),
         })
-    }
-
-    /// Where to start a file the checkpoint knows, if `entry` still describes it.
-    fn resume_offset(path: &Path, entry: &CheckpointEntry) -> Option<u64> {
-        let mut file = File::open(path).ok()?;
-        let len = file.metadata().ok()?.len();
-        if len < entry.fingerprint_len || len < entry.offset {
-            return None; // truncated, or another file with a reused inode
-        }
-        (fingerprint(&mut file, entry.fingerprint_len).ok()? == entry.fingerprint)
-            .then_some(entry.offset)
     }
 
     /// Starts following: files the checkpoint knows resume where it says (renamed-away ones
@@ -401,166 +255,10 @@ impl Tail {
         Ok(changed)
     }
 
-    fn checkpoint(&self) -> CheckpointFile {
-        let mut files: Vec<CheckpointEntry> = self
-            .files
-            .iter()
-            .map(|(id, t)| CheckpointEntry {
-                path: t.path.clone(),
-                dev: id.0,
-                ino: id.1,
-                offset: t.incarnation.delivered.load(Relaxed),
-                fingerprint_len: t.fingerprint_len,
-                fingerprint: t.fingerprint.clone(),
-            })
-            .collect();
-        files.sort_by(|a, b| a.path.cmp(&b.path));
-        CheckpointFile { version: 1, files }
-    }
-
-    /// Writes the checkpoint if it moved: offsets first, then the dead-letter records behind
-    /// them are synced, then the file is replaced atomically.
-    fn save_checkpoint(&mut self) -> Result<(), String> {
-        let checkpoint = self.checkpoint();
-        if self
-            .last_checkpoint
-            .as_ref()
-            .is_some_and(|c| c.files == checkpoint.files)
-        {
-            return Ok(());
-        }
-        self.shared
-            .dead
-            .lock()
-            .expect("not poisoned")
-            .sync()
-            .map_err(|e| format!("dead-letter file: {e}"))?;
-        let path = &self.args.checkpoint;
-        let tmp = PathBuf::from(format!("{}.tmp", path.display()));
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            serde_json::to_writer_pretty(&mut f, &checkpoint)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            // The rename itself is durable once the directory is synced.
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                File::open(dir)?.sync_all()?;
-            }
-            Ok(())
-        };
-        write().map_err(|e| format!("checkpoint {}: {e}", path.display()))?;
-        self.last_checkpoint = Some(checkpoint);
-        Ok(())
-    }
-
     fn unsettled(&self) -> bool {
         self.files
             .values()
             .any(|t| t.incarnation.delivered.load(Relaxed) < t.sent_to)
-    }
-}
-
-/// Where lines go.
-struct Out<'a> {
-    producer: &'a Producer,
-    stream: &'a str,
-    lines: &'a LineArgs,
-    shared: &'a Arc<Shared>,
-}
-
-/// A file with identity `id` in the directory `was` was in (renamed by rotation).
-fn find_by_id(was: &Path, id: FileId) -> Option<PathBuf> {
-    if std::fs::metadata(was).is_ok_and(|m| file_id(&m) == id) {
-        return Some(was.to_path_buf());
-    }
-    let dir = match was.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    };
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .map(|e| e.path())
-        .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && file_id(&m) == id))
-}
-
-/// Reads what `t` gained since the last poll and sends its complete lines. A file shorter than
-/// what was read, or whose first bytes changed, was truncated: it is followed again from 0.
-async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::Result<usize> {
-    if t.incarnation.tx.is_none() {
-        return Ok(0);
-    }
-    let len = t.file.metadata()?.len();
-    let rewritten = len >= t.fingerprint_len
-        && len != t.read_to
-        && fingerprint(&mut t.file, t.fingerprint_len)? != t.fingerprint;
-    if len < t.read_to || rewritten {
-        eprintln!(
-            "kpl tail: {} was truncated; following it from the start",
-            t.path.display()
-        );
-        let old = std::mem::replace(&mut t.incarnation, new_incarnation(out.shared, 0));
-        t.retired.push(old.settler);
-        t.retired.retain(|h| !h.is_finished());
-        t.read_to = 0;
-        t.sent_to = 0;
-        t.partial.clear();
-    }
-    // A file shorter than the fingerprint when first seen: its fingerprint grows with it.
-    if t.fingerprint_len < FINGERPRINT_LEN && len > t.fingerprint_len {
-        t.fingerprint_len = len.min(FINGERPRINT_LEN);
-        t.fingerprint = fingerprint(&mut t.file, t.fingerprint_len)?;
-    }
-    if len == t.read_to {
-        return Ok(0);
-    }
-    let want = ((len - t.read_to) as usize).min(READ_CHUNK);
-    let mut chunk = vec![0u8; want];
-    t.file.seek(SeekFrom::Start(t.read_to))?;
-    let got = t.file.read(&mut chunk)?;
-    chunk.truncate(got);
-    let base = t.read_to - t.partial.len() as u64;
-    t.read_to += got as u64;
-    let mut buf = std::mem::take(&mut t.partial);
-    buf.extend_from_slice(&chunk);
-    let mut line_start = 0;
-    while let Some(nl) = buf[line_start..].iter().position(|b| *b == b'\n') {
-        let end = line_start + nl;
-        let mut line = &buf[line_start..end];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
-        }
-        send_line(t, line, base + end as u64 + 1, out).await;
-        line_start = end + 1;
-    }
-    t.partial = buf[line_start..].to_vec();
-    Ok(got)
-}
-
-/// Sends one line (blank lines are skipped, bad ones reported) and queues its outcome.
-async fn send_line(t: &mut Tracked, line: &[u8], end: u64, out: &Out<'_>) {
-    let shared = out.shared;
-    let future = if line.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        shared.tally.lines.fetch_add(1, Relaxed);
-        match out.lines.record(line) {
-            Ok(record) => Some(out.producer.send_wait(out.stream, record).await),
-            Err(reason) => {
-                shared.tally.bad.fetch_add(1, Relaxed);
-                eprintln!(
-                    "kpl tail: {} byte {}: {reason}; skipped",
-                    t.path.display(),
-                    end - line.len() as u64 - 1
-                );
-                None
-            }
-        }
-    };
-    t.sent_to = end;
-    if let Some(tx) = &t.incarnation.tx {
-        let _ = tx.send((end, future));
     }
 }
 

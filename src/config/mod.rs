@@ -11,6 +11,9 @@ use crate::aggregation::{
 };
 use crate::error::ConfigError;
 
+mod properties;
+pub use properties::PROPERTY_NAMES;
+
 /// Most entries in one PutRecords call (Kinesis API reference).
 pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
 /// Most bytes in one PutRecords call, data plus partition keys (Kinesis API reference).
@@ -213,30 +216,6 @@ impl Default for ConfigBuilder {
     }
 }
 
-/// The properties [`ConfigBuilder::set_property`] knows, by their KPL names.
-pub const PROPERTY_NAMES: &[&str] = &[
-    "AggregationEnabled",
-    "AggregationMaxCount",
-    "AggregationMaxSize",
-    "CollectionMaxCount",
-    "CollectionMaxSize",
-    "ConnectTimeout",
-    "FailIfThrottled",
-    "KinesisEndpoint",
-    "KinesisPort",
-    "MaxBufferedBytes",
-    "MaxBufferedRecords",
-    "MaxConnections",
-    "MaxRecordSize",
-    "PerKeyOrdering",
-    "RateLimit",
-    "RecordMaxBufferedTime",
-    "RecordTtl",
-    "Region",
-    "RequestTimeout",
-    "ShardMapRefreshInterval",
-];
-
 fn check(property: &'static str, value: u64, min: u64, max: u64) -> Result<u64, ConfigError> {
     if (min..=max).contains(&value) {
         Ok(value)
@@ -383,90 +362,6 @@ impl ConfigBuilder {
         self
     }
 
-    /// Sets a property by its KPL name from its text, as in a KPL `.properties` file.
-    ///
-    /// ```
-    /// use kinesis_producer::Config;
-    /// let config = Config::builder().set_property("AggregationMaxSize", "102400").unwrap().build().unwrap();
-    /// assert_eq!(config.aggregation_limits().max_size(), 102_400);
-    /// let err = Config::builder().set_property("AggregationMaxSise", "1").unwrap_err();
-    /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; the known properties are AggregationEnabled,"));
-    /// ```
-    ///
-    /// # Errors
-    /// [`ConfigError`] naming the property when the name is unknown or the value malformed or out
-    /// of the KPL's range.
-    pub fn set_property(self, name: &str, value: &str) -> Result<Self, ConfigError> {
-        let value = value.trim();
-        let boolean = |property: &'static str| match value.to_ascii_lowercase().as_str() {
-            "true" => Ok(true),
-            "false" => Ok(false),
-            _ => Err(ConfigError::NotABoolean {
-                property,
-                value: value.to_owned(),
-            }),
-        };
-        let number = |property: &'static str| {
-            value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
-                property,
-                value: value.to_owned(),
-            })
-        };
-        Ok(match name {
-            "AggregationEnabled" => self.aggregation_enabled(boolean("AggregationEnabled")?),
-            "PerKeyOrdering" => self.per_key_ordering(boolean("PerKeyOrdering")?),
-            "FailIfThrottled" => self.fail_if_throttled(boolean("FailIfThrottled")?),
-            "AggregationMaxCount" => self.aggregation_max_count(number("AggregationMaxCount")?),
-            "AggregationMaxSize" => self.aggregation_max_size(number("AggregationMaxSize")?),
-            "MaxRecordSize" => self.max_record_size(number("MaxRecordSize")?),
-            "CollectionMaxCount" => self.collection_max_count(number("CollectionMaxCount")?),
-            "CollectionMaxSize" => self.collection_max_size(number("CollectionMaxSize")?),
-            "MaxConnections" => self.max_connections(number("MaxConnections")?),
-            "RateLimit" => self.rate_limit(number("RateLimit")?),
-            "MaxBufferedRecords" => self.max_buffered_records(number("MaxBufferedRecords")?),
-            "MaxBufferedBytes" => self.max_buffered_bytes(number("MaxBufferedBytes")?),
-            "RecordMaxBufferedTime" => Self {
-                record_max_buffered_time_ms: number("RecordMaxBufferedTime")?,
-                ..self
-            },
-            "RecordTtl" => Self {
-                record_ttl_ms: number("RecordTtl")?,
-                ..self
-            },
-            "RequestTimeout" => Self {
-                request_timeout_ms: number("RequestTimeout")?,
-                ..self
-            },
-            "ConnectTimeout" => Self {
-                connect_timeout_ms: number("ConnectTimeout")?,
-                ..self
-            },
-            "ShardMapRefreshInterval" => Self {
-                shard_map_refresh_interval_ms: number("ShardMapRefreshInterval")?,
-                ..self
-            },
-            "Region" => self.region(value),
-            "KinesisEndpoint" => Self {
-                endpoint: Some(value.to_owned()),
-                ..self
-            },
-            "KinesisPort" => {
-                let port = number("KinesisPort")?;
-                let port = check("KinesisPort", port, 1, u16::MAX as u64)? as u16;
-                Self {
-                    port: Some(port),
-                    ..self
-                }
-            }
-            _ => {
-                return Err(ConfigError::UnknownProperty {
-                    name: name.to_owned(),
-                    known: PROPERTY_NAMES.join(", "),
-                });
-            }
-        })
-    }
-
     /// Checks every value against its range and builds the [`Config`].
     ///
     /// # Errors
@@ -599,92 +494,4 @@ fn with_port(endpoint: &str, port: u16) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn defaults_are_the_kpls() {
-        let c = Config::default();
-        assert!(c.aggregation_enabled());
-        assert_eq!(c.aggregation_limits(), AggregationLimits::default());
-        assert_eq!(
-            (c.collection_max_count(), c.collection_max_size()),
-            (500, 5_242_880)
-        );
-        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(100));
-        assert_eq!(c.record_ttl(), Duration::from_secs(30));
-        assert_eq!(c.max_connections(), 24);
-        assert_eq!(c.request_timeout(), Duration::from_secs(6));
-    }
-
-    #[test]
-    fn out_of_range_values_name_property_value_and_range() {
-        let err = |b: ConfigBuilder| b.build().unwrap_err().to_string();
-        assert_eq!(
-            err(Config::builder().collection_max_count(501)),
-            "CollectionMaxCount is 501; the range is 1..=500"
-        );
-        assert_eq!(
-            err(Config::builder().collection_max_size(1000)),
-            "CollectionMaxSize is 1000; the range is 52224..=5242880"
-        );
-        assert_eq!(
-            err(Config::builder().max_connections(0)),
-            "MaxConnections is 0; the range is 1..=256"
-        );
-        assert_eq!(
-            err(Config::builder().record_ttl(Duration::from_millis(99))),
-            "RecordTtl is 99 ms; the range is 100..=4294967295 ms"
-        );
-        assert_eq!(
-            err(Config::builder().request_timeout(Duration::from_millis(50))),
-            "RequestTimeout is 50 ms; the range is 100..=600000 ms"
-        );
-        assert_eq!(
-            err(Config::builder().aggregation_max_size(63)),
-            "AggregationMaxSize is 63; the range is 64..=1048576"
-        );
-        assert_eq!(
-            err(Config::builder()
-                .max_record_size(2 << 20)
-                .aggregation_max_size(3 << 20)),
-            "AggregationMaxSize is 3145728; the range is 64..=2097152"
-        );
-    }
-
-    #[test]
-    fn properties_by_kpl_name() {
-        let c = Config::builder()
-            .set_property("AggregationEnabled", "FALSE")
-            .and_then(|b| b.set_property("RecordMaxBufferedTime", "250"))
-            .and_then(|b| b.set_property("KinesisEndpoint", "127.0.0.1"))
-            .and_then(|b| b.set_property("KinesisPort", "4567"))
-            .and_then(|b| b.set_property("Region", "eu-west-1"))
-            .unwrap()
-            .build()
-            .unwrap();
-        assert!(!c.aggregation_enabled());
-        assert_eq!(c.aggregation_limits().max_count(), 1);
-        assert_eq!(c.record_max_buffered_time(), Duration::from_millis(250));
-        assert_eq!(c.endpoint(), Some("https://127.0.0.1:4567"));
-        assert_eq!(c.region(), Some("eu-west-1"));
-        let e = Config::builder()
-            .set_property("RecordTtl", "soon")
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "RecordTtl is \"soon\"; it must be a whole number"
-        );
-        let e = Config::builder()
-            .set_property("AggregationEnabled", "yes")
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            "AggregationEnabled is \"yes\"; it must be true or false"
-        );
-        assert_eq!(
-            with_port("http://localhost:1234/x", 99),
-            "http://localhost:99"
-        );
-    }
-}
+mod tests;

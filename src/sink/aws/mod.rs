@@ -1,0 +1,176 @@
+//! The sink over aws-sdk-kinesis: the only module that imports the SDK. The client and the
+//! calls are here; what their answers and errors mean for us is in `edge.rs`, as pure
+//! functions unit-tested with the SDK's own builders.
+
+use aws_config::BehaviorVersion;
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_kinesis::Client;
+use aws_sdk_kinesis::config::{Credentials, Region};
+
+use super::{EntryResult, PutEntry, Sink, SinkError};
+use crate::config::Config;
+use crate::shard_map::Shard;
+
+mod edge;
+pub(crate) use edge::sink_error;
+
+/// The region used against a custom endpoint when none is configured: local Kinesis
+/// implementations accept any, and the SDK needs one to sign.
+const LOCAL_DEFAULT_REGION: &str = "us-east-1";
+/// Shards per ListShards page (the API's default and a safe size for every implementation).
+const LIST_SHARDS_PAGE: i32 = 1000;
+
+/// Puts records through aws-sdk-kinesis.
+#[derive(Debug, Clone)]
+pub struct AwsSink {
+    client: Client,
+    /// How errors name the endpoint (`127.0.0.1:4567`, `kinesis.eu-west-1.amazonaws.com`).
+    endpoint: Arc<str>,
+    request_timeout: Duration,
+}
+
+impl AwsSink {
+    /// A client configured from `config`: region, endpoint, static credentials where set,
+    /// else the standard AWS chains; `RequestTimeout` as the operation timeout and
+    /// `ConnectTimeout` for connecting.
+    ///
+    /// The SDK's own retries are off: the producer retries only the entries that failed, with
+    /// its own backoff bounded by `RecordTtl`, so the two layers never multiply.
+    ///
+    /// # Cancellation
+    /// Only loading the AWS configuration awaits; dropping the future creates nothing.
+    pub async fn new(config: &Config) -> AwsSink {
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(config.request_timeout())
+                    .connect_timeout(config.connect_timeout())
+                    .build(),
+            )
+            .retry_config(RetryConfig::disabled());
+        if let Some(region) = config.region() {
+            loader = loader.region(Region::new(region.to_owned()));
+        }
+        if let Some(endpoint) = config.endpoint() {
+            loader = loader.endpoint_url(endpoint);
+        }
+        if let Some(c) = config.credentials() {
+            loader = loader.credentials_provider(Credentials::new(
+                c.access_key_id.clone(),
+                c.secret_access_key.clone(),
+                None,
+                None,
+                "kinesis-producer-static",
+            ));
+        }
+        let mut sdk = loader.load().await;
+        if sdk.region().is_none() && config.endpoint().is_some() {
+            sdk = sdk
+                .into_builder()
+                .region(Region::new(LOCAL_DEFAULT_REGION))
+                .build();
+        }
+        let endpoint = endpoint_name(config, sdk.region().map(|r| r.as_ref()));
+        AwsSink {
+            client: Client::new(&sdk),
+            endpoint: endpoint.into(),
+            request_timeout: config.request_timeout(),
+        }
+    }
+
+    /// A sink over a client you configured yourself; errors name the endpoint by the client's
+    /// region (see [`AwsSink::with_endpoint_name`]).
+    pub fn from_client(client: Client) -> AwsSink {
+        let endpoint = match client.config().region() {
+            Some(region) => format!("kinesis.{region}.amazonaws.com"),
+            None => "the Kinesis endpoint".to_owned(),
+        };
+        let request_timeout = client
+            .config()
+            .timeout_config()
+            .and_then(|t| t.operation_timeout())
+            .unwrap_or_default();
+        AwsSink {
+            client,
+            endpoint: endpoint.into(),
+            request_timeout,
+        }
+    }
+
+    /// The same sink, naming its endpoint `name` in errors (e.g. `127.0.0.1:4567`, for a client
+    /// with a custom endpoint).
+    pub fn with_endpoint_name(mut self, name: &str) -> AwsSink {
+        self.endpoint = name.into();
+        self
+    }
+
+    /// The SDK client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+/// The endpoint as errors name it: `host:port` of a custom endpoint, else the regional
+/// Kinesis host.
+fn endpoint_name(config: &Config, region: Option<&str>) -> String {
+    match config.endpoint() {
+        Some(url) => {
+            let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+            rest.trim_end_matches('/').to_owned()
+        }
+        None => match region {
+            Some(region) => format!("kinesis.{region}.amazonaws.com"),
+            None => "the Kinesis endpoint".to_owned(),
+        },
+    }
+}
+
+impl Sink for AwsSink {
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<EntryResult>, SinkError> {
+        let records = entries
+            .into_iter()
+            .map(edge::request_entry)
+            .collect::<Result<Vec<_>, _>>()?;
+        let out = self
+            .client
+            .put_records()
+            .stream_name(stream)
+            .set_records(Some(records))
+            .send()
+            .await
+            .map_err(|e| sink_error("PutRecords", &self.endpoint, self.request_timeout, e))?;
+        Ok(edge::entry_results(out))
+    }
+
+    async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, SinkError> {
+        let mut shards: Vec<Shard> = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            // The API takes the stream name on the first page only, the token after.
+            let request = match &token {
+                None => self.client.list_shards().stream_name(stream),
+                Some(t) => self.client.list_shards().next_token(t),
+            };
+            let out = request
+                .max_results(LIST_SHARDS_PAGE)
+                .send()
+                .await
+                .map_err(|e| sink_error("ListShards", &self.endpoint, self.request_timeout, e))?;
+            let added = edge::add_page(&mut shards, out.shards.unwrap_or_default())?;
+            token = out.next_token;
+            // Stop at the last page, and on a page that brings nothing new (a service that
+            // repeats itself must not loop us forever).
+            if token.is_none() || added == 0 {
+                return Ok(shards);
+            }
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! The setup the engine, fault, end-to-end and resharding tests share: test records, what a
+//! stream holds read back as its consumers read it (strict deaggregation; the KCL's view, from
+//! `kcl.rs`), and receipt checks. Included with `#[path = "common/harness.rs"] mod harness;`.
+#![allow(dead_code)] // each test binary uses its own subset
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use kinesis_producer::aggregation::deaggregate_strict;
+use kinesis_producer::local::ReadRecord;
+use kinesis_producer::sink::PutEntry;
+use kinesis_producer::sink::memory::{MemorySink, StoredRecord};
+use kinesis_producer::{Config, HashKey, Producer, Receipt, UserRecord};
+
+#[path = "kcl.rs"]
+pub mod kcl;
+
+/// A user record with text data.
+pub fn record(pk: &str, data: &str) -> UserRecord {
+    UserRecord::new(pk, data.to_owned()).unwrap()
+}
+
+/// Sends every record, then awaits every future in order; a failed record fails the test.
+pub async fn send_all(producer: &Producer, stream: &str, records: &[UserRecord]) -> Vec<Receipt> {
+    let futures: Vec<_> = records
+        .iter()
+        .map(|r| producer.send(stream, r.clone()))
+        .collect();
+    let mut receipts = Vec::with_capacity(futures.len());
+    for f in futures {
+        receipts.push(f.await.unwrap_or_else(|e| panic!("{e}")));
+    }
+    receipts
+}
+
+/// A producer over a one-shard in-memory stream "s" that fails every entry with
+/// `InternalFailure: message`, records living `ttl`.
+pub fn failing_producer(message: &'static str, ttl: Duration) -> (MemorySink, Producer) {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(move |_| Some(("InternalFailure".into(), message.into())));
+    let config = Config::builder().record_ttl(ttl).build().unwrap();
+    (sink.clone(), Producer::with_sink(config, sink))
+}
+
+/// An entry fault for `MemorySink::set_entry_fault` that fails every `nth` entry the sink sees
+/// (the first included), whatever it is, with `code` and `message`.
+pub fn every_nth(
+    nth: usize,
+    code: &'static str,
+    message: &'static str,
+) -> impl FnMut(&PutEntry) -> Option<(String, String)> + Send + 'static {
+    let mut seen = 0usize;
+    move |_| {
+        seen += 1;
+        (seen - 1)
+            .is_multiple_of(nth)
+            .then(|| (code.to_owned(), message.to_owned()))
+    }
+}
+
+/// The error code of the first failed attempt a receipt records.
+pub fn first_error_code(receipt: &Receipt) -> &str {
+    &receipt.attempts[0].error.as_ref().unwrap().code
+}
+
+/// Whether a record was sent again after an attempt that failed with `code`.
+pub fn retried_after(receipt: &Receipt, code: &str) -> bool {
+    receipt
+        .attempts
+        .iter()
+        .any(|a| a.error.as_ref().is_some_and(|e| e.code == code))
+}
+
+/// A Kinesis record as a stream holds it: the in-memory sink's or the local Kinesis's.
+pub trait Stored {
+    fn shard_id(&self) -> &str;
+    fn sequence_number(&self) -> &str;
+    fn partition_key(&self) -> &str;
+    fn data(&self) -> &Bytes;
+}
+
+/// The two stored shapes have the same four fields.
+macro_rules! stored {
+    ($($t:ty),*) => {$(
+        impl Stored for $t {
+            fn shard_id(&self) -> &str {
+                &self.shard_id
+            }
+            fn sequence_number(&self) -> &str {
+                &self.sequence_number
+            }
+            fn partition_key(&self) -> &str {
+                &self.partition_key
+            }
+            fn data(&self) -> &Bytes {
+                &self.data
+            }
+        }
+    )*};
+}
+stored!(StoredRecord, ReadRecord);
+
+/// A user record read back, with the Kinesis record that carried it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadBack {
+    pub shard_id: String,
+    pub sequence_number: String,
+    pub sub_sequence_number: u64,
+    pub partition_key: String,
+    pub explicit_hash_key: Option<String>,
+    pub aggregated: bool,
+    pub data: Bytes,
+}
+
+/// The user records of one Kinesis record, through strict deaggregation: a malformed aggregate
+/// fails the test.
+pub fn user_records<S: Stored>(r: &S) -> Vec<ReadBack> {
+    deaggregate_strict(r.partition_key(), r.data().clone())
+        .unwrap()
+        .into_iter()
+        .map(|u| ReadBack {
+            shard_id: r.shard_id().to_owned(),
+            sequence_number: r.sequence_number().to_owned(),
+            sub_sequence_number: u.sub_sequence_number,
+            partition_key: u.partition_key,
+            explicit_hash_key: u.explicit_hash_key,
+            aggregated: u.aggregated,
+            data: u.data,
+        })
+        .collect()
+}
+
+/// Every user record `records` hold, in storage order, as a deaggregating consumer reads them.
+pub fn read_back<S: Stored>(records: &[S]) -> Vec<ReadBack> {
+    records.iter().flat_map(user_records).collect()
+}
+
+/// How many user records the in-memory sink's `stream` holds.
+pub fn stored_count(sink: &MemorySink, stream: &str) -> usize {
+    read_back(&sink.records(stream)).len()
+}
+
+/// The hash key range of every shard `sink` lists for `stream`, closed ones included: what a
+/// KCL consumer filters each shard's aggregates by.
+pub fn ranges(sink: &MemorySink, stream: &str) -> HashMap<String, (HashKey, HashKey)> {
+    sink.shards(stream)
+        .into_iter()
+        .map(|s| (s.shard_id, (s.start, s.end)))
+        .collect()
+}
+
+/// What a KCL consumer receives for one Kinesis record read from a shard of `ranges`
+/// (`kcl.rs`: an aggregate with any record outside the shard's range is dropped whole; plain
+/// records are kept).
+pub fn kcl_records<S: Stored>(
+    r: &S,
+    ranges: &HashMap<String, (HashKey, HashKey)>,
+) -> Vec<kcl::KclRecord> {
+    let (start, end) = ranges[r.shard_id()];
+    kcl::deaggregate(r.partition_key(), r.data(), r.sequence_number(), start, end)
+}
+
+/// What a KCL consumer keeps of `records`, by data: (shard, sequence number, sub-sequence
+/// number) of the copy it keeps.
+pub fn kcl_view<S: Stored>(
+    records: &[S],
+    ranges: &HashMap<String, (HashKey, HashKey)>,
+) -> HashMap<Vec<u8>, (String, String, u64)> {
+    let mut kept = HashMap::new();
+    for r in records {
+        for u in kcl_records(r, ranges) {
+            kept.insert(
+                u.data.to_vec(),
+                (
+                    r.shard_id().to_owned(),
+                    u.sequence_number,
+                    u.sub_sequence_number,
+                ),
+            );
+        }
+    }
+    kept
+}
