@@ -9,6 +9,7 @@
 //! the in-memory sink never throttles, and this measures the engine, not the shard limits. Also prints the memory each buffered record costs.
 //!
 //! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md.
+#![allow(clippy::disallowed_methods)] // a benchmark times what it runs (clippy.toml keeps the library's stages off the clock)
 
 use std::hint::black_box;
 use std::time::{Duration, Instant};

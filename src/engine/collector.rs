@@ -140,13 +140,11 @@ pub(super) fn take(
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test picks its own instants from the clock
 mod tests {
-    use bytes::Bytes;
-
     use super::*;
-    use crate::aggregation::KinesisRecord;
     use crate::config::Config;
-    use crate::engine::stream::ShardRef;
+    use crate::engine::stream::{ShardRef, test_ready};
 
     const GENERATION: u64 = 7;
 
@@ -158,22 +156,9 @@ mod tests {
     }
 
     fn ready(shard: usize, size: usize, aggregated: bool, now: Instant) -> Ready {
-        Ready {
-            record: KinesisRecord {
-                partition_key: "a".into(),
-                explicit_hash_key: None,
-                data: Bytes::from(vec![0; size - 1]),
-                aggregated,
-                user_records: 1,
-            },
-            entries: Vec::new(),
-            deadline: now,
-            shard: Some(ShardRef {
-                index: shard,
-                generation: GENERATION,
-            }),
-            expected: None,
-        }
+        let mut r = test_ready(shard, GENERATION, size, now);
+        r.record.aggregated = aggregated;
+        r
     }
 
     fn limits(max_count: usize, max_size: usize) -> CallLimits {

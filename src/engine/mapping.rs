@@ -85,8 +85,7 @@ impl<S: Sink> Engine<S> {
         s.forced = s.ready.len();
     }
 
-    pub(super) fn on_refresh(&mut self, done: RefreshDone) {
-        let now = Instant::now();
+    pub(super) fn on_refresh(&mut self, done: RefreshDone, now: Instant) {
         let interval = self.config.shard_map_refresh_interval;
         let s = &mut self.streams[done.stream];
         s.refreshing = false;

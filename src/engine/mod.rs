@@ -28,7 +28,6 @@
 //! Only this task touches the state, so nothing in it is locked. Handles talk to it through one
 //! unbounded channel (`send` never blocks); each record carries the slot its future waits on.
 
-use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -56,6 +55,7 @@ mod resend;
 mod retrier;
 mod settle;
 mod stream;
+mod wake;
 
 use collector::{CallLimits, Taken};
 use epochs::Epochs;
@@ -70,6 +70,7 @@ use stream::{
     Ready, Retry, ShardRef, ShardState, StreamState, aggregation_limits, flush_aggregators,
     flush_due, push_ready, push_ready_parts, request_refresh,
 };
+use wake::WakeInputs;
 
 /// The engine's own limit on a call is RequestTimeout plus this: the sink applies RequestTimeout
 /// itself (the AWS sink as the SDK's operation timeout) and can name the endpoint in its error,
@@ -139,7 +140,7 @@ impl<S: Sink> Engine<S> {
             shutdown_waiters: Vec::new(),
             retry_seq: 0,
             rng: fastrand::Rng::new(),
-            origin: Instant::now(),
+            origin: clock(),
         }
     }
 
@@ -147,41 +148,65 @@ impl<S: Sink> Engine<S> {
         let mut buf = Vec::with_capacity(RECV_BATCH);
         let mut open = true;
         loop {
-            let now = Instant::now();
+            let now = clock();
             self.tick(now);
             if (self.closing || !open) && self.is_idle() {
                 break;
             }
-            let wake = self.next_wake(now);
-            tokio::select! {
+            let wake = wake::next_wake(&self.streams, self.wake_inputs(), now);
+            // Wait for the next input; then read the clock once and hand both to the stage.
+            let input = tokio::select! {
                 biased;
                 Some(done) = self.inflight.join_next(), if !self.inflight.is_empty() => match done {
-                    Ok(done) => self.on_put(done),
+                    Ok(done) => Input::Put(done),
                     // A panicking sink lost its batch; those futures resolve as Stopped.
-                    Err(e) => tracing::error!(error = %e, "a PutRecords task failed"),
-                },
-                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
-                    if let Ok(done) = done {
-                        self.on_refresh(done);
+                    Err(e) => {
+                        tracing::error!(error = %e, "a PutRecords task failed");
+                        Input::Woken
                     }
-                }
-                n = rx.recv_many(&mut buf, RECV_BATCH), if open => {
+                },
+                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => match done {
+                    Ok(done) => Input::Listed(done),
+                    Err(_) => Input::Woken,
+                },
+                n = rx.recv_many(&mut buf, RECV_BATCH), if open => Input::Messages(n),
+                () = sleep_until(wake.unwrap_or(now + Duration::from_secs(3600))), if wake.is_some() => Input::Woken,
+            };
+            let now = clock();
+            match input {
+                Input::Put(done) => self.on_put(done),
+                Input::Listed(done) => self.on_refresh(done, now),
+                Input::Messages(n) => {
                     if n == 0 {
                         // Every handle is gone: send what is held, then stop.
                         open = false;
                         self.closing = true;
                     }
-                    let now = Instant::now();
                     for msg in buf.drain(..) {
                         self.on_msg(msg, now);
                     }
                 }
-                () = sleep_until(wake.unwrap_or(now + Duration::from_secs(3600))), if wake.is_some() => {}
+                Input::Woken => {}
             }
         }
         tracing::debug!("producer engine stopped");
         for tx in self.shutdown_waiters.drain(..) {
             let _ = tx.send(());
+        }
+    }
+
+    /// What, besides the streams, decides the next wake-up.
+    fn wake_inputs(&self) -> WakeInputs {
+        WakeInputs {
+            can_send: self.inflight.len() < self.config.max_connections,
+            closing: self.closing,
+            // In order, a record waits for the map as long as it lives: going out without one
+            // could reorder its key.
+            unmapped_wait: if self.config.per_key_ordering {
+                self.config.record_ttl
+            } else {
+                unmapped_wait(&self.config)
+            },
         }
     }
 
@@ -199,26 +224,7 @@ impl<S: Sink> Engine<S> {
 
     fn add_stream(&mut self, id: usize, name: Arc<str>, now: Instant) {
         let i = self.streams.len();
-        self.streams.push(StreamState {
-            name,
-            map: None,
-            refreshing: false,
-            refresh_again: false,
-            next_refresh: now,
-            shards: Vec::new(),
-            aggregators_due: None,
-            unmapped: VecDeque::new(),
-            map_failed: false,
-            map_refused: false,
-            flush_unmapped: false,
-            ready: VecDeque::new(),
-            ready_bytes: 0,
-            retrying: std::collections::BinaryHeap::new(),
-            forced: 0,
-            limited_until: None,
-            unverified: Vec::new(),
-            ordered_retries: Vec::new(),
-        });
+        self.streams.push(StreamState::new(name, now));
         self.by_id.insert(id, i);
     }
 
@@ -460,13 +466,14 @@ impl<S: Sink> Engine<S> {
                     Ok(r) => r,
                     Err(_) => Err(timed_out("PutRecords", limit)),
                 };
+            let finished = clock();
             let Settled {
                 failed,
                 resolved,
                 outcomes,
                 misrouted,
                 stale,
-            } = settle_put(&budget, batch, now, result);
+            } = settle_put(&budget, batch, now, finished, result);
             PutDone {
                 stream: i,
                 failed,
@@ -474,7 +481,7 @@ impl<S: Sink> Engine<S> {
                 outcomes,
                 misrouted,
                 stale,
-                finished: Instant::now(),
+                finished,
             }
         });
         true
@@ -545,61 +552,25 @@ impl<S: Sink> Engine<S> {
             }
         }
     }
+}
 
-    /// The earliest moment something becomes due, if anything can.
-    fn next_wake(&self, now: Instant) -> Option<Instant> {
-        let mut wake: Option<Instant> = None;
-        let mut at = |t: Instant| wake = Some(wake.map_or(t, |w| w.min(t)));
-        let can_send = self.inflight.len() < self.config.max_connections;
-        for s in &self.streams {
-            if !s.refreshing && (!self.closing || s.needs_map()) {
-                at(s.next_refresh);
-            }
-            if let Some((p, _)) = s.unmapped.front() {
-                let wait = if self.config.per_key_ordering {
-                    self.config.record_ttl
-                } else {
-                    unmapped_wait(&self.config)
-                };
-                at(p.arrival() + wait);
-            }
-            if let Some(d) = s.aggregators_due {
-                at(d);
-            }
-            if let Some(r) = s.retrying.peek() {
-                at(r.at);
-            }
-            for (t, _) in &s.ordered_retries {
-                at(*t);
-            }
-            // While a shard is over its rate nothing is sent before `limited_until` (see
-            // `should_send`), so the deadlines of the queue need no walk: with hundreds of
-            // thousands of records queued behind throttled shards, that walk at every wake-up
-            // was most of the engine's CPU (found by `kpl bench`).
-            let limited = s.limited_until.is_some_and(|t| t > now);
-            if can_send {
-                // A deadline already past was acted on by `tick`: a record still here is held
-                // back (its shard over its rate, or busy in order), and what frees it (a call
-                // finishing, the limiter's time, a retry's time) wakes the engine instead.
-                // Counting it would spin.
-                if !limited {
-                    for r in &s.ready {
-                        if r.deadline > now {
-                            at(r.deadline);
-                        }
-                    }
-                }
-                // Only a time still ahead: a past one is stale (it is recomputed only when a
-                // batch is tried), and waking for it would spin.
-                if let Some(t) = s.limited_until
-                    && t > now
-                {
-                    at(t);
-                }
-            }
-        }
-        wake
-    }
+/// The engine's one clock: the loop reads it once per input and its call tasks once per
+/// answer; every stage gets the time from them (`clippy.toml` keeps the stages off the clock).
+#[allow(clippy::disallowed_methods)]
+fn clock() -> Instant {
+    Instant::now()
+}
+
+/// What wakes the engine's loop.
+enum Input {
+    /// A PutRecords call's answer, applied in its task.
+    Put(PutDone),
+    /// A ListShards listing (or its failure).
+    Listed(RefreshDone),
+    /// `n` messages from the handles in the buffer; 0: every handle is gone.
+    Messages(usize),
+    /// A wake-up time came, or a task ended without an answer.
+    Woken,
 }
 
 fn timed_out(operation: &'static str, limit: Duration) -> SinkError {

@@ -102,6 +102,7 @@ pub(super) fn on_grid(at: Instant, origin: Instant) -> Instant {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_methods)] // a test picks its own instants from the clock
 mod tests {
     use super::*;
 

@@ -51,9 +51,9 @@ pub(super) fn settle_put(
     budget: &Budget,
     batch: Vec<Ready>,
     started: Instant,
+    finished: Instant,
     result: Result<Vec<EntryResult>, SinkError>,
 ) -> Settled {
-    let finished = Instant::now();
     let duration = finished - started;
     // A call that failed as a whole fails every entry with one shared error.
     let whole_call = |e: AttemptError| {

@@ -169,6 +169,30 @@ pub(super) struct StreamState {
 }
 
 impl StreamState {
+    /// A stream just named by a handle: no map yet, its first refresh due `now`.
+    pub(super) fn new(name: Arc<str>, now: Instant) -> Self {
+        StreamState {
+            name,
+            map: None,
+            refreshing: false,
+            refresh_again: false,
+            next_refresh: now,
+            shards: Vec::new(),
+            aggregators_due: None,
+            unmapped: VecDeque::new(),
+            map_failed: false,
+            map_refused: false,
+            flush_unmapped: false,
+            ready: VecDeque::new(),
+            ready_bytes: 0,
+            retrying: std::collections::BinaryHeap::new(),
+            forced: 0,
+            limited_until: None,
+            unverified: Vec::new(),
+            ordered_retries: Vec::new(),
+        }
+    }
+
     /// Whether a listing is needed to settle something (records waiting for the first map,
     /// misrouted aggregates, aggregates held for stale shards), so that it is fetched even while
     /// closing.
@@ -274,4 +298,23 @@ pub(super) fn push_ready(s: &mut StreamState, r: Ready) {
 pub(super) fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
     *bytes += r.record.size();
     ready.push_back(r);
+}
+
+/// A Kinesis record of `size` bytes for shard `index` of the map of `generation`, due at
+/// `deadline`, carrying no user records: for the stages' unit tests.
+#[cfg(test)]
+pub(super) fn test_ready(index: usize, generation: u64, size: usize, deadline: Instant) -> Ready {
+    Ready {
+        record: KinesisRecord {
+            partition_key: "a".into(),
+            explicit_hash_key: None,
+            data: bytes::Bytes::from(vec![0; size - 1]),
+            aggregated: true,
+            user_records: 1,
+        },
+        entries: Vec::new(),
+        deadline,
+        shard: Some(ShardRef { index, generation }),
+        expected: None,
+    }
 }

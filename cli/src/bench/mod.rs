@@ -15,18 +15,20 @@ use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::sink::SinkError;
 use kinesis_producer::sink::aws::AwsSink;
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{Buffered, ConfigBuilder, Producer, PutErrorKind, RecordFuture};
+use kinesis_producer::{Buffered, ConfigBuilder, Producer};
 
 use crate::conn::ConnArgs;
 use crate::progress::Progress;
 
 mod chart;
 mod counting;
+mod outcomes;
 mod report;
 mod usage;
 mod workload;
 
 use counting::{Counters, counted};
+use outcomes::{Settled, chunk_outcomes};
 use report::{Report, RunReport, print_table};
 
 use workload::{SizeDist, Workload};
@@ -339,90 +341,6 @@ fn check(args: &Args) -> Result<(), String> {
         chart::format_of(path)?;
     }
     Ok(())
-}
-
-#[derive(Default)]
-struct Settled {
-    put: u64,
-    failed: u64,
-    failures: std::collections::BTreeMap<String, u64>,
-    retried: u64,
-    failed_bytes: u64,
-    latencies_ms: Vec<f64>,
-    /// The first failure, in full, to show why records failed.
-    first_error: Option<String>,
-    /// When the last record was settled: the end of the run.
-    last_at: Option<Instant>,
-}
-
-/// Waits for a chunk of records' outcomes, in order, and counts them. A task per chunk, not
-/// one for all: a record held back by retries holds back only its chunk's count, not every
-/// record behind it; and not one per record, whose cost limited the in-memory runs. Latency
-/// comes from each record's attempts, from its arrival to the end of its last call, so waiting
-/// in order does not change it.
-async fn chunk_outcomes(
-    futures: Vec<RecordFuture>,
-    settled: Arc<std::sync::Mutex<Settled>>,
-    delivered: Arc<AtomicU64>,
-) {
-    let mut s = Settled::default();
-    for future in futures {
-        count_outcome(&mut s, future.await);
-        delivered.fetch_add(1, Relaxed);
-    }
-    s.last_at = Some(Instant::now());
-    settled.lock().expect("no settling task panics").merge(s);
-}
-
-impl Settled {
-    fn merge(&mut self, other: Settled) {
-        self.put += other.put;
-        self.failed += other.failed;
-        self.retried += other.retried;
-        self.failed_bytes += other.failed_bytes;
-        self.latencies_ms.extend(other.latencies_ms);
-        for (kind, n) in other.failures {
-            *self.failures.entry(kind).or_default() += n;
-        }
-        self.last_at = self.last_at.max(other.last_at);
-        if self.first_error.is_none() {
-            self.first_error = other.first_error;
-        }
-    }
-}
-
-fn count_outcome(
-    s: &mut Settled,
-    outcome: Result<kinesis_producer::Receipt, kinesis_producer::PutError>,
-) {
-    match outcome {
-        Ok(receipt) => {
-            s.put += 1;
-            s.retried += u64::from(receipt.attempts.count() > 1);
-            if let Some(a) = receipt.attempts.last() {
-                s.latencies_ms
-                    .push((a.delay + a.duration).as_secs_f64() * 1000.0);
-            }
-        }
-        Err(e) => {
-            s.failed += 1;
-            if s.first_error.is_none() {
-                s.first_error = Some(e.to_string());
-            }
-            s.failed_bytes += e.record.size() as u64;
-            let kind = match &e.kind {
-                PutErrorKind::InvalidRecord(_) => "invalid record".to_string(),
-                PutErrorKind::Expired { .. } => "expired (RecordTtl)".into(),
-                PutErrorKind::Rejected { code, .. } => format!("rejected ({code})"),
-                PutErrorKind::Throttled { .. } => "throttled (FailIfThrottled)".into(),
-                PutErrorKind::BufferFull { .. } => "buffer full".into(),
-                PutErrorKind::Closed => "closed".into(),
-                PutErrorKind::Stopped => "stopped".into(),
-                other => other.to_string(),
-            };
-            *s.failures.entry(kind).or_default() += 1;
-        }
-    }
 }
 
 fn one_run(
