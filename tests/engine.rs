@@ -483,15 +483,7 @@ fn works_from_plain_threads_without_a_runtime() {
         .flat_map(|t| t.join().unwrap())
         .collect();
     producer.flush();
-    let waiter = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    waiter.block_on(async {
-        for f in futures {
-            f.await.unwrap();
-        }
-    });
+    harness::block_on_all(futures);
     assert_eq!(stored(&sink, "s").len(), 10_000);
 }
 

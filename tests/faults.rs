@@ -328,15 +328,7 @@ fn send_blocking_waits_for_room_on_a_plain_thread() {
     let futures: Vec<_> = (0..200)
         .map(|i| producer.send_blocking("s", record("k", &format!("{i}"))))
         .collect();
-    let waiter = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    waiter.block_on(async {
-        for f in futures {
-            f.await.unwrap();
-        }
-    });
+    harness::block_on_all(futures);
     assert!(
         sink.requests().len() >= 20,
         "sent in small batches as room freed up"

@@ -11,7 +11,7 @@ use kinesis_producer::aggregation::deaggregate_strict;
 use kinesis_producer::local::ReadRecord;
 use kinesis_producer::sink::PutEntry;
 use kinesis_producer::sink::memory::{MemorySink, StoredRecord};
-use kinesis_producer::{Config, HashKey, Producer, Receipt, UserRecord};
+use kinesis_producer::{Config, HashKey, Producer, Receipt, RecordFuture, UserRecord};
 
 #[path = "kcl.rs"]
 pub mod kcl;
@@ -41,6 +41,22 @@ pub fn failing_producer(message: &'static str, ttl: Duration) -> (MemorySink, Pr
     sink.set_entry_fault(move |_| Some(("InternalFailure".into(), message.into())));
     let config = Config::builder().record_ttl(ttl).build().unwrap();
     (sink.clone(), Producer::with_sink(config, sink))
+}
+
+/// Awaits every future on a runtime of its own, for tests whose senders are plain threads;
+/// every record must be put.
+pub fn block_on_all(futures: Vec<RecordFuture>) -> Vec<Receipt> {
+    let waiter = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    waiter.block_on(async {
+        let mut receipts = Vec::with_capacity(futures.len());
+        for f in futures {
+            receipts.push(f.await.unwrap());
+        }
+        receipts
+    })
 }
 
 /// An entry fault for `MemorySink::set_entry_fault` that fails every `nth` entry the sink sees
