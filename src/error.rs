@@ -111,6 +111,24 @@ pub enum ConfigError {
         /// The text given.
         value: String,
     },
+    /// A property given a value outside the set it accepts.
+    #[error("{property} is {value:?}; it must be one of {allowed}")]
+    NotOneOf {
+        /// The KPL property name.
+        property: &'static str,
+        /// The text given.
+        value: String,
+        /// The values it accepts, comma-separated.
+        allowed: String,
+    },
+    /// A property that takes effect only with another one, given without it.
+    #[error("{property} is set but {needs} is not; set both")]
+    Incomplete {
+        /// The KPL property name given.
+        property: &'static str,
+        /// The one it needs.
+        needs: &'static str,
+    },
     /// A property name the producer does not know (often a typo).
     #[error("unknown property {name}; the known properties are {known}")]
     UnknownProperty {

@@ -84,6 +84,30 @@ impl Producer {
         Producer::with_sink(config, sink)
     }
 
+    /// A producer over the AWS SDK configured from an AWS configuration you loaded yourself,
+    /// so that what you set up in aws-config applies (the HTTP client with its proxies and CA
+    /// bundles, FIPS or dual-stack endpoints, credential and region providers); `config` brings
+    /// the KPL settings (see [`AwsSink::from_sdk_config`](crate::sink::aws::AwsSink::from_sdk_config)).
+    ///
+    /// ```no_run
+    /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+    /// use kinesis_producer::{Config, Producer};
+    /// let sdk = aws_config::defaults(kinesis_producer::sink::aws::behavior_version())
+    ///     .region("eu-west-1")
+    ///     .load()
+    ///     .await;
+    /// let producer = Producer::from_sdk_config(&sdk, Config::builder().rate_limit(100).build()?);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Panics
+    /// As [`Producer::with_sink`], created outside a tokio runtime without threads to spare.
+    #[cfg(feature = "aws")]
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: Config) -> Producer {
+        let sink = crate::sink::aws::AwsSink::from_sdk_config(sdk, &config);
+        Producer::with_sink(config, sink)
+    }
+
     /// A producer that sends through `sink`: the in-memory Kinesis for tests, or your own sink.
     ///
     /// # Panics

@@ -206,3 +206,38 @@ async fn shutdown_with_records_buffered_and_in_flight_loses_nothing() {
     let back = deaggregate_all(&kinesis.read_all("drain").await.unwrap());
     assert_eq!(back.len(), records.len());
 }
+
+/// What a service set up once in aws-config (here its endpoint, region and credentials; in
+/// production a proxy, a CA bundle, FIPS) applies to the producer made from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_producer_from_your_own_sdk_config_puts_through_it() {
+    let kinesis = local().await;
+    kinesis.create_stream("sdk", 2).await.unwrap();
+    let sdk = aws_config::defaults(kinesis_producer::sink::aws::behavior_version())
+        .endpoint_url(kinesis.endpoint())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_kinesis::config::Credentials::new(
+            "local", "local", None, None, "test",
+        ))
+        .load()
+        .await;
+    let config = kinesis_producer::Config::builder()
+        .record_max_buffered_time(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let producer = Producer::from_sdk_config(&sdk, config);
+    let records = workload(9, 500, 50, 10..100);
+    let receipts = send_all(&producer, "sdk", &records).await;
+    producer.shutdown().await;
+    let stored = deaggregate_all(&kinesis.read_all("sdk").await.unwrap());
+    assert_eq!(stored.len(), 500, "every record read back");
+    for (r, receipt) in records.iter().zip(&receipts) {
+        let copies = &stored[r.data().as_ref()];
+        assert!(copies.iter().any(|c| (c.0.as_str(), c.1.as_str(), c.2)
+            == (
+                &*receipt.shard_id,
+                &*receipt.sequence_number,
+                receipt.sub_sequence_number
+            )));
+    }
+}

@@ -56,10 +56,24 @@ impl ConnArgs {
     pub fn build(&self, builder: ConfigBuilder) -> Result<Config, String> {
         // Ranges are checked once everything is read (one property's range can depend on
         // another's), so a range error names the file but not a line.
-        builder.build().map_err(|e| match &self.config {
+        let config = builder.build().map_err(|e| match &self.config {
             Some(path) => format!("{}: {e}", path.display()),
             None => e.to_string(),
-        })
+        })?;
+        crate::logging::apply_log_level(config.log_level());
+        // KPL settings with no effect here (daemon and thread pool, for instance): one line.
+        if !config.ignored_properties().is_empty() {
+            let names: Vec<String> = config
+                .ignored_properties()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            eprintln!(
+                "kpl: warning: these properties have no effect here: {}",
+                names.join("; ")
+            );
+        }
+        Ok(config)
     }
 }
 

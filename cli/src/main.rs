@@ -8,6 +8,7 @@ mod inspect;
 mod io;
 mod lines;
 mod local;
+mod logging;
 mod progress;
 mod put;
 mod read;
@@ -24,6 +25,8 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Subcommand)]
@@ -71,6 +74,10 @@ fn flag_error(err: kinesis_producer::ConfigError) -> String {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = logging::init(&cli.log) {
+        eprintln!("kpl: {e}");
+        return ExitCode::from(2);
+    }
     let result = match cli.command {
         Command::Aggregate(args) => aggregate::run(args),
         Command::Inspect(args) => inspect::run(args),

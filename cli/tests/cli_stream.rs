@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use common::{kpl, text};
 
+use kinesis_producer::aggregation::deaggregate;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use serde_json::Value;
 
@@ -273,4 +274,117 @@ fn kpl_local_serves_streams_that_put_and_read_use() {
         "{}",
         text(&counted.stdout)
     );
+}
+
+/// A KPL user's properties file carries over: the KPL's every property at its default is
+/// accepted without a word; settings with no effect here get one warning naming them; a file's
+/// `KinesisPort = 443` does not override `--endpoint-url` (it once sent everything to port 443).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kpl_properties_file_carries_over() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("kplconf", 2).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let defaults = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/data/kpl-defaults.properties"
+    );
+    let daemon = std::env::temp_dir().join(format!("kpl-daemon-{}.properties", std::process::id()));
+    std::fs::write(
+        &daemon,
+        "KinesisEndpoint = kinesis.us-east-1.amazonaws.com\nKinesisPort = 443\nThreadPoolSize = 8\n",
+    )
+    .unwrap();
+    let daemon_path = daemon.to_str().unwrap().to_owned();
+    let input: String = (0..100).map(|i| format!("line {i}\n")).collect();
+    let (out_defaults, out_daemon) = tokio::task::spawn_blocking(move || {
+        let put = |config: &str| {
+            let args = [
+                "put",
+                "--stream",
+                "kplconf",
+                "--endpoint-url",
+                &endpoint,
+                "--config",
+                config,
+            ];
+            kpl(&args, input.as_bytes())
+        };
+        (put(defaults), put(&daemon_path))
+    })
+    .await
+    .unwrap();
+    let err = text(&out_defaults.stderr);
+    assert!(out_defaults.status.success(), "{err}");
+    assert!(err.contains("100 lines, 100 put, 0 failed"), "{err}");
+    assert!(!err.contains("warning"), "{err}");
+    let err = text(&out_daemon.stderr);
+    assert!(out_daemon.status.success(), "{err}");
+    assert!(err.contains("100 lines, 100 put, 0 failed"), "{err}");
+    assert!(
+        err.contains(
+            "kpl: warning: these properties have no effect here: ThreadPoolSize (there is no \
+             native daemon: the producer runs in your process)"
+        ),
+        "{err}"
+    );
+    let stored: usize = kinesis
+        .read_all("kplconf")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| deaggregate(&r.partition_key, r.data).len())
+        .sum();
+    assert_eq!(stored, 200, "both runs' records, once each");
+    std::fs::remove_file(daemon).unwrap();
+}
+
+/// At trace level, with credentials (and a session token) from the environment, neither the
+/// secret key nor the token appears anywhere kpl writes, in either log format; the log is on
+/// (the library's events show).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trace_log_never_shows_the_credentials() {
+    const SECRET: &str = "kplSentinelSecretKey/DoNotLog+0123456789abcdef";
+    const TOKEN: &str = "kplSentinelSessionToken-DoNotLog-FwoGZXIvYXdzEJr";
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("secret", 1).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    for format in ["human", "json"] {
+        let endpoint = endpoint.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+                .args(["put", "--stream", "secret", "--endpoint-url", &endpoint])
+                .args(["--log-level", "trace", "--log-format", format])
+                .env_remove("RUST_LOG")
+                .env("AWS_ACCESS_KEY_ID", "AKIAKPLSENTINEL00001")
+                .env("AWS_SECRET_ACCESS_KEY", SECRET)
+                .env("AWS_SESSION_TOKEN", TOKEN)
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let mut stdin = child.stdin.take().unwrap();
+            stdin.write_all(b"one\ntwo\nthree\n").unwrap();
+            drop(stdin);
+            child.wait_with_output().unwrap()
+        })
+        .await
+        .unwrap();
+        let all = format!("{}{}", text(&out.stdout), text(&out.stderr));
+        assert!(out.status.success(), "{all}");
+        assert!(all.contains("3 lines, 3 put, 0 failed"), "{all}");
+        assert!(
+            all.contains("PutRecords"),
+            "the library's trace is on: {all}"
+        );
+        assert!(
+            !all.contains(SECRET),
+            "{format}: the secret key was written"
+        );
+        assert!(
+            !all.contains(TOKEN),
+            "{format}: the session token was written"
+        );
+    }
 }

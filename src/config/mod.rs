@@ -12,7 +12,7 @@ use crate::aggregation::{
 use crate::error::ConfigError;
 
 mod properties;
-pub use properties::PROPERTY_NAMES;
+pub use properties::{Effect, IgnoredProperty, Kind, PROPERTIES, PROPERTY_NAMES, Property};
 
 /// Most entries in one PutRecords call (Kinesis API reference).
 pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
@@ -28,6 +28,16 @@ pub struct StaticCredentials {
     pub access_key_id: String,
     /// Secret access key.
     pub secret_access_key: String,
+}
+
+impl StaticCredentials {
+    /// Neither part set yet (a properties file sets them one line at a time).
+    pub(crate) fn empty() -> Self {
+        StaticCredentials {
+            access_key_id: String::new(),
+            secret_access_key: String::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for StaticCredentials {
@@ -60,6 +70,10 @@ pub struct Config {
     pub(crate) rate_limit: u32,
     pub(crate) max_buffered_records: usize,
     pub(crate) max_buffered_bytes: usize,
+    /// `KinesisPort` given without an endpoint: the port of the regional endpoint.
+    pub(crate) kinesis_port: Option<u16>,
+    pub(crate) log_level: String,
+    pub(crate) ignored: Vec<IgnoredProperty>,
 }
 
 impl Default for Config {
@@ -154,6 +168,21 @@ impl Config {
     pub fn shard_map_refresh_interval(&self) -> Duration {
         self.shard_map_refresh_interval
     }
+    /// `KinesisPort` when it was given without an endpoint: the port of the regional endpoint
+    /// (the KPL's default, 443, is the endpoint's own).
+    pub fn kinesis_port(&self) -> Option<u16> {
+        self.kinesis_port
+    }
+    /// `LogLevel` (info, warning or error; default info): the level of `kpl`'s log. The
+    /// library logs through `tracing`; in your program, your subscriber sets the level.
+    pub fn log_level(&self) -> &str {
+        &self.log_level
+    }
+    /// The properties this configuration was given that have no effect here, with why (KPL
+    /// daemon settings, for instance): see [`PROPERTIES`].
+    pub fn ignored_properties(&self) -> &[IgnoredProperty] {
+        &self.ignored
+    }
 }
 
 /// Builds a [`Config`]; [`build`](Self::build) checks every value against its KPL range.
@@ -171,8 +200,14 @@ pub struct ConfigBuilder {
     request_timeout_ms: u64,
     connect_timeout_ms: u64,
     region: Option<String>,
+    /// An endpoint URL given to [`ConfigBuilder::endpoint`]: it wins over the properties'
+    /// `KinesisEndpoint` and `KinesisPort`.
     endpoint: Option<String>,
+    /// `KinesisEndpoint`: a host name (HTTPS), or a URL.
+    kinesis_endpoint: Option<String>,
     port: Option<u16>,
+    log_level: String,
+    ignored: Vec<IgnoredProperty>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
     fail_if_throttled: bool,
@@ -204,7 +239,10 @@ impl Default for ConfigBuilder {
             connect_timeout_ms: 6_000,
             region: None,
             endpoint: None,
+            kinesis_endpoint: None,
             port: None,
+            log_level: "info".to_owned(),
+            ignored: Vec::new(),
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
             fail_if_throttled: false,
@@ -438,18 +476,32 @@ impl ConfigBuilder {
             1_000,
             86_400_000,
         )?;
-        let endpoint = match (self.endpoint, self.port) {
-            (Some(e), Some(port)) => Some(with_port(&e, port)),
-            (Some(e), None) => Some(with_scheme(&e)),
-            (None, Some(port)) => {
-                return Err(ConfigError::OutOfRange {
-                    property: "KinesisPort",
-                    value: port.to_string(),
-                    range: "only with KinesisEndpoint".into(),
+        // An endpoint URL given in code or on the command line wins over the properties'
+        // `KinesisEndpoint` and `KinesisPort`; `KinesisPort` alone is the regional endpoint's.
+        let (endpoint, kinesis_port) = match (self.endpoint, self.kinesis_endpoint, self.port) {
+            (Some(url), _, _) => (Some(with_scheme(&url)), None),
+            (None, Some(host), Some(port)) => (Some(with_port(&host, port)), None),
+            (None, Some(host), None) => (Some(with_scheme(&host)), None),
+            (None, None, port) => (None, port.filter(|&p| p != 443)),
+        };
+        if let Some(c) = &self.credentials {
+            if c.access_key_id.is_empty() {
+                return Err(ConfigError::Incomplete {
+                    property: "AwsSecretKey",
+                    needs: "AwsAccessKeyId",
                 });
             }
-            (None, None) => None,
-        };
+            if c.secret_access_key.is_empty() {
+                return Err(ConfigError::Incomplete {
+                    property: "AwsAccessKeyId",
+                    needs: "AwsSecretKey",
+                });
+            }
+        }
+        if !self.ignored.is_empty() {
+            let names: Vec<String> = self.ignored.iter().map(ToString::to_string).collect();
+            tracing::warn!("these properties have no effect here: {}", names.join("; "));
+        }
         Ok(Config {
             aggregation_enabled: self.aggregation_enabled,
             aggregation,
@@ -469,6 +521,9 @@ impl ConfigBuilder {
             rate_limit: rate_limit as u32,
             max_buffered_records: max_buffered_records as usize,
             max_buffered_bytes: max_buffered_bytes as usize,
+            kinesis_port,
+            log_level: self.log_level,
+            ignored: self.ignored,
         })
     }
 }

@@ -1,39 +1,236 @@
-//! KPL `.properties` names: [`ConfigBuilder::set_property`] and the names it knows.
+//! KPL `.properties` names: [`ConfigBuilder::set_property`] and the one table of every name it
+//! knows, ours and every property of the KPL's `KinesisProducerConfiguration` (1.0.x, and the
+//! older names its 0.x samples used), with what each does here.
 
-use super::{ConfigBuilder, check};
+use super::{ConfigBuilder, StaticCredentials, check};
 use crate::error::ConfigError;
 
-/// The properties [`ConfigBuilder::set_property`] knows, by their KPL names.
-pub const PROPERTY_NAMES: &[&str] = &[
-    "AggregationEnabled",
-    "AggregationMaxCount",
-    "AggregationMaxSize",
-    "CollectionMaxCount",
-    "CollectionMaxSize",
-    "ConnectTimeout",
-    "FailIfThrottled",
-    "KinesisEndpoint",
-    "KinesisPort",
-    "MaxBufferedBytes",
-    "MaxBufferedRecords",
-    "MaxConnections",
-    "MaxRecordSize",
-    "PerKeyOrdering",
-    "RateLimit",
-    "RecordMaxBufferedTime",
-    "RecordTtl",
-    "Region",
-    "RequestTimeout",
-    "ShardMapRefreshInterval",
+/// What a property does in this producer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// It is applied, under the KPL's meaning, default and range.
+    Applied,
+    /// It is accepted and checked, but has no effect here, for this reason. A configuration
+    /// carrying one reports it ([`Config::ignored_properties`](super::Config::ignored_properties)),
+    /// and [`ConfigBuilder::build`] logs one warning naming them all.
+    Ignored(&'static str),
+}
+
+/// The kind of value a property takes, as the KPL parses it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `true` or `false` (any case).
+    Boolean,
+    /// A whole number.
+    Number,
+    /// Text.
+    Text,
+}
+
+/// One property: its name, the kind of value it takes, and what it does here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Property {
+    /// The name, as in a KPL `.properties` file.
+    pub name: &'static str,
+    /// The kind of value.
+    pub kind: Kind,
+    /// Its default value, as text (empty: not set); for the KPL's own names, the KPL's.
+    pub default: &'static str,
+    /// What it does here.
+    pub effect: Effect,
+}
+
+const NO_DAEMON: &str = "there is no native daemon: the producer runs in your process";
+const METRICS_LATER: &str = "metrics are not implemented yet";
+const CHAIN: &str = "credentials come from the standard AWS chain or `ConfigBuilder::credentials`";
+
+const fn applied(name: &'static str, kind: Kind, default: &'static str) -> Property {
+    Property {
+        name,
+        kind,
+        default,
+        effect: Effect::Applied,
+    }
+}
+
+const fn ignored(
+    name: &'static str,
+    kind: Kind,
+    default: &'static str,
+    why: &'static str,
+) -> Property {
+    Property {
+        name,
+        kind,
+        default,
+        effect: Effect::Ignored(why),
+    }
+}
+
+/// Every property name [`ConfigBuilder::set_property`] accepts. A name not here is an error.
+pub const PROPERTIES: &[Property] = &[
+    applied("AggregationEnabled", Kind::Boolean, "true"),
+    applied("AggregationMaxCount", Kind::Number, "4294967295"),
+    applied("AggregationMaxSize", Kind::Number, "51200"),
+    // KPL 0.x names for static credentials.
+    applied("AwsAccessKeyId", Kind::Text, ""),
+    applied("AwsSecretKey", Kind::Text, ""),
+    ignored(
+        "CaCertPath",
+        Kind::Text,
+        "",
+        "TLS uses the system's and rustls' roots; custom CA bundles are not supported yet",
+    ),
+    ignored("CloudwatchEndpoint", Kind::Text, "", METRICS_LATER),
+    ignored("CloudwatchPort", Kind::Number, "443", METRICS_LATER),
+    applied("CollectionMaxCount", Kind::Number, "500"),
+    applied("CollectionMaxSize", Kind::Number, "5242880"),
+    applied("ConnectTimeout", Kind::Number, "6000"),
+    ignored("CredentialsRefreshDelay", Kind::Number, "5000", NO_DAEMON),
+    // The KPL 0.x name of KinesisEndpoint.
+    applied("CustomEndpoint", Kind::Text, ""),
+    ignored("EnableCoreDumps", Kind::Boolean, "false", NO_DAEMON),
+    applied("FailIfThrottled", Kind::Boolean, "false"),
+    ignored(
+        "GlueSchemaRegistryPropertiesFilePath",
+        Kind::Text,
+        "",
+        "Glue Schema Registry serialization is not supported",
+    ),
+    applied("KinesisEndpoint", Kind::Text, ""),
+    applied("KinesisPort", Kind::Number, "443"),
+    // The level of `kpl`'s log; in a program, its tracing subscriber decides.
+    applied("LogLevel", Kind::Text, "info"),
+    applied("MaxBufferedBytes", Kind::Number, "268435456"),
+    applied("MaxBufferedRecords", Kind::Number, "500000"),
+    applied("MaxConnections", Kind::Number, "24"),
+    applied("MaxRecordSize", Kind::Number, "1048576"),
+    ignored("MetricsGranularity", Kind::Text, "shard", METRICS_LATER),
+    ignored("MetricsLevel", Kind::Text, "detailed", METRICS_LATER),
+    ignored(
+        "MetricsNamespace",
+        Kind::Text,
+        "KinesisProducerLibrary",
+        METRICS_LATER,
+    ),
+    ignored("MetricsUploadDelay", Kind::Number, "60000", METRICS_LATER),
+    ignored(
+        "MinConnections",
+        Kind::Number,
+        "1",
+        "the HTTP client opens connections as calls need them",
+    ),
+    ignored("NativeExecutable", Kind::Text, "", NO_DAEMON),
+    applied("PerKeyOrdering", Kind::Boolean, "false"),
+    // The KPL 0.x name of KinesisPort.
+    applied("Port", Kind::Number, "443"),
+    ignored(
+        "ProxyHost",
+        Kind::Text,
+        "",
+        "proxies are not configurable yet",
+    ),
+    ignored(
+        "ProxyPassword",
+        Kind::Text,
+        "",
+        "proxies are not configurable yet",
+    ),
+    ignored(
+        "ProxyPort",
+        Kind::Number,
+        "443",
+        "proxies are not configurable yet",
+    ),
+    ignored(
+        "ProxyUserName",
+        Kind::Text,
+        "",
+        "proxies are not configurable yet",
+    ),
+    applied("RateLimit", Kind::Number, "150"),
+    applied("RecordMaxBufferedTime", Kind::Number, "100"),
+    applied("RecordTtl", Kind::Number, "30000"),
+    applied("Region", Kind::Text, ""),
+    applied("RequestTimeout", Kind::Number, "6000"),
+    // Always true here: a failed record's error hands it back.
+    applied("ReturnUserRecordInFuture", Kind::Boolean, "false"),
+    applied("ShardMapRefreshInterval", Kind::Number, "60000"),
+    ignored("StsEndpoint", Kind::Text, "", CHAIN),
+    ignored("StsPort", Kind::Number, "443", CHAIN),
+    ignored("TempDirectory", Kind::Text, "", NO_DAEMON),
+    ignored("ThreadPoolSize", Kind::Number, "0", NO_DAEMON),
+    ignored("ThreadingModel", Kind::Text, "PER_REQUEST", NO_DAEMON),
+    ignored(
+        "UserRecordTimeoutInMillis",
+        Kind::Number,
+        "0",
+        "RecordTtl bounds how long a record's future waits",
+    ),
+    // Certificates are always verified: `true` is what happens anyway; `false` is refused.
+    applied("VerifyCertificate", Kind::Boolean, "true"),
 ];
 
+/// The properties [`ConfigBuilder::set_property`] knows, by name.
+pub const PROPERTY_NAMES: &[&str] = &{
+    let mut names = [""; PROPERTIES.len()];
+    let mut i = 0;
+    while i < PROPERTIES.len() {
+        names[i] = PROPERTIES[i].name;
+        i += 1;
+    }
+    names
+};
+
+/// A property a configuration was given that has no effect here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IgnoredProperty {
+    /// Its name.
+    pub name: &'static str,
+    /// The value it was given.
+    pub value: String,
+    /// Why it has no effect.
+    pub why: &'static str,
+}
+
+impl std::fmt::Display for IgnoredProperty {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.name, self.why)
+    }
+}
+
+/// Checks a value against the KPL's pattern for the text properties that have one.
+fn check_pattern(name: &'static str, value: &str) -> Result<(), ConfigError> {
+    let allowed: &[&str] = match name {
+        "LogLevel" => &["info", "warning", "error"],
+        "MetricsLevel" => &["none", "summary", "detailed"],
+        "MetricsGranularity" => &["global", "stream", "shard"],
+        "ThreadingModel" => &["PER_REQUEST", "POOLED"],
+        _ => return Ok(()),
+    };
+    if allowed.contains(&value) {
+        Ok(())
+    } else {
+        Err(ConfigError::NotOneOf {
+            property: name,
+            value: value.to_owned(),
+            allowed: allowed.join(", "),
+        })
+    }
+}
+
 impl ConfigBuilder {
-    /// Sets a property by its KPL name from its text, as in a KPL `.properties` file.
+    /// Sets a property by its KPL name from its text, as in a KPL `.properties` file. Every
+    /// property of the KPL is accepted ([`PROPERTIES`]); those with no effect here are checked
+    /// like the KPL checks them and reported by
+    /// [`Config::ignored_properties`](super::Config::ignored_properties).
     ///
     /// ```
     /// use kinesis_producer::Config;
     /// let config = Config::builder().set_property("AggregationMaxSize", "102400").unwrap().build().unwrap();
     /// assert_eq!(config.aggregation_limits().max_size(), 102_400);
+    /// let config = Config::builder().set_property("ThreadPoolSize", "8").unwrap().build().unwrap();
+    /// assert_eq!(config.ignored_properties()[0].name, "ThreadPoolSize");
     /// let err = Config::builder().set_property("AggregationMaxSise", "1").unwrap_err();
     /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; the known properties are AggregationEnabled,"));
     /// ```
@@ -41,74 +238,127 @@ impl ConfigBuilder {
     /// # Errors
     /// [`ConfigError`] naming the property when the name is unknown or the value malformed or out
     /// of the KPL's range.
-    pub fn set_property(self, name: &str, value: &str) -> Result<Self, ConfigError> {
+    pub fn set_property(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let value = value.trim();
-        let boolean = |property: &'static str| match value.to_ascii_lowercase().as_str() {
+        let Some(property) = PROPERTIES.iter().find(|p| p.name == name) else {
+            return Err(ConfigError::UnknownProperty {
+                name: name.to_owned(),
+                known: PROPERTY_NAMES.join(", "),
+            });
+        };
+        let name = property.name;
+        let boolean = || match value.to_ascii_lowercase().as_str() {
             "true" => Ok(true),
             "false" => Ok(false),
             _ => Err(ConfigError::NotABoolean {
-                property,
+                property: name,
                 value: value.to_owned(),
             }),
         };
-        let number = |property: &'static str| {
+        let number = || {
             value.parse::<u64>().map_err(|_| ConfigError::NotANumber {
-                property,
+                property: name,
                 value: value.to_owned(),
             })
         };
+        match property.kind {
+            Kind::Boolean => drop(boolean()?),
+            Kind::Number => drop(number()?),
+            Kind::Text => check_pattern(name, value)?,
+        }
+        if let Effect::Ignored(why) = property.effect {
+            self.ignored.retain(|p| p.name != name);
+            // At the KPL's default it changes nothing the KPL would have done differently: no
+            // warning (a KPL file lists every property at its default).
+            if value.eq_ignore_ascii_case(property.default) {
+                return Ok(self);
+            }
+            self.ignored.push(IgnoredProperty {
+                name,
+                value: value.to_owned(),
+                why,
+            });
+            return Ok(self);
+        }
         Ok(match name {
-            "AggregationEnabled" => self.aggregation_enabled(boolean("AggregationEnabled")?),
-            "PerKeyOrdering" => self.per_key_ordering(boolean("PerKeyOrdering")?),
-            "FailIfThrottled" => self.fail_if_throttled(boolean("FailIfThrottled")?),
-            "AggregationMaxCount" => self.aggregation_max_count(number("AggregationMaxCount")?),
-            "AggregationMaxSize" => self.aggregation_max_size(number("AggregationMaxSize")?),
-            "MaxRecordSize" => self.max_record_size(number("MaxRecordSize")?),
-            "CollectionMaxCount" => self.collection_max_count(number("CollectionMaxCount")?),
-            "CollectionMaxSize" => self.collection_max_size(number("CollectionMaxSize")?),
-            "MaxConnections" => self.max_connections(number("MaxConnections")?),
-            "RateLimit" => self.rate_limit(number("RateLimit")?),
-            "MaxBufferedRecords" => self.max_buffered_records(number("MaxBufferedRecords")?),
-            "MaxBufferedBytes" => self.max_buffered_bytes(number("MaxBufferedBytes")?),
+            "AggregationEnabled" => self.aggregation_enabled(boolean()?),
+            "PerKeyOrdering" => self.per_key_ordering(boolean()?),
+            "FailIfThrottled" => self.fail_if_throttled(boolean()?),
+            "AggregationMaxCount" => self.aggregation_max_count(number()?),
+            "AggregationMaxSize" => self.aggregation_max_size(number()?),
+            "MaxRecordSize" => self.max_record_size(number()?),
+            "CollectionMaxCount" => self.collection_max_count(number()?),
+            "CollectionMaxSize" => self.collection_max_size(number()?),
+            "MaxConnections" => self.max_connections(number()?),
+            "RateLimit" => self.rate_limit(number()?),
+            "MaxBufferedRecords" => self.max_buffered_records(number()?),
+            "MaxBufferedBytes" => self.max_buffered_bytes(number()?),
             "RecordMaxBufferedTime" => Self {
-                record_max_buffered_time_ms: number("RecordMaxBufferedTime")?,
+                record_max_buffered_time_ms: number()?,
                 ..self
             },
             "RecordTtl" => Self {
-                record_ttl_ms: number("RecordTtl")?,
+                record_ttl_ms: number()?,
                 ..self
             },
             "RequestTimeout" => Self {
-                request_timeout_ms: number("RequestTimeout")?,
+                request_timeout_ms: number()?,
                 ..self
             },
             "ConnectTimeout" => Self {
-                connect_timeout_ms: number("ConnectTimeout")?,
+                connect_timeout_ms: number()?,
                 ..self
             },
             "ShardMapRefreshInterval" => Self {
-                shard_map_refresh_interval_ms: number("ShardMapRefreshInterval")?,
+                shard_map_refresh_interval_ms: number()?,
                 ..self
             },
+            // The KPL's default is no region (the chain decides): an empty value keeps it.
+            "Region" if value.is_empty() => self,
             "Region" => self.region(value),
-            "KinesisEndpoint" => Self {
-                endpoint: Some(value.to_owned()),
+            "KinesisEndpoint" | "CustomEndpoint" if value.is_empty() => self,
+            "KinesisEndpoint" | "CustomEndpoint" => Self {
+                kinesis_endpoint: Some(value.to_owned()),
                 ..self
             },
-            "KinesisPort" => {
-                let port = number("KinesisPort")?;
-                let port = check("KinesisPort", port, 1, u16::MAX as u64)? as u16;
+            "KinesisPort" | "Port" => {
+                let port = check(name, number()?, 1, u16::MAX as u64)? as u16;
                 Self {
                     port: Some(port),
                     ..self
                 }
             }
-            _ => {
-                return Err(ConfigError::UnknownProperty {
-                    name: name.to_owned(),
-                    known: PROPERTY_NAMES.join(", "),
-                });
+            "AwsAccessKeyId" | "AwsSecretKey" if value.is_empty() => self,
+            "AwsAccessKeyId" => {
+                let c = self
+                    .credentials
+                    .get_or_insert_with(StaticCredentials::empty);
+                c.access_key_id = value.to_owned();
+                self
             }
+            "AwsSecretKey" => {
+                let c = self
+                    .credentials
+                    .get_or_insert_with(StaticCredentials::empty);
+                c.secret_access_key = value.to_owned();
+                self
+            }
+            "LogLevel" => Self {
+                log_level: value.to_owned(),
+                ..self
+            },
+            "ReturnUserRecordInFuture" => self,
+            "VerifyCertificate" => {
+                if !boolean()? {
+                    return Err(ConfigError::NotOneOf {
+                        property: name,
+                        value: value.to_owned(),
+                        allowed: "true (certificates are always verified)".into(),
+                    });
+                }
+                self
+            }
+            _ => unreachable!("every applied property of the table is matched above"),
         })
     }
 }

@@ -87,3 +87,142 @@ fn properties_by_kpl_name() {
         "http://localhost:99"
     );
 }
+
+/// Applies a `.properties` text the way `kpl --config` reads one (`Name = value` lines).
+fn from_properties(text: &str) -> Result<ConfigBuilder, ConfigError> {
+    let mut b = Config::builder();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (name, value) = line.split_once('=').unwrap();
+        b = b.set_property(name.trim(), value.trim())?;
+    }
+    Ok(b)
+}
+
+#[test]
+fn the_kpls_own_properties_at_their_defaults_are_all_accepted_and_none_warns() {
+    let text = include_str!("../../tests/data/kpl-defaults.properties");
+    let c = from_properties(text).unwrap().build().unwrap();
+    assert_eq!(c.ignored_properties(), []);
+    // Every name the file holds is one the table knows, and the defaults are the KPL's.
+    assert_eq!(c.endpoint(), None);
+    assert_eq!(
+        c.kinesis_port(),
+        None,
+        "443 is the regional endpoint's own port"
+    );
+    assert_eq!(c.max_connections(), 24);
+    assert_eq!(c.record_ttl(), Duration::from_secs(30));
+    let names = text
+        .lines()
+        .filter(|l| !l.starts_with('#') && l.contains('='))
+        .count();
+    assert_eq!(names, 40, "every KinesisProducerConfiguration property");
+}
+
+#[test]
+fn every_property_of_the_table_is_accepted_at_its_default() {
+    for p in PROPERTIES {
+        let b = Config::builder()
+            .set_property(p.name, p.default)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        let c = b.build().unwrap_or_else(|e| panic!("{}: {e}", p.name));
+        assert_eq!(c.ignored_properties(), [], "{}", p.name);
+    }
+    let mut names: Vec<_> = PROPERTY_NAMES.to_vec();
+    names.sort_unstable();
+    assert_eq!(names, PROPERTY_NAMES, "the table is sorted by name");
+}
+
+#[test]
+fn properties_with_no_effect_here_are_reported_with_why() {
+    let c = from_properties("ThreadPoolSize = 8\nMetricsLevel = summary\nThreadPoolSize = 16\n")
+        .unwrap()
+        .build()
+        .unwrap();
+    let ignored: Vec<String> = c
+        .ignored_properties()
+        .iter()
+        .map(|p| p.to_string())
+        .collect();
+    assert_eq!(
+        ignored,
+        [
+            "MetricsLevel (metrics are not implemented yet)",
+            "ThreadPoolSize (there is no native daemon: the producer runs in your process)",
+        ]
+    );
+    assert_eq!(
+        c.ignored_properties()[1].value,
+        "16",
+        "the last value given counts"
+    );
+    // Checked as the KPL checks them.
+    let e = Config::builder()
+        .set_property("MetricsLevel", "verbose")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "MetricsLevel is \"verbose\"; it must be one of none, summary, detailed"
+    );
+    let e = Config::builder()
+        .set_property("ThreadPoolSize", "many")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "ThreadPoolSize is \"many\"; it must be a whole number"
+    );
+    let e = Config::builder()
+        .set_property("VerifyCertificate", "false")
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "VerifyCertificate is \"false\"; it must be one of true (certificates are always verified)"
+    );
+}
+
+#[test]
+fn kinesis_port_alone_is_the_regional_endpoints_and_an_endpoint_url_wins_over_the_file() {
+    let c = from_properties("KinesisPort = 8443")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!((c.endpoint(), c.kinesis_port()), (None, Some(8443)));
+    // A file's KinesisEndpoint and KinesisPort give way to an endpoint URL set in code (or
+    // by `--endpoint-url`): it is used as given, port included.
+    let c = from_properties("KinesisEndpoint = kinesis.example.com\nKinesisPort = 443")
+        .unwrap()
+        .endpoint("http://127.0.0.1:1")
+        .build()
+        .unwrap();
+    assert_eq!(
+        (c.endpoint(), c.kinesis_port()),
+        (Some("http://127.0.0.1:1"), None)
+    );
+    // The KPL 0.x names.
+    let c = from_properties("CustomEndpoint = 127.0.0.1\nPort = 4567")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.endpoint(), Some("https://127.0.0.1:4567"));
+}
+
+#[test]
+fn static_credentials_by_the_kpls_old_names_need_both_parts() {
+    let c = from_properties("AwsAccessKeyId = AKIDEXAMPLE\nAwsSecretKey = secret")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.credentials().unwrap().access_key_id, "AKIDEXAMPLE");
+    assert!(!format!("{c:?}").contains("secret"), "never printed");
+    let e = from_properties("AwsAccessKeyId = AKIDEXAMPLE")
+        .unwrap()
+        .build()
+        .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "AwsAccessKeyId is set but AwsSecretKey is not; set both"
+    );
+}

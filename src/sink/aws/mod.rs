@@ -44,7 +44,24 @@ impl AwsSink {
     /// # Cancellation
     /// Only loading the AWS configuration awaits; dropping the future creates nothing.
     pub async fn new(config: &Config) -> AwsSink {
-        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        let mut loader = aws_config::defaults(behavior_version());
+        if let Some(region) = config.region() {
+            loader = loader.region(Region::new(region.to_owned()));
+        }
+        if let Some(c) = config.credentials() {
+            loader = loader.credentials_provider(static_credentials(c));
+        }
+        AwsSink::from_sdk_config(&loader.load().await, config)
+    }
+
+    /// A client from an AWS configuration you loaded yourself (`aws_config::load_defaults` or
+    /// `aws_config::defaults(...)...load()`), so that what you set up there applies: the HTTP
+    /// client (proxies, custom CA bundles), FIPS or dual-stack endpoints, credential and region
+    /// providers. `config` adds the producer's own: `RequestTimeout` and `ConnectTimeout`, the
+    /// SDK's retries off (the producer retries the failed entries itself), and its region,
+    /// endpoint and static credentials where set (they win over `sdk`'s).
+    pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: &Config) -> AwsSink {
+        let mut builder = aws_sdk_kinesis::config::Builder::from(sdk)
             .timeout_config(
                 TimeoutConfig::builder()
                     .operation_timeout(config.request_timeout())
@@ -52,32 +69,30 @@ impl AwsSink {
                     .build(),
             )
             .retry_config(RetryConfig::disabled());
-        if let Some(region) = config.region() {
-            loader = loader.region(Region::new(region.to_owned()));
+        let mut region = config
+            .region()
+            .map(|r| Region::new(r.to_owned()))
+            .or_else(|| sdk.region().cloned());
+        let mut endpoint = config
+            .endpoint()
+            .or_else(|| sdk.endpoint_url())
+            .map(str::to_owned);
+        if region.is_none() && endpoint.is_some() {
+            region = Some(Region::new(LOCAL_DEFAULT_REGION));
         }
-        if let Some(endpoint) = config.endpoint() {
-            loader = loader.endpoint_url(endpoint);
+        // `KinesisPort` without an endpoint: the regional endpoint on that port, as the KPL.
+        if let (None, Some(port), Some(r)) = (&endpoint, config.kinesis_port(), &region) {
+            endpoint = Some(format!("https://kinesis.{r}.amazonaws.com:{port}"));
         }
         if let Some(c) = config.credentials() {
-            loader = loader.credentials_provider(Credentials::new(
-                c.access_key_id.clone(),
-                c.secret_access_key.clone(),
-                None,
-                None,
-                "kinesis-producer-static",
-            ));
+            builder = builder.credentials_provider(static_credentials(c));
         }
-        let mut sdk = loader.load().await;
-        if sdk.region().is_none() && config.endpoint().is_some() {
-            sdk = sdk
-                .into_builder()
-                .region(Region::new(LOCAL_DEFAULT_REGION))
-                .build();
-        }
-        let endpoint = endpoint_name(config, sdk.region().map(|r| r.as_ref()));
+        builder.set_region(region.clone());
+        builder.set_endpoint_url(endpoint.clone());
         AwsSink {
-            client: Client::new(&sdk),
-            endpoint: endpoint.into(),
+            client: Client::from_conf(builder.build()),
+            endpoint: endpoint_name(endpoint.as_deref(), region.as_ref().map(|r| r.as_ref()))
+                .into(),
             request_timeout: config.request_timeout(),
         }
     }
@@ -116,17 +131,33 @@ impl AwsSink {
 
 /// The endpoint as errors name it: `host:port` of a custom endpoint, else the regional
 /// Kinesis host.
-fn endpoint_name(config: &Config, region: Option<&str>) -> String {
-    match config.endpoint() {
-        Some(url) => {
+/// How errors name the endpoint: its host and port, or the regional endpoint's name.
+fn endpoint_name(endpoint: Option<&str>, region: Option<&str>) -> String {
+    match (endpoint, region) {
+        (Some(url), _) => {
             let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
             rest.trim_end_matches('/').to_owned()
         }
-        None => match region {
-            Some(region) => format!("kinesis.{region}.amazonaws.com"),
-            None => "the Kinesis endpoint".to_owned(),
-        },
+        (None, Some(region)) => format!("kinesis.{region}.amazonaws.com"),
+        (None, None) => "the Kinesis endpoint".to_owned(),
     }
+}
+
+/// The SDK behaviour version the producer's clients are made with: pinned and dated, so that
+/// upgrading the SDK cannot change its defaults (timeouts, retries, checksums) under users; it
+/// is moved forward on purpose, with the tests.
+pub fn behavior_version() -> BehaviorVersion {
+    BehaviorVersion::v2025_08_07()
+}
+
+fn static_credentials(c: &crate::config::StaticCredentials) -> Credentials {
+    Credentials::new(
+        c.access_key_id.clone(),
+        c.secret_access_key.clone(),
+        None,
+        None,
+        "kinesis-producer-static",
+    )
 }
 
 impl Sink for AwsSink {
