@@ -35,6 +35,7 @@ use hashbrown::HashMap;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
+use tracing::Instrument;
 
 use crate::aggregation::{Aggregator, Entry, encode};
 use crate::budget::Budget;
@@ -352,18 +353,22 @@ impl<S: Sink> Engine<S> {
                 let (sink, name, generation) =
                     (Arc::clone(&self.sink), Arc::clone(&s.name), self.generation);
                 let limit = self.config.request_timeout;
-                self.refreshes.spawn(async move {
-                    let result = match timeout(limit + TIMEOUT_GRACE, sink.list_shards(&name)).await
-                    {
-                        Ok(r) => r,
-                        Err(_) => Err(timed_out("ListShards", limit)),
-                    };
-                    RefreshDone {
-                        stream: i,
-                        generation,
-                        result,
+                let span = tracing::debug_span!("list_shards", stream = %name, generation);
+                self.refreshes.spawn(
+                    async move {
+                        let listing = sink.list_shards(&name);
+                        let result = match timeout(limit + TIMEOUT_GRACE, listing).await {
+                            Ok(r) => r,
+                            Err(_) => Err(timed_out("ListShards", limit)),
+                        };
+                        RefreshDone {
+                            stream: i,
+                            generation,
+                            result,
+                        }
                     }
-                });
+                    .instrument(span),
+                );
             }
             let closing = self.closing;
             if !self.streams[i].unmapped.is_empty() {
@@ -453,14 +458,28 @@ impl<S: Sink> Engine<S> {
                 data: r.record.data.clone(),
             })
             .collect();
-        tracing::debug!(stream = %s.name, entries = entries.len(), bytes, "PutRecords");
+        // The call's attempt: one more than the most any of its records has made.
+        let attempt = 1 + batch
+            .iter()
+            .filter_map(|r| r.entries.first())
+            .map(Pending::attempts_made)
+            .max()
+            .unwrap_or(0);
+        let span = tracing::debug_span!(
+            "put_records",
+            stream = %s.name,
+            entries = entries.len(),
+            bytes,
+            attempt
+        );
+        tracing::debug!(parent: &span, "PutRecords");
         let budget = Arc::clone(&self.budget);
         let (sink, name, limit) = (
             Arc::clone(&self.sink),
             Arc::clone(&s.name),
             self.config.request_timeout,
         );
-        self.inflight.spawn(async move {
+        let call = async move {
             let result =
                 match timeout(limit + TIMEOUT_GRACE, sink.put_records(&name, entries)).await {
                     Ok(r) => r,
@@ -483,7 +502,8 @@ impl<S: Sink> Engine<S> {
                 stale,
                 finished,
             }
-        });
+        };
+        self.inflight.spawn(call.instrument(span));
         true
     }
 
@@ -544,7 +564,7 @@ impl<S: Sink> Engine<S> {
             class,
         } in done.failed
         {
-            tracing::debug!(stream = %stream, code = %error.code, message = %error.message, "entry not put");
+            tracing::debug!(stream = %stream, code = %error.code, reason = %error.message, "entry not put");
             if self.config.per_key_ordering {
                 self.retry_in_order(done.stream, ready, done.finished, &error, class);
             } else {

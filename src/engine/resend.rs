@@ -31,6 +31,11 @@ impl<S: Sink> Engine<S> {
             &mut self.rng,
         ) {
             Fate::Fail(kind) => {
+                if matches!(kind, PutErrorKind::Rejected { .. }) {
+                    tracing::warn!(records = entries.len(), attempts, code = %error.code, reason = %error.message, "records rejected by Kinesis, not retried");
+                } else {
+                    tracing::debug!(records = entries.len(), attempts, code = %error.code, "records failed, not retried");
+                }
                 for pending in entries {
                     fail(pending, kind.clone(), &mut self.epochs, &self.budget);
                 }
@@ -41,6 +46,13 @@ impl<S: Sink> Engine<S> {
                 let (gone, keep): (Vec<Pending>, Vec<Pending>) = entries
                     .into_iter()
                     .partition(|p| retrier::expired(p.arrival(), ttl, at));
+                if !gone.is_empty() {
+                    tracing::warn!(records = gone.len(), attempts, ttl_ms = ttl.as_millis() as u64, last_error = %error.code, "records expired (RecordTtl) before their next attempt");
+                }
+                if !keep.is_empty() {
+                    let wait_ms = at.saturating_duration_since(now).as_millis() as u64;
+                    tracing::debug!(records = keep.len(), attempts, code = %error.code, ?class, wait_ms, "retrying");
+                }
                 for pending in gone {
                     fail(
                         pending,

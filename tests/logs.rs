@@ -1,0 +1,134 @@
+//! What the producer logs, read back as the JSON lines `tracing-subscriber` writes: a span per
+//! PutRecords call (stream, entries, bytes, attempt) and per shard-map listing; a debug event
+//! for each retry decision (code, class, wait); a warning for rejections and expiries, one per
+//! group of records failing together, not one per record.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::{Config, Producer};
+use serde_json::Value;
+
+#[path = "common/harness.rs"]
+mod harness;
+use harness::record;
+
+/// A writer into a shared buffer, for the subscriber.
+#[derive(Clone, Default)]
+struct Buffer(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Buffer {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Buffer {
+    fn lines(&self) -> Vec<Value> {
+        let bytes = self.0.lock().unwrap().clone();
+        String::from_utf8(bytes)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+/// Every event with this message, as logged.
+fn events<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
+    lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == message)
+        .collect()
+}
+
+fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
+    let buffer = Buffer::default();
+    let writer = buffer.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_max_level(tracing::Level::DEBUG)
+        // A span that logs nothing inside it still shows, when it closes.
+        .with_span_events(tracing_subscriber::fmt::format::FmtSpan::CLOSE)
+        .with_writer(move || writer.clone())
+        .finish();
+    (buffer, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn calls_are_spans_and_retry_decisions_are_events() {
+    let (log, _guard) = capture();
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.fail_next_calls(1, "ServiceUnavailable", "try later");
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let receipt = producer.send("s", record("k", "v")).await.unwrap();
+    assert_eq!(receipt.attempts.len(), 2);
+    producer.shutdown().await;
+    let lines = log.lines();
+    // Two calls, each its own span with its attempt.
+    let calls = events(&lines, "PutRecords");
+    let attempts: Vec<&Value> = calls.iter().map(|e| &e["span"]["attempt"]).collect();
+    assert_eq!(attempts, [1, 2], "{calls:?}");
+    for call in &calls {
+        assert_eq!(call["span"]["name"], "put_records");
+        assert_eq!(call["span"]["stream"], "s");
+        assert_eq!(call["span"]["entries"], 1);
+    }
+    let retries = events(&lines, "retrying");
+    assert_eq!(retries.len(), 1, "{lines:?}");
+    assert_eq!(retries[0]["level"], "DEBUG");
+    assert_eq!(retries[0]["fields"]["code"], "ServiceUnavailable");
+    assert_eq!(retries[0]["fields"]["class"], "Transient");
+    assert!(
+        lines.iter().any(|l| l["span"]["name"] == "list_shards"),
+        "the listing has its span"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn rejections_and_expiries_warn_once_per_group() {
+    let (log, _guard) = capture();
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(|_| {
+        Some((
+            "AccessDeniedException".into(),
+            "User is not authorized".into(),
+        ))
+    });
+    let producer = Producer::with_sink(Config::default(), sink.clone());
+    let futures: Vec<_> = (0..50)
+        .map(|i| producer.send("s", record("k", &format!("{i}"))))
+        .collect();
+    for f in futures {
+        f.await.unwrap_err();
+    }
+    producer.shutdown().await;
+    let (_sink, expiring) = harness::failing_producer("down", Duration::from_secs(1));
+    let futures: Vec<_> = (0..50)
+        .map(|i| expiring.send("s", record("k", &format!("{i}"))))
+        .collect();
+    for f in futures {
+        f.await.unwrap_err();
+    }
+    expiring.shutdown().await;
+    let lines = log.lines();
+    // The 50 records went as one aggregate: one warning each, not fifty.
+    let rejected = events(&lines, "records rejected by Kinesis, not retried");
+    assert_eq!(rejected.len(), 1, "{lines:?}");
+    assert_eq!(rejected[0]["level"], "WARN");
+    assert_eq!(rejected[0]["fields"]["records"], 50);
+    assert_eq!(rejected[0]["fields"]["code"], "AccessDeniedException");
+    let expired = events(
+        &lines,
+        "records expired (RecordTtl) before their next attempt",
+    );
+    assert_eq!(expired.len(), 1, "{lines:?}");
+    assert_eq!(expired[0]["level"], "WARN");
+    assert_eq!(expired[0]["fields"]["records"], 50);
+    assert_eq!(expired[0]["fields"]["ttl_ms"], 1000);
+}
