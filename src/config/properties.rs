@@ -105,6 +105,8 @@ pub const PROPERTIES: &[Property] = &[
     applied("MaxBufferedRecords", Kind::Number, "500000"),
     applied("MaxConnections", Kind::Number, "24"),
     applied("MaxRecordSize", Kind::Number, "1048576"),
+    // Another name for MaxRecordSize (the per-record limit, up to a stream's 10 MiB).
+    applied("MaxUserRecordSize", Kind::Number, "1048576"),
     ignored("MetricsGranularity", Kind::Text, "shard", METRICS_LATER),
     ignored("MetricsLevel", Kind::Text, "detailed", METRICS_LATER),
     ignored(
@@ -286,7 +288,7 @@ impl ConfigBuilder {
             "FailIfThrottled" => self.fail_if_throttled(boolean()?),
             "AggregationMaxCount" => self.aggregation_max_count(number()?),
             "AggregationMaxSize" => self.aggregation_max_size(number()?),
-            "MaxRecordSize" => self.max_record_size(number()?),
+            "MaxRecordSize" | "MaxUserRecordSize" => self.max_record_size(number()?),
             "CollectionMaxCount" => self.collection_max_count(number()?),
             "CollectionMaxSize" => self.collection_max_size(number()?),
             "MaxConnections" => self.max_connections(number()?),

@@ -226,3 +226,12 @@ fn static_credentials_by_the_kpls_old_names_need_both_parts() {
         "AwsAccessKeyId is set but AwsSecretKey is not; set both"
     );
 }
+
+#[test]
+fn max_user_record_size_is_max_record_size() {
+    let c = from_properties("MaxUserRecordSize = 2097152")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.aggregation_limits().max_record_size(), 2 << 20);
+}
