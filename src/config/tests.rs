@@ -235,3 +235,29 @@ fn max_user_record_size_is_max_record_size() {
         .unwrap();
     assert_eq!(c.aggregation_limits().max_record_size(), 2 << 20);
 }
+
+#[test]
+fn the_configuration_reference_matches_the_table() {
+    let doc = include_str!("../../docs/configuration.md");
+    let rows: Vec<&str> = doc.lines().filter(|l| l.starts_with("| `")).collect();
+    assert_eq!(rows.len(), PROPERTIES.len(), "one row per property");
+    for (row, p) in rows.iter().zip(PROPERTIES) {
+        let kind = match p.kind {
+            Kind::Boolean => "boolean",
+            Kind::Number => "number",
+            Kind::Text => "text",
+        };
+        let default = if p.default.is_empty() {
+            "(not set)".to_owned()
+        } else {
+            format!("`{}`", p.default)
+        };
+        let start = format!("| `{}` | {kind} | {default} |", p.name);
+        assert!(row.starts_with(&start), "{row}\nshould start {start}");
+        if let Effect::Ignored(why) = p.effect {
+            assert!(row.contains(&format!("no effect here: {why}")), "{row}");
+        } else {
+            assert!(!row.contains("no effect here"), "{row}");
+        }
+    }
+}
