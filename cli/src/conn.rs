@@ -61,18 +61,8 @@ impl ConnArgs {
             None => e.to_string(),
         })?;
         crate::logging::apply_log_level(config.log_level());
-        // KPL settings with no effect here (daemon and thread pool, for instance): one line.
-        if !config.ignored_properties().is_empty() {
-            let names: Vec<String> = config
-                .ignored_properties()
-                .iter()
-                .map(ToString::to_string)
-                .collect();
-            eprintln!(
-                "kpl: warning: these properties have no effect here: {}",
-                names.join("; ")
-            );
-        }
+        // KPL settings with no effect here: `build` logged one warning naming them (kpl's log
+        // shows it).
         Ok(config)
     }
 }

@@ -316,14 +316,14 @@ async fn a_kpl_properties_file_carries_over() {
     let err = text(&out_defaults.stderr);
     assert!(out_defaults.status.success(), "{err}");
     assert!(err.contains("100 lines, 100 put, 0 failed"), "{err}");
-    assert!(!err.contains("warning"), "{err}");
+    assert!(!err.contains("WARN"), "{err}");
     let err = text(&out_daemon.stderr);
     assert!(out_daemon.status.success(), "{err}");
     assert!(err.contains("100 lines, 100 put, 0 failed"), "{err}");
     assert!(
         err.contains(
-            "kpl: warning: these properties have no effect here: ThreadPoolSize (there is no \
-             native daemon: the producer runs in your process)"
+            "WARN kinesis_producer::config: these properties have no effect here: \
+             ThreadPoolSize (there is no native daemon: the producer runs in your process)"
         ),
         "{err}"
     );
