@@ -42,6 +42,7 @@ pub struct Property {
 
 const NO_DAEMON: &str = "there is no native daemon: the producer runs in your process";
 const METRICS_LATER: &str = "metrics are not implemented yet";
+const NO_PROXY: &str = "proxies are not configurable yet";
 const CHAIN: &str = "credentials come from the standard AWS chain or `ConfigBuilder::credentials`";
 
 const fn applied(name: &'static str, kind: Kind, default: &'static str) -> Property {
@@ -126,30 +127,10 @@ pub const PROPERTIES: &[Property] = &[
     applied("PerKeyOrdering", Kind::Boolean, "false"),
     // The KPL 0.x name of KinesisPort.
     applied("Port", Kind::Number, "443"),
-    ignored(
-        "ProxyHost",
-        Kind::Text,
-        "",
-        "proxies are not configurable yet",
-    ),
-    ignored(
-        "ProxyPassword",
-        Kind::Text,
-        "",
-        "proxies are not configurable yet",
-    ),
-    ignored(
-        "ProxyPort",
-        Kind::Number,
-        "443",
-        "proxies are not configurable yet",
-    ),
-    ignored(
-        "ProxyUserName",
-        Kind::Text,
-        "",
-        "proxies are not configurable yet",
-    ),
+    ignored("ProxyHost", Kind::Text, "", NO_PROXY),
+    ignored("ProxyPassword", Kind::Text, "", NO_PROXY),
+    ignored("ProxyPort", Kind::Number, "443", NO_PROXY),
+    ignored("ProxyUserName", Kind::Text, "", NO_PROXY),
     applied("RateLimit", Kind::Number, "150"),
     applied("RecordMaxBufferedTime", Kind::Number, "100"),
     applied("RecordTtl", Kind::Number, "30000"),

@@ -130,6 +130,8 @@ fn every_property_of_the_table_is_accepted_at_its_default() {
             .unwrap_or_else(|e| panic!("{}: {e}", p.name));
         let c = b.build().unwrap_or_else(|e| panic!("{}: {e}", p.name));
         assert_eq!(c.ignored_properties(), [], "{}", p.name);
+        // The table's default is the one the builder starts from (the reference says so).
+        assert_eq!(c, Config::default(), "{}", p.name);
     }
     let mut names: Vec<_> = PROPERTY_NAMES.to_vec();
     names.sort_unstable();

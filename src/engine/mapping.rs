@@ -20,6 +20,7 @@ impl<S: Sink> Engine<S> {
     /// in different calls could land in either order), and expire then.
     pub(super) fn release_unmapped(&mut self, i: usize, now: Instant) {
         let ttl = self.config.record_ttl;
+        let wait = unmapped_wait(&self.config);
         if self.config.per_key_ordering {
             let no_map = Arc::new(AttemptError::new(
                 "NoShardMap",
@@ -27,7 +28,7 @@ impl<S: Sink> Engine<S> {
             ));
             while let Some((pending, _)) = self.streams[i]
                 .unmapped
-                .pop_front_if(|(p, _)| p.arrival() + ttl <= now)
+                .pop_front_if(|(p, _)| p.arrival() + wait <= now)
             {
                 let kind = retrier::expiry(ttl, &no_map);
                 fail(pending, kind, &mut self.epochs, &self.budget);
@@ -40,7 +41,6 @@ impl<S: Sink> Engine<S> {
         let s = &mut self.streams[i];
         let asked = self.closing || s.flush_unmapped || pressed;
         let all = s.map_refused || (asked && s.map_failed);
-        let wait = unmapped_wait(&self.config);
         let mut out = Vec::new();
         while let Some(entry) = s
             .unmapped

@@ -86,9 +86,14 @@ const RECV_BATCH: usize = 1024;
 
 /// How long a record waits for its stream's first shard map before it goes out without one
 /// (aggregated by hash key only): half its RecordTtl, leaving the other half for attempts, and
-/// never less than RecordMaxBufferedTime.
+/// never less than RecordMaxBufferedTime. With per-key ordering, its whole RecordTtl: going out
+/// without a map could reorder its key, so it expires waiting instead.
 fn unmapped_wait(config: &Config) -> Duration {
-    (config.record_ttl / 2).max(config.record_max_buffered_time)
+    if config.per_key_ordering {
+        config.record_ttl
+    } else {
+        (config.record_ttl / 2).max(config.record_max_buffered_time)
+    }
 }
 
 pub(crate) struct Engine<S> {
@@ -201,13 +206,7 @@ impl<S: Sink> Engine<S> {
         WakeInputs {
             can_send: self.inflight.len() < self.config.max_connections,
             closing: self.closing,
-            // In order, a record waits for the map as long as it lives: going out without one
-            // could reorder its key.
-            unmapped_wait: if self.config.per_key_ordering {
-                self.config.record_ttl
-            } else {
-                unmapped_wait(&self.config)
-            },
+            unmapped_wait: unmapped_wait(&self.config),
         }
     }
 
