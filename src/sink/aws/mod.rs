@@ -100,10 +100,7 @@ impl AwsSink {
     /// A sink over a client you configured yourself; errors name the endpoint by the client's
     /// region (see [`AwsSink::with_endpoint_name`]).
     pub fn from_client(client: Client) -> AwsSink {
-        let endpoint = match client.config().region() {
-            Some(region) => format!("kinesis.{region}.amazonaws.com"),
-            None => "the Kinesis endpoint".to_owned(),
-        };
+        let endpoint = endpoint_name(None, client.config().region().map(|r| r.as_ref()));
         let request_timeout = client
             .config()
             .timeout_config()
