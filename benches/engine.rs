@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kinesis_producer::aggregation::{AggregationLimits, Aggregator};
+use kinesis_producer::metrics::Level;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, Producer, UserRecord};
 
@@ -52,6 +53,7 @@ fn run_once(
     rt: &tokio::runtime::Runtime,
     shards: usize,
     ordered: bool,
+    metrics: Level,
     records: &[UserRecord],
 ) -> Duration {
     let sink = MemorySink::new().with_stream("bench", shards).discarding();
@@ -59,6 +61,7 @@ fn run_once(
     let config = Config::builder()
         .rate_limit(1_000_000)
         .per_key_ordering(ordered)
+        .metrics_level(metrics)
         .build()
         .unwrap();
     let producer = {
@@ -99,6 +102,16 @@ fn run_once(
 fn engine(c: &mut Criterion) {
     let records = workload(RECORDS);
     let rt = runtime();
+    // `KPL_ENGINE_ONCE=SHARDS:LEVEL` (LEVEL none or detailed) runs the workload once and stops:
+    // for counting instructions with `valgrind --tool=callgrind`, which repeat where timings
+    // on this machine drift by several percent between runs (see docs/benchmarks.md).
+    if let Ok(once) = std::env::var("KPL_ENGINE_ONCE") {
+        let (shards, level) = once.split_once(':').expect("SHARDS:LEVEL");
+        let level = Level::from_property(level).expect("none, summary or detailed");
+        let took = run_once(&rt, shards.parse().unwrap(), false, level, &records);
+        println!("{RECORDS} records through {shards} shards at {level:?}: {took:?}");
+        return;
+    }
     let mut group = c.benchmark_group("engine/100B-records");
     group.throughput(Throughput::Elements(RECORDS as u64));
     group.sample_size(20);
@@ -116,15 +129,29 @@ fn engine(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
-    for (shards, ordered) in [(4, false), (64, false), (4, true), (64, true)] {
+    // The default metrics level (detailed, per shard), and none: what metrics cost.
+    let cases = [
+        (4, false, Level::Detailed),
+        (4, false, Level::None),
+        (64, false, Level::Detailed),
+        (64, false, Level::None),
+        (4, true, Level::Detailed),
+        (64, true, Level::Detailed),
+    ];
+    for (shards, ordered, metrics) in cases {
         let name = format!(
-            "producer_{shards}_shards{}",
-            if ordered { "_ordered" } else { "" }
+            "producer_{shards}_shards{}{}",
+            if ordered { "_ordered" } else { "" },
+            if metrics == Level::None {
+                "_metrics_none"
+            } else {
+                ""
+            }
         );
         group.bench_function(name, |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| run_once(&rt, shards, ordered, &records))
+                    .map(|_| run_once(&rt, shards, ordered, metrics, &records))
                     .sum()
             })
         });

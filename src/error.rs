@@ -139,6 +139,43 @@ pub enum ConfigError {
     },
 }
 
+/// Why a KPL `.properties` file could not be applied
+/// ([`ConfigBuilder::properties_file`](crate::ConfigBuilder::properties_file)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PropertiesError {
+    /// The file could not be read.
+    #[error("cannot read the properties file {path}: {source}")]
+    Read {
+        /// The file.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A line is neither `Name = value`, `Name: value`, a comment nor blank.
+    #[error("{path} line {line}: expected `Name = value`, found {text:?}")]
+    Malformed {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line's number, from 1.
+        line: usize,
+        /// The line.
+        text: String,
+    },
+    /// A property's name or value was refused.
+    #[error("{path} line {line}: {source}")]
+    Property {
+        /// The file.
+        path: std::path::PathBuf,
+        /// The line's number, from 1.
+        line: usize,
+        /// Why.
+        #[source]
+        source: ConfigError,
+    },
+}
+
 /// Why a Kinesis record that carries the aggregation magic could not be read as an aggregate.
 ///
 /// Returned only by strict deaggregation ([`deaggregate_strict`](crate::aggregation::deaggregate_strict));

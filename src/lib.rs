@@ -89,6 +89,7 @@ pub mod hash_key;
 pub(crate) mod limiter;
 #[cfg(feature = "local")]
 pub mod local;
+pub mod metrics;
 pub mod outcome;
 pub mod producer;
 pub mod record;
@@ -109,7 +110,7 @@ pub mod __private {
 }
 
 pub use config::{Config, ConfigBuilder};
-pub use error::{ConfigError, DeaggregationError, RecordError};
+pub use error::{ConfigError, DeaggregationError, PropertiesError, RecordError};
 pub use hash_key::HashKey;
 pub use outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
 pub use producer::{Buffered, Producer, RecordFuture};

@@ -245,6 +245,14 @@ impl ShardLimiter {
         }
     }
 
+    /// The rates it lets through now: Kinesis records per second and bytes per second.
+    pub fn rates(&self) -> (f64, f64) {
+        (
+            self.records.rate * self.factor,
+            self.bytes.rate * self.factor,
+        )
+    }
+
     /// The share of the configured rate in force, in `0.1..=1`.
     #[cfg(test)]
     pub fn factor(&self) -> f64 {

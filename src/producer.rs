@@ -21,7 +21,8 @@ pub struct Buffered {
     /// keeps if retried).
     pub bytes: usize,
 }
-use crate::engine::{Engine, Msg, Pending};
+use crate::engine::{Engine, Msg, Pending, clock};
+use crate::metrics::{Metrics, Shared};
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::sink::Sink;
@@ -37,6 +38,8 @@ struct Inner {
     /// any record of its stream.
     new_stream: std::sync::Mutex<usize>,
     closed: AtomicBool,
+    /// The engine's metrics, read by [`Producer::metrics`].
+    metrics: Arc<Shared>,
     /// The runtime the producer made for itself when created outside one; shut down (in the
     /// background, so dropping the producer never blocks or panics) with the last handle.
     runtime: Option<tokio::runtime::Runtime>,
@@ -122,6 +125,7 @@ impl Producer {
             config.max_buffered_bytes,
         ));
         let engine = Engine::new(config, sink, Arc::clone(&budget));
+        let metrics = engine.metrics();
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(engine.run(rx));
@@ -146,6 +150,7 @@ impl Producer {
                 streams: dashmap::DashMap::new(),
                 new_stream: std::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
+                metrics,
                 runtime,
             }),
         }
@@ -239,6 +244,58 @@ impl Producer {
     pub fn buffered(&self) -> Buffered {
         let (records, bytes) = self.inner.budget.used();
         Buffered { records, bytes }
+    }
+
+    /// The producer's metrics (the KPL's `getMetrics(seconds)`): each under the KPL's name, per
+    /// dimension set, with its statistic set since the start and over the last `window`
+    /// (whole seconds, the one under way counting as one; at most
+    /// [`WINDOW_SECONDS`](crate::metrics::WINDOW_SECONDS)). Which metrics and dimensions are
+    /// recorded follows `MetricsLevel` and `MetricsGranularity`; `docs/metrics.md` says what
+    /// each means.
+    ///
+    /// The engine adds its figures once per turn, and samples the sampled ones every
+    /// [`SAMPLE_INTERVAL`](crate::metrics::SAMPLE_INTERVAL) while it holds records: a figure may
+    /// be that much behind.
+    ///
+    /// ```
+    /// # #[cfg(feature = "test-util")]
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// use kinesis_producer::metrics::Name;
+    /// use kinesis_producer::sink::memory::MemorySink;
+    /// use kinesis_producer::{Config, Producer, UserRecord};
+    ///
+    /// let sink = MemorySink::new().with_stream("events", 2);
+    /// let producer = Producer::with_sink(Config::default(), sink);
+    /// for i in 0..10 {
+    ///     producer.send("events", UserRecord::new(format!("k{i}"), "data").unwrap());
+    /// }
+    /// producer.flush_and_wait().await;
+    /// let metrics = producer.metrics(Duration::from_secs(60));
+    /// let put = metrics.global(Name::UserRecordsPut).unwrap();
+    /// assert_eq!((put.total.sum, put.total.count), (10.0, 10));
+    /// # }
+    /// # #[cfg(not(feature = "test-util"))]
+    /// # fn main() {}
+    /// ```
+    pub fn metrics(&self, window: std::time::Duration) -> Metrics {
+        self.inner.metrics.snapshot(window, clock())
+    }
+
+    /// User records accepted and not yet resolved (the KPL's `getOutstandingRecordsCount`): the
+    /// same as [`buffered`](Self::buffered)`().records`.
+    pub fn outstanding(&self) -> usize {
+        self.inner.budget.used().0
+    }
+
+    /// How long the oldest user record the engine holds unresolved has waited since it took it
+    /// in (the KPL's `getOldestRecordTimeInMillis`), to within a millisecond (or 1/30,000 of
+    /// RecordTtl, when that is longer); `None` when it holds none. Up to a turn of the engine
+    /// behind.
+    pub fn oldest_unresolved_age(&self) -> Option<std::time::Duration> {
+        let oldest = self.inner.metrics.oldest()?;
+        Some(clock().saturating_duration_since(oldest))
     }
 
     fn refusal(&self) -> Option<PutErrorKind> {

@@ -10,6 +10,7 @@ use crate::aggregation::{
     MAX_RECORD_SIZE, MAX_RECORD_SIZE_LIMIT, MIN_AGGREGATION_MAX_SIZE,
 };
 use crate::error::ConfigError;
+use crate::metrics::{Granularity, Level};
 
 mod properties;
 pub use properties::{Effect, IgnoredProperty, Kind, PROPERTIES, PROPERTY_NAMES, Property};
@@ -73,6 +74,9 @@ pub struct Config {
     /// `KinesisPort` given without an endpoint: the port of the regional endpoint.
     pub(crate) kinesis_port: Option<u16>,
     pub(crate) log_level: String,
+    pub(crate) metrics_level: Level,
+    pub(crate) metrics_granularity: Granularity,
+    pub(crate) metrics_dimensions: Vec<(String, String)>,
     pub(crate) ignored: Vec<IgnoredProperty>,
 }
 
@@ -178,6 +182,18 @@ impl Config {
     pub fn log_level(&self) -> &str {
         &self.log_level
     }
+    /// `MetricsLevel` (default detailed).
+    pub fn metrics_level(&self) -> Level {
+        self.metrics_level
+    }
+    /// `MetricsGranularity` (default shard).
+    pub fn metrics_granularity(&self) -> Granularity {
+        self.metrics_granularity
+    }
+    /// The dimensions added to every metric ([`ConfigBuilder::metrics_dimension`]).
+    pub fn metrics_dimensions(&self) -> &[(String, String)] {
+        &self.metrics_dimensions
+    }
     /// The properties this configuration was given that have no effect here, with why (KPL
     /// daemon settings, for instance): see [`PROPERTIES`].
     pub fn ignored_properties(&self) -> &[IgnoredProperty] {
@@ -207,6 +223,9 @@ pub struct ConfigBuilder {
     kinesis_endpoint: Option<String>,
     port: Option<u16>,
     log_level: String,
+    metrics_level: Level,
+    metrics_granularity: Granularity,
+    metrics_dimensions: Vec<(String, String)>,
     ignored: Vec<IgnoredProperty>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
@@ -242,6 +261,9 @@ impl Default for ConfigBuilder {
             kinesis_endpoint: None,
             port: None,
             log_level: "info".to_owned(),
+            metrics_level: Level::Detailed,
+            metrics_granularity: Granularity::Shard,
+            metrics_dimensions: Vec::new(),
             ignored: Vec::new(),
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
@@ -387,6 +409,25 @@ impl ConfigBuilder {
         self.endpoint = Some(value.into());
         self
     }
+    /// `MetricsLevel`: which metrics are recorded (default [`Level::Detailed`]: all of them;
+    /// [`Level::None`] records none, at no cost).
+    pub fn metrics_level(mut self, value: Level) -> Self {
+        self.metrics_level = value;
+        self
+    }
+    /// `MetricsGranularity`: down to which dimension metrics are broken down (default
+    /// [`Granularity::Shard`]: global, per stream and per shard).
+    pub fn metrics_granularity(mut self, value: Granularity) -> Self {
+        self.metrics_granularity = value;
+        self
+    }
+    /// Adds a dimension to every metric (the KPL's `addAdditionalMetricsDims` at global
+    /// granularity): a label on each series the `metrics` crate gets, so that several producers
+    /// in one process (or one service's instances) are told apart.
+    pub fn metrics_dimension(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metrics_dimensions.push((name.into(), value.into()));
+        self
+    }
     /// Static credentials instead of the standard AWS credential chain (for local endpoints).
     pub fn credentials(
         mut self,
@@ -523,6 +564,9 @@ impl ConfigBuilder {
             max_buffered_bytes: max_buffered_bytes as usize,
             kinesis_port,
             log_level: self.log_level,
+            metrics_level: self.metrics_level,
+            metrics_granularity: self.metrics_granularity,
+            metrics_dimensions: self.metrics_dimensions,
             ignored: self.ignored,
         })
     }

@@ -3,7 +3,8 @@
 //! older names its 0.x samples used), with what each does here.
 
 use super::{ConfigBuilder, StaticCredentials, check};
-use crate::error::ConfigError;
+use crate::error::{ConfigError, PropertiesError};
+use crate::metrics::{Granularity, Level};
 
 /// What a property does in this producer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +42,7 @@ pub struct Property {
 }
 
 const NO_DAEMON: &str = "there is no native daemon: the producer runs in your process";
-const METRICS_LATER: &str = "metrics are not implemented yet";
+const METRICS_LATER: &str = "metrics are not uploaded to CloudWatch yet (Producer::metrics, the metrics crate and kpl --metrics-listen have them)";
 const NO_PROXY: &str = "proxies are not configurable yet";
 const CHAIN: &str = "credentials come from the standard AWS chain or `ConfigBuilder::credentials`";
 
@@ -108,8 +109,8 @@ pub const PROPERTIES: &[Property] = &[
     applied("MaxRecordSize", Kind::Number, "1048576"),
     // Another name for MaxRecordSize (the per-record limit, up to a stream's 10 MiB).
     applied("MaxUserRecordSize", Kind::Number, "1048576"),
-    ignored("MetricsGranularity", Kind::Text, "shard", METRICS_LATER),
-    ignored("MetricsLevel", Kind::Text, "detailed", METRICS_LATER),
+    applied("MetricsGranularity", Kind::Text, "shard"),
+    applied("MetricsLevel", Kind::Text, "detailed"),
     ignored(
         "MetricsNamespace",
         Kind::Text,
@@ -203,6 +204,48 @@ fn check_pattern(name: &'static str, value: &str) -> Result<(), ConfigError> {
 }
 
 impl ConfigBuilder {
+    /// Applies a KPL `.properties` file (the KPL's
+    /// `KinesisProducerConfiguration.fromPropertiesFile`): `Name = value` or `Name: value`
+    /// lines, each as [`set_property`](Self::set_property); blank lines and lines starting with
+    /// `#` or `!` are skipped. Ranges that depend on one another are checked by
+    /// [`build`](Self::build).
+    ///
+    /// # Errors
+    /// [`PropertiesError`] naming the file (and the line) when the file cannot be read, a line is
+    /// malformed, or a property is unknown or its value refused.
+    pub fn properties_file(
+        self,
+        path: impl AsRef<std::path::Path>,
+    ) -> Result<Self, PropertiesError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| PropertiesError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let mut builder = self;
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
+                continue;
+            }
+            let Some((name, value)) = line.split_once(['=', ':']) else {
+                return Err(PropertiesError::Malformed {
+                    path: path.to_owned(),
+                    line: n + 1,
+                    text: line.to_owned(),
+                });
+            };
+            builder = builder
+                .set_property(name.trim(), value.trim())
+                .map_err(|source| PropertiesError::Property {
+                    path: path.to_owned(),
+                    line: n + 1,
+                    source,
+                })?;
+        }
+        Ok(builder)
+    }
+
     /// Sets a property by its KPL name from its text, as in a KPL `.properties` file. Every
     /// property of the KPL is accepted ([`PROPERTIES`]); those with no effect here are checked
     /// like the KPL checks them and reported by
@@ -326,6 +369,15 @@ impl ConfigBuilder {
                 c.secret_access_key = value.to_owned();
                 self
             }
+            "MetricsLevel" => Self {
+                metrics_level: Level::from_property(value).expect("checked against the pattern"),
+                ..self
+            },
+            "MetricsGranularity" => Self {
+                metrics_granularity: Granularity::from_property(value)
+                    .expect("checked against the pattern"),
+                ..self
+            },
             "LogLevel" => Self {
                 log_level: value.to_owned(),
                 ..self

@@ -104,7 +104,15 @@ fn from_properties(text: &str) -> Result<ConfigBuilder, ConfigError> {
 #[test]
 fn the_kpls_own_properties_at_their_defaults_are_all_accepted_and_none_warns() {
     let text = include_str!("../../tests/data/kpl-defaults.properties");
-    let c = from_properties(text).unwrap().build().unwrap();
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/data/kpl-defaults.properties"
+    );
+    let c = Config::builder()
+        .properties_file(path)
+        .unwrap()
+        .build()
+        .unwrap();
     assert_eq!(c.ignored_properties(), []);
     // Every name the file holds is one the table knows, and the defaults are the KPL's.
     assert_eq!(c.endpoint(), None);
@@ -120,6 +128,40 @@ fn the_kpls_own_properties_at_their_defaults_are_all_accepted_and_none_warns() {
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .count();
     assert_eq!(names, 40, "every KinesisProducerConfiguration property");
+}
+
+#[test]
+fn a_properties_file_that_cannot_be_applied_names_the_file_and_the_line() {
+    let dir = std::env::temp_dir().join(format!("kpl-props-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("bad.properties");
+    std::fs::write(
+        &path,
+        "# a comment\n! another\n\nRateLimit = 90\nRateLimit 80\n",
+    )
+    .unwrap();
+    let e = Config::builder().properties_file(&path).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("bad.properties line 5: expected `Name = value`, found \"RateLimit 80\""),
+        "{e}"
+    );
+    std::fs::write(&path, "RateLimit: 90\nRecordTtl = soon\n").unwrap();
+    let e = Config::builder().properties_file(&path).unwrap_err();
+    assert!(
+        e.to_string()
+            .ends_with("bad.properties line 2: RecordTtl is \"soon\"; it must be a whole number"),
+        "{e}"
+    );
+    assert!(std::error::Error::source(&e).is_some(), "the cause is kept");
+    let e = Config::builder()
+        .properties_file(dir.join("missing.properties"))
+        .unwrap_err();
+    assert!(
+        e.to_string().starts_with("cannot read the properties file"),
+        "{e}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -140,7 +182,7 @@ fn every_property_of_the_table_is_accepted_at_its_default() {
 
 #[test]
 fn properties_with_no_effect_here_are_reported_with_why() {
-    let c = from_properties("ThreadPoolSize = 8\nMetricsLevel = summary\nThreadPoolSize = 16\n")
+    let c = from_properties("ThreadPoolSize = 8\nMetricsUploadDelay = 1000\nThreadPoolSize = 16\n")
         .unwrap()
         .build()
         .unwrap();
@@ -152,7 +194,7 @@ fn properties_with_no_effect_here_are_reported_with_why() {
     assert_eq!(
         ignored,
         [
-            "MetricsLevel (metrics are not implemented yet)",
+            "MetricsUploadDelay (metrics are not uploaded to CloudWatch yet (Producer::metrics, the metrics crate and kpl --metrics-listen have them))",
             "ThreadPoolSize (there is no native daemon: the producer runs in your process)",
         ]
     );

@@ -31,7 +31,13 @@ impl<S: Sink> Engine<S> {
                 .pop_front_if(|(p, _)| p.arrival() + wait <= now)
             {
                 let kind = retrier::expiry(ttl, &no_map);
-                fail(pending, kind, &mut self.epochs, &self.budget);
+                fail(
+                    pending,
+                    kind,
+                    &mut self.epochs,
+                    &self.budget,
+                    self.metrics.tally(i),
+                );
             }
             return;
         }
@@ -75,6 +81,7 @@ impl<S: Sink> Engine<S> {
                     PutErrorKind::InvalidRecord(rejected.error),
                     &mut self.epochs,
                     &self.budget,
+                    self.metrics.tally(i),
                 ),
             }
         }
@@ -208,7 +215,8 @@ impl<S: Sink> Engine<S> {
                         put: &put,
                         sub_sequence_number: n as u32,
                     };
-                    resolve(pending, how, &mut self.epochs, &self.budget);
+                    let tally = self.metrics.tally(i);
+                    resolve(pending, how, &mut self.epochs, &self.budget, tally);
                 }
                 continue;
             };

@@ -42,11 +42,13 @@ use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, classify};
 use crate::limiter::Feedback;
+use crate::metrics::{Recorder, Shared};
 use crate::outcome::{AttemptError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::shard_map::ShardMap;
 use crate::sink::{PutEntry, Sink, SinkError};
 
+mod account;
 mod collector;
 mod epochs;
 mod mapping;
@@ -58,6 +60,7 @@ mod settle;
 mod stream;
 mod wake;
 
+use account::{fail, resolve};
 use collector::{CallLimits, Taken};
 use epochs::Epochs;
 pub(crate) use pending::Pending;
@@ -114,25 +117,18 @@ pub(crate) struct Engine<S> {
     retry_seq: u64,
     /// The one source of retry jitter (a test can seed the retrier with its own).
     rng: fastrand::Rng,
-}
-
-/// Resolves a record on the engine's side: its future gets the outcome, its room in the budget
-/// and its flush epoch are given back. (The PutRecords task, resolving a whole answer, gives the
-/// budget back once per call instead: see `settle_put`.)
-fn resolve(pending: Pending, how: Resolution<'_>, epochs: &mut Epochs, budget: &Budget) {
-    let done = pending.resolve(how);
-    budget.release(1, done.charge);
-    epochs.resolve(done.epoch);
-}
-
-/// Resolves a record that was not put: its future gets the record back with `kind`.
-fn fail(pending: Pending, kind: PutErrorKind, epochs: &mut Epochs, budget: &Budget) {
-    resolve(pending, Resolution::Failed(kind), epochs, budget);
+    metrics: Recorder,
 }
 
 impl<S: Sink> Engine<S> {
     pub(crate) fn new(config: Config, sink: S, budget: Arc<Budget>) -> Self {
+        let origin = clock();
+        // The oldest record's age to within a millisecond, or within 1/30,000 of RecordTtl
+        // when that is longer, so the ledger of arrivals stays under 30,000 counters.
+        let age_resolution = (config.record_ttl / 30_000).max(Duration::from_millis(1));
+        let metrics = Recorder::new(&config, origin, age_resolution);
         Engine {
+            metrics,
             config,
             sink: Arc::new(sink),
             budget,
@@ -146,8 +142,13 @@ impl<S: Sink> Engine<S> {
             shutdown_waiters: Vec::new(),
             retry_seq: 0,
             rng: fastrand::Rng::new(),
-            origin: clock(),
+            origin,
         }
+    }
+
+    /// The metrics' store, for the producer's handles to read.
+    pub(crate) fn metrics(&self) -> Arc<Shared> {
+        self.metrics.shared()
     }
 
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
@@ -156,10 +157,12 @@ impl<S: Sink> Engine<S> {
         loop {
             let now = clock();
             self.tick(now);
+            self.account(now);
             if (self.closing || !open) && self.is_idle() {
                 break;
             }
             let wake = wake::next_wake(&self.streams, self.wake_inputs(), now);
+            let wake = wake.into_iter().chain(self.sample_at()).min();
             // Wait for the next input; then read the clock once and hand both to the stage.
             let input = tokio::select! {
                 biased;
@@ -195,6 +198,7 @@ impl<S: Sink> Engine<S> {
                 Input::Woken => {}
             }
         }
+        self.account_last();
         tracing::debug!("producer engine stopped");
         for tx in self.shutdown_waiters.drain(..) {
             let _ = tx.send(());
@@ -224,6 +228,7 @@ impl<S: Sink> Engine<S> {
 
     fn add_stream(&mut self, id: usize, name: Arc<str>, now: Instant) {
         let i = self.streams.len();
+        self.metrics.add_stream(Arc::clone(&name));
         self.streams.push(StreamState::new(name, now));
         self.by_id.insert(id, i);
     }
@@ -241,6 +246,7 @@ impl<S: Sink> Engine<S> {
                     return;
                 };
                 pending.arrive(now, self.epochs.add());
+                self.metrics.received(i, now);
                 let deadline = now + self.config.record_max_buffered_time;
                 self.route(i, pending, deadline);
             }
@@ -295,6 +301,7 @@ impl<S: Sink> Engine<S> {
                     PutErrorKind::InvalidRecord(rejected.error),
                     &mut self.epochs,
                     &self.budget,
+                    self.metrics.tally(i),
                 ),
             },
             // A gap in a map taken mid-resharding: let Kinesis route it.
@@ -311,6 +318,7 @@ impl<S: Sink> Engine<S> {
                 PutErrorKind::InvalidRecord(error),
                 &mut self.epochs,
                 &self.budget,
+                self.metrics.tally(i),
             );
         }
         let kinesis = encode(std::slice::from_ref(record)).expect("one record encodes");
@@ -473,6 +481,7 @@ impl<S: Sink> Engine<S> {
         );
         tracing::debug!(parent: &span, "PutRecords");
         let budget = Arc::clone(&self.budget);
+        let metrics = self.config.metrics_level != crate::metrics::Level::None;
         let (sink, name, limit) = (
             Arc::clone(&self.sink),
             Arc::clone(&s.name),
@@ -491,7 +500,8 @@ impl<S: Sink> Engine<S> {
                 outcomes,
                 misrouted,
                 stale,
-            } = settle_put(&budget, batch, now, finished, result);
+                tally,
+            } = settle_put(&budget, batch, now, finished, result, metrics);
             PutDone {
                 stream: i,
                 failed,
@@ -500,6 +510,7 @@ impl<S: Sink> Engine<S> {
                 misrouted,
                 stale,
                 finished,
+                tally,
             }
         };
         self.inflight.spawn(call.instrument(span));
@@ -507,6 +518,7 @@ impl<S: Sink> Engine<S> {
     }
 
     fn on_put(&mut self, done: PutDone) {
+        self.metrics.call(done.stream, done.tally);
         for (epoch, count) in done.resolved {
             self.epochs.resolve_many(epoch, count);
         }
@@ -576,7 +588,7 @@ impl<S: Sink> Engine<S> {
 /// The engine's one clock: the loop reads it once per input and its call tasks once per
 /// answer; every stage gets the time from them (`clippy.toml` keeps the stages off the clock).
 #[allow(clippy::disallowed_methods)]
-fn clock() -> Instant {
+pub(crate) fn clock() -> Instant {
     Instant::now()
 }
 

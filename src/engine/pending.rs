@@ -163,6 +163,15 @@ impl Pending {
         self.arrival
     }
 
+    /// When the record's latest attempt ended (its arrival, before any): the start of the time
+    /// it has spent buffered since (the KPL's `BufferingTime` is measured per attempt).
+    pub(crate) fn last_end(&self) -> Instant {
+        match self.failed.as_ref().and_then(|a| a.last()) {
+            Some(a) => self.arrival + a.delay + a.duration,
+            None => self.arrival,
+        }
+    }
+
     /// Attempts made so far: the failed ones (a record is resolved at its first success).
     pub(crate) fn attempts_made(&self) -> usize {
         self.failed.as_ref().map_or(0, |a| a.count())

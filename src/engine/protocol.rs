@@ -44,6 +44,8 @@ pub(super) struct PutDone {
     /// predicted: the map is stale there.
     pub(super) stale: Vec<ShardRef>,
     pub(super) finished: Instant,
+    /// The call's metrics.
+    pub(super) tally: crate::metrics::Tally,
 }
 
 pub(super) struct RefreshDone {

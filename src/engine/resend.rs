@@ -14,6 +14,7 @@ impl<S: Sink> Engine<S> {
     /// expired. Returns the records to try again, in order, and when; `None` when none are left.
     pub(super) fn triage(
         &mut self,
+        i: usize,
         entries: Vec<Pending>,
         now: Instant,
         error: &Arc<AttemptError>,
@@ -37,7 +38,8 @@ impl<S: Sink> Engine<S> {
                     tracing::debug!(records = entries.len(), attempts, code = %error.code, "records failed, not retried");
                 }
                 for pending in entries {
-                    fail(pending, kind.clone(), &mut self.epochs, &self.budget);
+                    let tally = self.metrics.tally(i);
+                    fail(pending, kind.clone(), &mut self.epochs, &self.budget, tally);
                 }
                 None
             }
@@ -59,6 +61,7 @@ impl<S: Sink> Engine<S> {
                         retrier::expiry(ttl, error),
                         &mut self.epochs,
                         &self.budget,
+                        self.metrics.tally(i),
                     );
                 }
                 (!keep.is_empty()).then_some((keep, at))
@@ -76,7 +79,7 @@ impl<S: Sink> Engine<S> {
         error: &Arc<AttemptError>,
         class: ErrorClass,
     ) {
-        if let Some((records, at)) = self.triage(entries, now, error, class) {
+        if let Some((records, at)) = self.triage(i, entries, now, error, class) {
             self.retry_seq += 1;
             self.streams[i].retrying.push(Retry {
                 at,
@@ -100,7 +103,7 @@ impl<S: Sink> Engine<S> {
         let before = ready.entries.len();
         let shard = ready.shard;
         let entries = std::mem::take(&mut ready.entries);
-        let Some((keep, at)) = self.triage(entries, now, error, class) else {
+        let Some((keep, at)) = self.triage(i, entries, now, error, class) else {
             // Nothing left to send: the shard is free for what comes next.
             self.free_shard(i, shard);
             return;

@@ -77,6 +77,15 @@ pub fn workload(seed: u64, n: usize, keys: usize) -> Vec<UserRecord> {
         .collect()
 }
 
+/// A port free on 127.0.0.1 now, for a server a test starts (it binds it at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn repo_path(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
 }
