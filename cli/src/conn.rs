@@ -32,7 +32,7 @@ impl ConnArgs {
     pub fn builder(&self, base: ConfigBuilder) -> Result<ConfigBuilder, String> {
         let mut builder = base;
         if let Some(path) = &self.config {
-            builder = load_properties(builder, path)?;
+            builder = builder.properties_file(path).map_err(|e| e.to_string())?;
         }
         if let Some(region) = &self.region {
             builder = builder.region(region.clone());
@@ -65,30 +65,4 @@ impl ConnArgs {
         // shows it).
         Ok(config)
     }
-}
-
-/// Applies a KPL `.properties` file: `Name = value` or `Name: value` lines; `#` and `!` start
-/// comments. An unknown name is an error that lists the known ones.
-pub fn load_properties(
-    mut builder: ConfigBuilder,
-    path: &PathBuf,
-) -> Result<ConfigBuilder, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    for (n, line) in text.lines().enumerate() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
-            continue;
-        }
-        let Some((name, value)) = line.split_once(['=', ':']) else {
-            return Err(format!(
-                "{} line {}: expected `Name = value`, found {line:?}",
-                path.display(),
-                n + 1
-            ));
-        };
-        builder = builder
-            .set_property(name.trim(), value.trim())
-            .map_err(|e| format!("{} line {}: {e}", path.display(), n + 1))?;
-    }
-    Ok(builder)
 }

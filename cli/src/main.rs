@@ -10,6 +10,7 @@ mod lines;
 mod local;
 mod logging;
 mod progress;
+mod prometheus;
 mod put;
 mod read;
 mod tail;

@@ -31,6 +31,8 @@ pub struct Args {
     files: Vec<PathBuf>,
     #[command(flatten)]
     lines: LineArgs,
+    #[command(flatten)]
+    metrics: crate::prometheus::MetricsArgs,
     /// Where records that could not be put are written (appended to).
     #[arg(long, value_name = "FILE", default_value = "kpl-dead-letter.jsonl")]
     dead_letter: PathBuf,
@@ -79,6 +81,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .build()?;
     // The producer's engine runs on the runtime's workers; this thread reads the input and
     // waits (blocking) for room, so an endless stdin streams through with bounded memory.
+    runtime.block_on(async { args.metrics.install() })?;
     let producer = runtime.block_on(Producer::new(config));
     let stream = args.conn.stream.clone();
     let mut dead = DeadLetter::new(args.dead_letter.clone());

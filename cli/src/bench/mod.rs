@@ -112,6 +112,8 @@ pub struct Args {
     /// Seed of the workload generator: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     seed: u64,
+    #[command(flatten)]
+    metrics: crate::prometheus::MetricsArgs,
 }
 
 const PRODUCER_THREADS: &str = "kpl-producer";
@@ -124,6 +126,7 @@ const CHUNK_AGE: Duration = Duration::from_millis(20);
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     check(&args)?;
+    args.metrics.install()?;
     let sink = args
         .sink
         .unwrap_or(if args.endpoint_url.is_some() || args.region.is_some() {
@@ -204,7 +207,16 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         // Both runs get the same properties; only AggregationEnabled differs (and the in-memory
         // sink, which has no shard limits, runs without the rate limiter).
         let config = |base: ConfigBuilder| {
-            let builder = conn.builder(base)?.aggregation_enabled(aggregation);
+            // The two runs' metrics (`--metrics-listen`) are told apart by a label.
+            let run = if aggregation {
+                "aggregated"
+            } else {
+                "unaggregated"
+            };
+            let builder = conn
+                .builder(base)?
+                .aggregation_enabled(aggregation)
+                .metrics_dimension("run", run);
             conn.build(if sink == SinkKind::Memory {
                 builder.rate_limit(1_000_000)
             } else {

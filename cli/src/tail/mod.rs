@@ -57,6 +57,8 @@ pub struct Args {
     patterns: Vec<String>,
     #[command(flatten)]
     lines: LineArgs,
+    #[command(flatten)]
+    metrics: crate::prometheus::MetricsArgs,
     /// Where delivery progress is kept across restarts.
     #[arg(long, value_name = "FILE", default_value = "kpl-tail.checkpoint.json")]
     checkpoint: PathBuf,
@@ -287,6 +289,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        args.metrics.install()?;
         let producer = Producer::new(config).await;
         let shared = Arc::new(Shared {
             dead: Mutex::new(DeadLetter::new(args.dead_letter.clone())),
