@@ -29,6 +29,30 @@ echo "==> installing tests/interop/requirements.txt into $venv"
 KPL_TEST_PYTHON="$(cd "$venv/bin" && pwd)/python"
 export KPL_TEST_PYTHON
 
+# StreamARN addressing and streams' own record size limits are tested against kinesis-local
+# (npm, a Scala.js build of kinesis-mock): the tests start and stop it themselves, on free
+# ports of 127.0.0.1, from this install.
+kinesis_local="${KPL_KINESIS_LOCAL_DIR:-target/kinesis-local}"
+if [ ! -f "$kinesis_local/node_modules/kinesis-local/main.js" ]; then
+  if ! command -v npm >/dev/null; then
+    if command -v apt-get >/dev/null; then
+      sudo=""
+      [ "$(id -u)" -ne 0 ] && sudo="sudo"
+      echo "==> installing nodejs and npm with apt-get"
+      $sudo apt-get update -qq
+      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
+    else
+      echo "scripts/test.sh: node and npm are needed (for kinesis-local)" >&2
+      exit 1
+    fi
+  fi
+  echo "==> installing kinesis-local into $kinesis_local"
+  mkdir -p "$kinesis_local"
+  npm install --prefix "$kinesis_local" --no-audit --no-fund --silent kinesis-local@0.6.2
+fi
+KPL_KINESIS_LOCAL="$(cd "$kinesis_local/node_modules/kinesis-local" && pwd)"
+export KPL_KINESIS_LOCAL
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (both packages, all targets, warnings are errors)"

@@ -25,13 +25,22 @@ pub struct UserRecord {
     explicit: bool,
 }
 
+/// How much of a record's data its `Debug` form shows: a failed 10 MiB record printed whole
+/// (in a panic message, a `{:?}` log line) drowned everything around it.
+const DEBUG_DATA: usize = 64;
+
 impl std::fmt::Debug for UserRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UserRecord")
-            .field("partition_key", &self.partition_key)
-            .field("explicit_hash_key", &self.explicit_hash_key())
-            .field("data", &self.data)
-            .finish()
+        let mut d = f.debug_struct("UserRecord");
+        d.field("partition_key", &self.partition_key)
+            .field("explicit_hash_key", &self.explicit_hash_key());
+        if self.data.len() <= DEBUG_DATA {
+            d.field("data", &self.data);
+        } else {
+            d.field("data_len", &self.data.len())
+                .field("data_start", &self.data.slice(..DEBUG_DATA));
+        }
+        d.finish()
     }
 }
 
@@ -118,5 +127,19 @@ impl UserRecord {
     pub fn into_parts(self) -> (Arc<str>, Option<HashKey>, Bytes) {
         let explicit = self.explicit_hash_key();
         (self.partition_key, explicit, self.data)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_large_record_shows_its_size_and_start_not_all_its_data() {
+        let small = format!("{:?}", UserRecord::new("k", "tiny").unwrap());
+        assert!(small.contains(r#"data: b"tiny""#), "{small}");
+        let large = format!("{:?}", UserRecord::new("k", vec![7u8; 1 << 20]).unwrap());
+        assert!(large.contains("data_len: 1048576"), "{large}");
+        assert!(large.len() < 400, "{large}");
     }
 }

@@ -7,7 +7,8 @@ use kinesis_producer::{Config, ConfigBuilder};
 /// Where and how to reach Kinesis.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ConnArgs {
-    /// The stream.
+    /// The stream: its name, or its ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME), which
+    /// every call then addresses it by (what AWS recommends; reaches another account's stream).
     #[arg(long)]
     pub stream: String,
     /// The AWS region (default: the standard AWS region chain).

@@ -9,7 +9,7 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use bytes::Bytes;
 use kinesis_producer::aggregation::deaggregate;
-use kinesis_producer::sink::aws::AwsSink;
+use kinesis_producer::sink::aws::{AwsSink, is_stream_arn};
 
 use crate::conn::ConnArgs;
 use crate::io::b64;
@@ -127,6 +127,7 @@ async fn read(
     // Bounded: a stream has at most a few thousand shards in its listing.
     for _ in 0..1000 {
         let request = match &token {
+            None if is_stream_arn(stream) => client.list_shards().stream_arn(stream),
             None => client.list_shards().stream_name(stream),
             Some(t) => client.list_shards().next_token(t),
         };
@@ -165,10 +166,12 @@ async fn read(
         if matches!(from, From::Latest) && closed {
             continue; // nothing new will ever arrive on a closed shard
         }
-        let mut request = client
-            .get_shard_iterator()
-            .stream_name(stream)
-            .shard_id(&shard.shard_id);
+        let mut request = client.get_shard_iterator().shard_id(&shard.shard_id);
+        request = if is_stream_arn(stream) {
+            request.stream_arn(stream)
+        } else {
+            request.stream_name(stream)
+        };
         request = match &from {
             From::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
             From::Latest => request.shard_iterator_type(ShardIteratorType::Latest),

@@ -388,3 +388,70 @@ async fn a_trace_log_never_shows_the_credentials() {
         );
     }
 }
+
+#[path = "../../tests/common/kinesis_local.rs"]
+mod kinesis_local;
+
+/// `kpl` with the AWS environment of kinesis-local's account (its ARNs name that account).
+fn kpl_as(account: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
+        .args(args)
+        .env("AWS_ACCESS_KEY_ID", account)
+        .env("AWS_SECRET_ACCESS_KEY", "local")
+        .env_remove("AWS_SESSION_TOKEN")
+        .env("AWS_REGION", kinesis_local::REGION)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn put_and_read_take_a_stream_arn() {
+    let local = kinesis_local::KinesisLocal::start().await;
+    let arn = local.create_stream("cli-arn", 2, None).await;
+    let endpoint = local.endpoint.clone();
+    let (put, read) = tokio::task::spawn_blocking(move || {
+        let conn = [
+            "--stream",
+            arn.as_str(),
+            "--endpoint-url",
+            endpoint.as_str(),
+        ];
+        let put = kpl_as(
+            kinesis_local::ACCOUNT,
+            &[&["put"][..], &conn[..]].concat(),
+            b"one\ntwo\nthree\n",
+        );
+        let read = kpl_as(
+            kinesis_local::ACCOUNT,
+            &[&["read"][..], &conn[..]].concat(),
+            b"",
+        );
+        (put, read)
+    })
+    .await
+    .unwrap();
+    assert!(put.status.success(), "{}", text(&put.stderr));
+    assert!(
+        text(&put.stderr).contains("3 lines, 3 put, 0 failed"),
+        "{}",
+        text(&put.stderr)
+    );
+    assert!(read.status.success(), "{}", text(&read.stderr));
+    let mut data: Vec<String> = text(&read.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["data"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    data.sort();
+    assert_eq!(data, ["one", "three", "two"]);
+}

@@ -190,6 +190,28 @@ impl AggregationLimits {
         })
     }
 
+    /// These limits for a stream whose own per-record limit (its `MaxRecordSizeInKiB`, in bytes)
+    /// is `stream_limit`: the per-record limit is the lower of the two (so `MaxRecordSize` caps
+    /// what the stream allows), and `AggregationMaxSize` at most that.
+    ///
+    /// ```
+    /// use kinesis_producer::aggregation::AggregationLimits;
+    /// let ten_mib = AggregationLimits::with_max_record_size(51_200, 1000, 10 << 20).unwrap();
+    /// assert_eq!(ten_mib.for_stream(1 << 20).max_record_size(), 1 << 20);
+    /// assert_eq!(ten_mib.for_stream(4 << 20).max_record_size(), 4 << 20);
+    /// let one_mib = AggregationLimits::default();
+    /// assert_eq!(one_mib.for_stream(10 << 20).max_record_size(), 1 << 20);
+    /// ```
+    pub fn for_stream(self, stream_limit: usize) -> Self {
+        let stream_limit = stream_limit.clamp(MAX_RECORD_SIZE, MAX_RECORD_SIZE_LIMIT);
+        let max_record_size = self.max_record_size.min(stream_limit);
+        AggregationLimits {
+            max_record_size,
+            max_size: self.max_size.min(max_record_size),
+            ..self
+        }
+    }
+
     /// These limits with `AggregationMaxSize` at most `cap` (and never under the smallest the KPL
     /// accepts).
     ///

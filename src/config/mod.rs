@@ -248,7 +248,7 @@ impl Default for ConfigBuilder {
             aggregation_enabled: true,
             aggregation_max_count: DEFAULT_AGGREGATION_MAX_COUNT as u64,
             aggregation_max_size: DEFAULT_AGGREGATION_MAX_SIZE as u64,
-            max_record_size: MAX_RECORD_SIZE as u64,
+            max_record_size: MAX_RECORD_SIZE_LIMIT as u64,
             collection_max_count: MAX_PUT_RECORDS_ENTRIES as u64,
             collection_max_size: MAX_PUT_RECORDS_SIZE as u64,
             record_max_buffered_time_ms: 100,
@@ -326,8 +326,10 @@ impl ConfigBuilder {
         aggregation_max_size: aggregation_max_size, u64
     );
     setter!(
-        /// `MaxRecordSize`: the stream's per-record limit in bytes, raised by the stream's
-        /// `MaxRecordSizeInKiB` (1048576..=10485760, default 1048576).
+        /// `MaxRecordSize` (also `MaxUserRecordSize`): the most a record may be, data plus
+        /// partition key, in bytes (1048576..=10485760, default 10485760). Each stream's own
+        /// limit (its `MaxRecordSizeInKiB`, read with DescribeStreamSummary with each shard map;
+        /// 1 MiB unless raised) applies under it.
         max_record_size: max_record_size, u64
     );
     setter!(

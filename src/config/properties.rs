@@ -106,9 +106,9 @@ pub const PROPERTIES: &[Property] = &[
     applied("MaxBufferedBytes", Kind::Number, "268435456"),
     applied("MaxBufferedRecords", Kind::Number, "500000"),
     applied("MaxConnections", Kind::Number, "24"),
-    applied("MaxRecordSize", Kind::Number, "1048576"),
-    // Another name for MaxRecordSize (the per-record limit, up to a stream's 10 MiB).
-    applied("MaxUserRecordSize", Kind::Number, "1048576"),
+    applied("MaxRecordSize", Kind::Number, "10485760"),
+    // Another name for MaxRecordSize (the cap on the stream's own per-record limit).
+    applied("MaxUserRecordSize", Kind::Number, "10485760"),
     applied("MetricsGranularity", Kind::Text, "shard"),
     applied("MetricsLevel", Kind::Text, "detailed"),
     ignored(

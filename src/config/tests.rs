@@ -6,7 +6,13 @@ use super::*;
 fn defaults_are_the_kpls() {
     let c = Config::default();
     assert!(c.aggregation_enabled());
-    assert_eq!(c.aggregation_limits(), AggregationLimits::default());
+    assert_eq!(
+        c.aggregation_limits().for_stream(MAX_RECORD_SIZE),
+        AggregationLimits::default(),
+        "on a stream of the default 1 MiB records"
+    );
+    // Up to what a stream allows: its own MaxRecordSizeInKiB decides, up to 10 MiB.
+    assert_eq!(c.aggregation_limits().max_record_size(), 10 << 20);
     assert_eq!(
         (c.collection_max_count(), c.collection_max_size()),
         (500, 5_242_880)
@@ -42,7 +48,7 @@ fn out_of_range_values_name_property_value_and_range() {
     );
     assert_eq!(
         err(Config::builder().aggregation_max_size(63)),
-        "AggregationMaxSize is 63; the range is 64..=1048576"
+        "AggregationMaxSize is 63; the range is 64..=10485760"
     );
     assert_eq!(
         err(Config::builder()

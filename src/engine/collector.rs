@@ -151,7 +151,14 @@ mod tests {
     fn shards(n: usize, now: Instant) -> Vec<ShardState> {
         let config = Config::builder().rate_limit(100).build().unwrap();
         (0..n)
-            .map(|k| ShardState::new(&format!("shardId-{k:012}"), &config, now))
+            .map(|k| {
+                ShardState::new(
+                    &format!("shardId-{k:012}"),
+                    &config,
+                    config.aggregation,
+                    now,
+                )
+            })
             .collect()
     }
 

@@ -64,7 +64,7 @@ impl<S: Sink> Engine<S> {
         // Grouped by hash key (a stable sort keeps each key's order).
         let mut out: Vec<Pending> = out.into_iter().map(|(pending, _)| pending).collect();
         out.sort_by_key(|p| p.record().hash_key());
-        let mut aggregator: Aggregator<Pending> = Aggregator::new(self.config.aggregation);
+        let mut aggregator: Aggregator<Pending> = Aggregator::new(self.streams[i].limits);
         let mut key = None;
         for pending in out {
             let k = pending.record().hash_key();
@@ -92,6 +92,44 @@ impl<S: Sink> Engine<S> {
         s.forced = s.ready.len();
     }
 
+    /// Starts a ListShards of stream `i` (and, once it answers, a DescribeStreamSummary for the
+    /// stream's own record limit) in a task of its own; its answer comes back as a
+    /// [`RefreshDone`].
+    pub(super) fn start_refresh(&mut self, i: usize) {
+        let s = &mut self.streams[i];
+        s.refreshing = true;
+        self.generation += 1;
+        let (sink, name, generation) =
+            (Arc::clone(&self.sink), Arc::clone(&s.name), self.generation);
+        let limit = self.config.request_timeout;
+        let span = tracing::debug_span!("list_shards", stream = %name, generation);
+        self.refreshes.spawn(
+            async move {
+                let listing = sink.list_shards(&name);
+                let result = match timeout(limit + TIMEOUT_GRACE, listing).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out("ListShards", limit)),
+                };
+                // The stream's own record limit, refreshed with its map.
+                let record_limit = match &result {
+                    Ok(_) => Some(
+                        timeout(limit + TIMEOUT_GRACE, sink.max_record_size(&name))
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out("DescribeStreamSummary", limit))),
+                    ),
+                    Err(_) => None,
+                };
+                RefreshDone {
+                    stream: i,
+                    generation,
+                    result,
+                    record_limit,
+                }
+            }
+            .instrument(span),
+        );
+    }
+
     pub(super) fn on_refresh(&mut self, done: RefreshDone, now: Instant) {
         let interval = self.config.shard_map_refresh_interval;
         let s = &mut self.streams[done.stream];
@@ -102,6 +140,10 @@ impl<S: Sink> Engine<S> {
             // map is installed now; one that still straddles is caught by `verify`.
             s.shards.iter_mut().for_each(|h| h.stale = false);
         }
+        if let Some(limit) = done.record_limit {
+            self.set_record_limit(done.stream, limit);
+        }
+        let s = &mut self.streams[done.stream];
         match done.result {
             Ok(shards) => {
                 s.map_refused = false;
@@ -128,6 +170,40 @@ impl<S: Sink> Engine<S> {
         }
     }
 
+    /// Applies stream `i`'s own per-record limit, as DescribeStreamSummary gave it (or failed to:
+    /// then the limit stays as it was, 1 MiB at first, which every stream allows).
+    fn set_record_limit(&mut self, i: usize, limit: Result<Option<usize>, SinkError>) {
+        let s = &mut self.streams[i];
+        let limits = match limit {
+            Ok(limit) => self
+                .config
+                .aggregation
+                .for_stream(limit.unwrap_or(MAX_RECORD_SIZE)),
+            Err(e) => {
+                if !s.record_limit_failed {
+                    tracing::warn!(stream = %s.name, error = %e, "could not read the stream's record size limit (DescribeStreamSummary); records over 1 MiB are refused until it answers");
+                }
+                s.record_limit_failed = true;
+                return;
+            }
+        };
+        s.record_limit_failed = false;
+        if limits == s.limits {
+            return;
+        }
+        tracing::info!(stream = %s.name, max_record_size = limits.max_record_size(), "the stream's record size limit");
+        s.limits = limits;
+        let generation = s.generation();
+        for (index, shard) in s.shards.iter_mut().enumerate() {
+            let limits = aggregation_limits(limits, &shard.limiter);
+            if let Some(held) = shard.aggregator.set_limits(limits) {
+                let at = ShardRef { index, generation };
+                let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
+                push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
+            }
+        }
+    }
+
     /// Makes `map` stream `i`'s shard map.
     pub(super) fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
         let s = &mut self.streams[i];
@@ -146,7 +222,7 @@ impl<S: Sink> Engine<S> {
         s.shards = map
             .shards()
             .iter()
-            .map(|sh| ShardState::new(&sh.shard_id, &self.config, now))
+            .map(|sh| ShardState::new(&sh.shard_id, &self.config, s.limits, now))
             .collect();
         let queued = std::mem::take(&mut s.ready);
         s.ready_bytes = 0;

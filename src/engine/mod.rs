@@ -37,7 +37,7 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, sleep_until, timeout};
 use tracing::Instrument;
 
-use crate::aggregation::{Aggregator, Entry, encode};
+use crate::aggregation::{Aggregator, Entry, MAX_RECORD_SIZE, encode};
 use crate::budget::Budget;
 use crate::config::Config;
 use crate::error::{ErrorClass, classify};
@@ -229,7 +229,8 @@ impl<S: Sink> Engine<S> {
     fn add_stream(&mut self, id: usize, name: Arc<str>, now: Instant) {
         let i = self.streams.len();
         self.metrics.add_stream(Arc::clone(&name));
-        self.streams.push(StreamState::new(name, now));
+        let limits = self.config.aggregation.for_stream(MAX_RECORD_SIZE);
+        self.streams.push(StreamState::new(name, limits, now));
         self.by_id.insert(id, i);
     }
 
@@ -312,7 +313,7 @@ impl<S: Sink> Engine<S> {
     /// Queues a record on its own, unaggregated, routed by its own keys.
     fn send_plain(&mut self, i: usize, pending: Pending, deadline: Instant) {
         let record = pending.record();
-        if let Err(error) = self.config.aggregation.check(record) {
+        if let Err(error) = self.streams[i].limits.check(record) {
             return fail(
                 pending,
                 PutErrorKind::InvalidRecord(error),
@@ -355,27 +356,7 @@ impl<S: Sink> Engine<S> {
             let s = &mut self.streams[i];
             // While closing, maps are fetched only to settle misrouted aggregates.
             if !s.refreshing && now >= s.next_refresh && (!self.closing || s.needs_map()) {
-                s.refreshing = true;
-                self.generation += 1;
-                let (sink, name, generation) =
-                    (Arc::clone(&self.sink), Arc::clone(&s.name), self.generation);
-                let limit = self.config.request_timeout;
-                let span = tracing::debug_span!("list_shards", stream = %name, generation);
-                self.refreshes.spawn(
-                    async move {
-                        let listing = sink.list_shards(&name);
-                        let result = match timeout(limit + TIMEOUT_GRACE, listing).await {
-                            Ok(r) => r,
-                            Err(_) => Err(timed_out("ListShards", limit)),
-                        };
-                        RefreshDone {
-                            stream: i,
-                            generation,
-                            result,
-                        }
-                    }
-                    .instrument(span),
-                );
+                self.start_refresh(i);
             }
             let closing = self.closing;
             if !self.streams[i].unmapped.is_empty() {
@@ -560,7 +541,7 @@ impl<S: Sink> Engine<S> {
             let at = s.shard_ref(k);
             let shard = &mut s.shards[k];
             shard.limiter.observe(f, done.finished.into_std());
-            let limits = aggregation_limits(&self.config, &shard.limiter);
+            let limits = aggregation_limits(s.limits, &shard.limiter);
             if shard.aggregator.limits() != limits
                 && let Some(held) = shard.aggregator.set_limits(limits)
             {

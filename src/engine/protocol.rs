@@ -52,4 +52,6 @@ pub(super) struct RefreshDone {
     pub(super) stream: usize,
     pub(super) generation: u64,
     pub(super) result: Result<Vec<Shard>, SinkError>,
+    /// The stream's own per-record limit (asked for once the listing is in), if known.
+    pub(super) record_limit: Option<Result<Option<usize>, SinkError>>,
 }

@@ -45,10 +45,11 @@ pub(super) struct ShardState {
 }
 
 impl ShardState {
-    pub(super) fn new(id: &str, config: &Config, now: Instant) -> Self {
+    /// Shard `id` of a stream whose aggregation limits are `limits`.
+    pub(super) fn new(id: &str, config: &Config, limits: AggregationLimits, now: Instant) -> Self {
         ShardState {
             id: Arc::from(id),
-            aggregator: Aggregator::new(config.aggregation),
+            aggregator: Aggregator::new(limits),
             limiter: ShardLimiter::new(config.rate_limit, now.into_std()),
             busy: false,
             stale: false,
@@ -131,6 +132,9 @@ impl Eq for Retry {}
 
 pub(super) struct StreamState {
     pub(super) name: Arc<str>,
+    /// The aggregation limits for this stream: the configured ones with the stream's own
+    /// per-record limit (its `MaxRecordSizeInKiB`, 1 MiB until DescribeStreamSummary says more).
+    pub(super) limits: AggregationLimits,
     pub(super) map: Option<ShardMap>,
     pub(super) refreshing: bool,
     /// A refresh was asked for while one was under way: its answer may predate the change
@@ -151,6 +155,8 @@ pub(super) struct StreamState {
     /// ListShards failed with an error that cannot heal (the stream is missing, access denied):
     /// records do not wait for a map that will not come; PutRecords will say why they fail.
     pub(super) map_refused: bool,
+    /// DescribeStreamSummary failed (warned once, until it answers again).
+    pub(super) record_limit_failed: bool,
     /// A flush asked for the records waiting for the map to be sent.
     pub(super) flush_unmapped: bool,
     pub(super) ready: VecDeque<Ready>,
@@ -170,9 +176,10 @@ pub(super) struct StreamState {
 
 impl StreamState {
     /// A stream just named by a handle: no map yet, its first refresh due `now`.
-    pub(super) fn new(name: Arc<str>, now: Instant) -> Self {
+    pub(super) fn new(name: Arc<str>, limits: AggregationLimits, now: Instant) -> Self {
         StreamState {
             name,
+            limits,
             map: None,
             refreshing: false,
             refresh_again: false,
@@ -182,6 +189,7 @@ impl StreamState {
             unmapped: VecDeque::new(),
             map_failed: false,
             map_refused: false,
+            record_limit_failed: false,
             flush_unmapped: false,
             ready: VecDeque::new(),
             ready_bytes: 0,
@@ -237,13 +245,16 @@ pub(super) const THROTTLED_SHARE: f64 = 0.02;
 /// 1 MiB), and a throttled attempt carries half as much to send again.
 pub(super) const THROTTLED_AGGREGATE_SIZE: usize = 25_600;
 
-/// The aggregation limits for a shard in the state its limiter is in: the configured ones, with
+/// The aggregation limits for a shard in the state its limiter is in: its stream's, with
 /// aggregates cut at [`THROTTLED_AGGREGATE_SIZE`] while the shard throttles.
-pub(super) fn aggregation_limits(config: &Config, limiter: &ShardLimiter) -> AggregationLimits {
+pub(super) fn aggregation_limits(
+    stream: AggregationLimits,
+    limiter: &ShardLimiter,
+) -> AggregationLimits {
     if limiter.throttled_share() > THROTTLED_SHARE {
-        config.aggregation.capped(THROTTLED_AGGREGATE_SIZE)
+        stream.capped(THROTTLED_AGGREGATE_SIZE)
     } else {
-        config.aggregation
+        stream
     }
 }
 

@@ -90,7 +90,7 @@ mod tests {
 
     /// A stream whose map is in and whose next refresh is a minute away.
     fn mapped(now: Instant) -> StreamState {
-        let mut s = StreamState::new(Arc::from("s"), now);
+        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
         s.next_refresh = now + 60_000 * MS;
         s
     }
@@ -98,9 +98,9 @@ mod tests {
     #[test]
     fn a_new_stream_wakes_at_once_for_its_first_listing_unless_one_is_under_way() {
         let now = Instant::now();
-        let mut s = StreamState::new(Arc::from("s"), now);
+        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
         assert_eq!(next_wake(&[s], inputs(true, false), now), Some(now));
-        s = StreamState::new(Arc::from("s"), now);
+        s = StreamState::new(Arc::from("s"), Default::default(), now);
         s.refreshing = true;
         assert_eq!(next_wake(&[s], inputs(true, false), now), None);
     }

@@ -123,4 +123,16 @@ pub trait Sink: Send + Sync + 'static {
         &self,
         stream: &str,
     ) -> impl Future<Output = Result<Vec<Shard>, SinkError>> + Send;
+
+    /// The stream's own per-record limit in bytes (DescribeStreamSummary's
+    /// `MaxRecordSizeInKiB`), asked for with each shard map; `Ok(None)` when the sink does not
+    /// know one, and then Kinesis's default, 1 MiB, applies. The default implementation knows
+    /// none.
+    fn max_record_size(
+        &self,
+        stream: &str,
+    ) -> impl Future<Output = Result<Option<usize>, SinkError>> + Send {
+        let _ = stream;
+        async { Ok(None) }
+    }
 }

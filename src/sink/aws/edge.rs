@@ -25,6 +25,13 @@ pub(super) fn request_entry(e: PutEntry) -> Result<PutRecordsRequestEntry, SinkE
         .map_err(|b| SinkError::new("PutRecords", "InvalidEntry", b.to_string()))
 }
 
+/// Whether `stream` names a stream by its ARN (`arn:aws:kinesis:REGION:ACCOUNT:stream/NAME`,
+/// in any partition) rather than by name: a name cannot hold `:` or `/` (its pattern is
+/// `[a-zA-Z0-9_.-]+`), so the two never mix up.
+pub fn is_stream_arn(stream: &str) -> bool {
+    stream.starts_with("arn:") && stream.contains(":kinesis:") && stream.contains(":stream/")
+}
+
 /// A PutRecords answer as one result per entry, in request order: put (shard and sequence
 /// number) or failed (the entry's code and message; an entry that names neither a shard nor a
 /// code is `UnknownEntryError`).
@@ -271,6 +278,19 @@ mod tests {
     use aws_smithy_runtime_api::http::StatusCode;
 
     use super::*;
+
+    #[test]
+    fn a_stream_arn_is_told_from_a_name() {
+        assert!(is_stream_arn(
+            "arn:aws:kinesis:eu-west-1:123456789012:stream/events"
+        ));
+        assert!(is_stream_arn(
+            "arn:aws-cn:kinesis:cn-north-1:123456789012:stream/events"
+        ));
+        assert!(!is_stream_arn("events"));
+        assert!(!is_stream_arn("arn-events"));
+        assert!(!is_stream_arn("arn:aws:sqs:eu-west-1:123456789012:queue"));
+    }
     use crate::error::{ErrorClass, classify};
 
     fn answer(status: u16) -> HttpResponse {

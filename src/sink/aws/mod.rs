@@ -16,6 +16,8 @@ use crate::config::Config;
 use crate::shard_map::Shard;
 
 mod edge;
+
+pub use edge::is_stream_arn;
 pub(crate) use edge::sink_error;
 
 /// The region used against a custom endpoint when none is configured: local Kinesis
@@ -167,10 +169,15 @@ impl Sink for AwsSink {
             .into_iter()
             .map(edge::request_entry)
             .collect::<Result<Vec<_>, _>>()?;
-        let out = self
-            .client
-            .put_records()
-            .stream_name(stream)
+        let request = self.client.put_records();
+        // A stream ARN is sent as StreamARN (what AWS recommends, and what reaches a stream of
+        // another account), a name as StreamName.
+        let request = if edge::is_stream_arn(stream) {
+            request.stream_arn(stream)
+        } else {
+            request.stream_name(stream)
+        };
+        let out = request
             .set_records(Some(records))
             .send()
             .await
@@ -178,12 +185,35 @@ impl Sink for AwsSink {
         Ok(edge::entry_results(out))
     }
 
+    async fn max_record_size(&self, stream: &str) -> Result<Option<usize>, SinkError> {
+        let request = self.client.describe_stream_summary();
+        let request = if edge::is_stream_arn(stream) {
+            request.stream_arn(stream)
+        } else {
+            request.stream_name(stream)
+        };
+        let out = request.send().await.map_err(|e| {
+            sink_error(
+                "DescribeStreamSummary",
+                &self.endpoint,
+                self.request_timeout,
+                e,
+            )
+        })?;
+        Ok(out
+            .stream_description_summary
+            .and_then(|s| s.max_record_size_in_kib)
+            .and_then(|kib| usize::try_from(kib).ok())
+            .map(|kib| kib * 1024))
+    }
+
     async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, SinkError> {
         let mut shards: Vec<Shard> = Vec::new();
         let mut token: Option<String> = None;
         loop {
-            // The API takes the stream name on the first page only, the token after.
+            // The API takes the stream (its name or ARN) on the first page only, the token after.
             let request = match &token {
+                None if edge::is_stream_arn(stream) => self.client.list_shards().stream_arn(stream),
                 None => self.client.list_shards().stream_name(stream),
                 Some(t) => self.client.list_shards().next_token(t),
             };
