@@ -28,6 +28,10 @@ echo "==> installing tests/interop/requirements.txt into $venv"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/interop/requirements.txt
 KPL_TEST_PYTHON="$(cd "$venv/bin" && pwd)/python"
 export KPL_TEST_PYTHON
+echo "==> installing tests/cloudwatch/requirements.txt (moto's CloudWatch) into $venv"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r tests/cloudwatch/requirements.txt
+KPL_MOTO_SERVER="$(cd "$venv/bin" && pwd)/moto_server"
+export KPL_MOTO_SERVER
 
 # StreamARN addressing and streams' own record size limits are tested against kinesis-local
 # (npm, a Scala.js build of kinesis-mock): the tests start and stop it themselves, on free

@@ -75,8 +75,10 @@
 //! assert_eq!(read_back[11].explicit_hash_key, None);
 //! ```
 //!
-//! Features: `cli` (default; the `kpl` tool), `aws` (default; the aws-sdk-kinesis sink and
-//! [`Producer::new`]), `local` (the embedded local Kinesis), `test-util` (the in-memory sink).
+//! Features: `aws` (default; the aws-sdk-kinesis sink and [`Producer::new`]), `cloudwatch`
+//! (uploading the metrics to CloudWatch, [`ConfigBuilder::upload_metrics`]), `local` (the
+//! embedded local Kinesis), `test-util` (the in-memory sink). The `kpl` tool is its own package,
+//! `cli/`.
 
 #![warn(missing_docs)]
 

@@ -23,6 +23,30 @@ pub struct Buffered {
 }
 use crate::engine::{Engine, Msg, Pending, clock};
 use crate::metrics::{Metrics, Shared};
+
+/// What the CloudWatch uploader needs (nothing without the `cloudwatch` feature).
+#[cfg(feature = "cloudwatch")]
+type Upload = crate::metrics::cloudwatch::Upload;
+#[cfg(not(feature = "cloudwatch"))]
+type Upload = std::convert::Infallible;
+
+/// The uploader's task: uploads every `MetricsUploadDelay` until the engine stops.
+#[cfg(feature = "cloudwatch")]
+fn uploader(
+    shared: Arc<Shared>,
+    upload: Upload,
+    closed: tokio::sync::watch::Receiver<bool>,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    crate::metrics::cloudwatch::run(shared, upload, closed)
+}
+#[cfg(not(feature = "cloudwatch"))]
+fn uploader(
+    _: Arc<Shared>,
+    upload: Upload,
+    _: tokio::sync::watch::Receiver<bool>,
+) -> std::future::Ready<()> {
+    match upload {}
+}
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::sink::Sink;
@@ -83,8 +107,8 @@ impl Producer {
     /// creates nothing.
     #[cfg(feature = "aws")]
     pub async fn new(config: Config) -> Producer {
-        let sink = crate::sink::aws::AwsSink::new(&config).await;
-        Producer::with_sink(config, sink)
+        let sdk = crate::sink::aws::load_sdk_config(&config).await;
+        Producer::from_sdk_config(&sdk, config)
     }
 
     /// A producer over the AWS SDK configured from an AWS configuration you loaded yourself,
@@ -108,7 +132,11 @@ impl Producer {
     #[cfg(feature = "aws")]
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: Config) -> Producer {
         let sink = crate::sink::aws::AwsSink::from_sdk_config(sdk, &config);
-        Producer::with_sink(config, sink)
+        #[cfg(feature = "cloudwatch")]
+        let upload = crate::metrics::cloudwatch::upload(sdk, &config);
+        #[cfg(not(feature = "cloudwatch"))]
+        let upload = None;
+        Producer::start(config, sink, upload)
     }
 
     /// A producer that sends through `sink`: the in-memory Kinesis for tests, or your own sink.
@@ -117,6 +145,11 @@ impl Producer {
     /// Created outside a tokio runtime, it builds one of its own; if the operating system
     /// refuses it threads, that panics.
     pub fn with_sink<S: Sink>(config: Config, sink: S) -> Producer {
+        Producer::start(config, sink, None)
+    }
+
+    /// Starts the engine (and, when asked, the CloudWatch uploader beside it).
+    fn start<S: Sink>(config: Config, sink: S, upload: Option<Upload>) -> Producer {
         let (tx, rx) = mpsc::unbounded_channel();
         // The channel itself is unbounded; what bounds memory is this budget, reserved before a
         // record enters the channel and released when it resolves.
@@ -126,9 +159,13 @@ impl Producer {
         ));
         let engine = Engine::new(config, sink, Arc::clone(&budget));
         let metrics = engine.metrics();
+        let uploader = upload.map(|u| uploader(Arc::clone(&metrics), u, engine.closed()));
         let runtime = match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(engine.run(rx));
+                if let Some(u) = uploader {
+                    handle.spawn(u);
+                }
                 None
             }
             Err(_) => {
@@ -140,6 +177,9 @@ impl Producer {
                     .build()
                     .expect("a tokio runtime can be built");
                 rt.spawn(engine.run(rx));
+                if let Some(u) = uploader {
+                    rt.spawn(u);
+                }
                 Some(rt)
             }
         };

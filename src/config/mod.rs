@@ -77,6 +77,11 @@ pub struct Config {
     pub(crate) metrics_level: Level,
     pub(crate) metrics_granularity: Granularity,
     pub(crate) metrics_dimensions: Vec<(String, String)>,
+    pub(crate) upload_metrics: bool,
+    pub(crate) metrics_namespace: String,
+    pub(crate) metrics_upload_delay: Duration,
+    /// `CloudwatchEndpoint` (and `CloudwatchPort`) as a URL, if set.
+    pub(crate) cloudwatch_endpoint: Option<String>,
     pub(crate) ignored: Vec<IgnoredProperty>,
 }
 
@@ -190,6 +195,22 @@ impl Config {
     pub fn metrics_granularity(&self) -> Granularity {
         self.metrics_granularity
     }
+    /// `UploadMetrics` (default false).
+    pub fn upload_metrics(&self) -> bool {
+        self.upload_metrics
+    }
+    /// `MetricsNamespace` (default `KinesisProducerLibrary`).
+    pub fn metrics_namespace(&self) -> &str {
+        &self.metrics_namespace
+    }
+    /// `MetricsUploadDelay` (default 60 s).
+    pub fn metrics_upload_delay(&self) -> Duration {
+        self.metrics_upload_delay
+    }
+    /// `CloudwatchEndpoint` (with `CloudwatchPort`) as a URL, if set.
+    pub fn cloudwatch_endpoint(&self) -> Option<&str> {
+        self.cloudwatch_endpoint.as_deref()
+    }
     /// The dimensions added to every metric ([`ConfigBuilder::metrics_dimension`]).
     pub fn metrics_dimensions(&self) -> &[(String, String)] {
         &self.metrics_dimensions
@@ -226,6 +247,11 @@ pub struct ConfigBuilder {
     metrics_level: Level,
     metrics_granularity: Granularity,
     metrics_dimensions: Vec<(String, String)>,
+    upload_metrics: bool,
+    metrics_namespace: String,
+    metrics_upload_delay_ms: u64,
+    cloudwatch_endpoint: Option<String>,
+    cloudwatch_port: Option<u16>,
     ignored: Vec<IgnoredProperty>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
@@ -235,6 +261,9 @@ pub struct ConfigBuilder {
     max_buffered_records: u64,
     max_buffered_bytes: u64,
 }
+
+/// Default `MetricsNamespace`: the KPL's.
+pub const DEFAULT_METRICS_NAMESPACE: &str = "KinesisProducerLibrary";
 
 /// Default `MaxBufferedRecords`: room for several seconds of a busy producer's records while
 /// Kinesis throttles or is away, at roughly 1 KB of bookkeeping each.
@@ -264,6 +293,11 @@ impl Default for ConfigBuilder {
             metrics_level: Level::Detailed,
             metrics_granularity: Granularity::Shard,
             metrics_dimensions: Vec::new(),
+            upload_metrics: false,
+            metrics_namespace: DEFAULT_METRICS_NAMESPACE.to_owned(),
+            metrics_upload_delay_ms: 60_000,
+            cloudwatch_endpoint: None,
+            cloudwatch_port: None,
             ignored: Vec::new(),
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
@@ -430,6 +464,31 @@ impl ConfigBuilder {
         self.metrics_dimensions.push((name.into(), value.into()));
         self
     }
+    /// `UploadMetrics` (ours; default false): upload the metrics to CloudWatch as the KPL does,
+    /// every `MetricsUploadDelay` under `MetricsNamespace`, with the producer's credentials.
+    /// Needs the `cloudwatch` feature. The KPL uploads unless `MetricsLevel` is none; here it is
+    /// asked for, since custom CloudWatch metrics are billed per metric (a 1,000-shard stream at
+    /// shard granularity is over 10,000 of them).
+    pub fn upload_metrics(mut self, value: bool) -> Self {
+        self.upload_metrics = value;
+        self
+    }
+    /// `MetricsNamespace`: the CloudWatch namespace of the uploaded metrics (default
+    /// `KinesisProducerLibrary`, the KPL's).
+    pub fn metrics_namespace(mut self, value: impl Into<String>) -> Self {
+        self.metrics_namespace = value.into();
+        self
+    }
+    /// `MetricsUploadDelay`: how often metrics are uploaded (1 ms ..= 60 s, default 60 s).
+    pub fn metrics_upload_delay(mut self, value: Duration) -> Self {
+        self.metrics_upload_delay_ms = millis(value);
+        self
+    }
+    /// `CloudwatchEndpoint`: the CloudWatch endpoint URL (default: the region's).
+    pub fn cloudwatch_endpoint(mut self, value: impl Into<String>) -> Self {
+        self.cloudwatch_endpoint = Some(value.into());
+        self
+    }
     /// Static credentials instead of the standard AWS credential chain (for local endpoints).
     pub fn credentials(
         mut self,
@@ -527,6 +586,32 @@ impl ConfigBuilder {
             (None, Some(host), None) => (Some(with_scheme(&host)), None),
             (None, None, port) => (None, port.filter(|&p| p != 443)),
         };
+        check_ms(
+            "MetricsUploadDelay",
+            self.metrics_upload_delay_ms,
+            1,
+            60_000,
+        )?;
+        if self.metrics_namespace.is_empty() {
+            return Err(ConfigError::OutOfRange {
+                property: "MetricsNamespace",
+                value: "empty".into(),
+                range: "1 to 255 characters".into(),
+            });
+        }
+        if self.upload_metrics && !cfg!(feature = "cloudwatch") {
+            return Err(ConfigError::NotOneOf {
+                property: "UploadMetrics",
+                value: "true".into(),
+                allowed: "false (this build of kinesis-producer has no `cloudwatch` feature)"
+                    .into(),
+            });
+        }
+        let cloudwatch_endpoint = match (self.cloudwatch_endpoint, self.cloudwatch_port) {
+            (Some(host), Some(port)) => Some(with_port(&host, port)),
+            (Some(host), None) => Some(with_scheme(&host)),
+            (None, _) => None,
+        };
         if let Some(c) = &self.credentials {
             if c.access_key_id.is_empty() {
                 return Err(ConfigError::Incomplete {
@@ -569,6 +654,10 @@ impl ConfigBuilder {
             metrics_level: self.metrics_level,
             metrics_granularity: self.metrics_granularity,
             metrics_dimensions: self.metrics_dimensions,
+            upload_metrics: self.upload_metrics,
+            metrics_namespace: self.metrics_namespace,
+            metrics_upload_delay: Duration::from_millis(self.metrics_upload_delay_ms),
+            cloudwatch_endpoint,
             ignored: self.ignored,
         })
     }

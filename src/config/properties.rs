@@ -42,7 +42,6 @@ pub struct Property {
 }
 
 const NO_DAEMON: &str = "there is no native daemon: the producer runs in your process";
-const METRICS_LATER: &str = "metrics are not uploaded to CloudWatch yet (Producer::metrics, the metrics crate and kpl --metrics-listen have them)";
 const NO_PROXY: &str = "proxies are not configurable yet";
 const CHAIN: &str = "credentials come from the standard AWS chain or `ConfigBuilder::credentials`";
 
@@ -83,8 +82,8 @@ pub const PROPERTIES: &[Property] = &[
         "",
         "TLS uses the system's and rustls' roots; custom CA bundles are not supported yet",
     ),
-    ignored("CloudwatchEndpoint", Kind::Text, "", METRICS_LATER),
-    ignored("CloudwatchPort", Kind::Number, "443", METRICS_LATER),
+    applied("CloudwatchEndpoint", Kind::Text, ""),
+    applied("CloudwatchPort", Kind::Number, "443"),
     applied("CollectionMaxCount", Kind::Number, "500"),
     applied("CollectionMaxSize", Kind::Number, "5242880"),
     applied("ConnectTimeout", Kind::Number, "6000"),
@@ -111,13 +110,8 @@ pub const PROPERTIES: &[Property] = &[
     applied("MaxUserRecordSize", Kind::Number, "10485760"),
     applied("MetricsGranularity", Kind::Text, "shard"),
     applied("MetricsLevel", Kind::Text, "detailed"),
-    ignored(
-        "MetricsNamespace",
-        Kind::Text,
-        "KinesisProducerLibrary",
-        METRICS_LATER,
-    ),
-    ignored("MetricsUploadDelay", Kind::Number, "60000", METRICS_LATER),
+    applied("MetricsNamespace", Kind::Text, "KinesisProducerLibrary"),
+    applied("MetricsUploadDelay", Kind::Number, "60000"),
     ignored(
         "MinConnections",
         Kind::Number,
@@ -145,6 +139,8 @@ pub const PROPERTIES: &[Property] = &[
     ignored("TempDirectory", Kind::Text, "", NO_DAEMON),
     ignored("ThreadPoolSize", Kind::Number, "0", NO_DAEMON),
     ignored("ThreadingModel", Kind::Text, "PER_REQUEST", NO_DAEMON),
+    // Ours: upload the metrics to CloudWatch (the KPL does unless MetricsLevel is none).
+    applied("UploadMetrics", Kind::Boolean, "false"),
     ignored(
         "UserRecordTimeoutInMillis",
         Kind::Number,
@@ -368,6 +364,25 @@ impl ConfigBuilder {
                     .get_or_insert_with(StaticCredentials::empty);
                 c.secret_access_key = value.to_owned();
                 self
+            }
+            "UploadMetrics" => self.upload_metrics(boolean()?),
+            "MetricsNamespace" => self.metrics_namespace(value),
+            "MetricsUploadDelay" => Self {
+                metrics_upload_delay_ms: number()?,
+                ..self
+            },
+            "CloudwatchEndpoint" if value.is_empty() => self,
+            "CloudwatchEndpoint" => Self {
+                cloudwatch_endpoint: Some(value.to_owned()),
+                ..self
+            },
+            // 443 is the regional endpoint's own port; another takes effect with an endpoint.
+            "CloudwatchPort" => {
+                let port = check(name, number()?, 1, u16::MAX as u64)? as u16;
+                Self {
+                    cloudwatch_port: (port != 443).then_some(port),
+                    ..self
+                }
             }
             "MetricsLevel" => Self {
                 metrics_level: Level::from_property(value).expect("checked against the pattern"),

@@ -188,7 +188,7 @@ fn every_property_of_the_table_is_accepted_at_its_default() {
 
 #[test]
 fn properties_with_no_effect_here_are_reported_with_why() {
-    let c = from_properties("ThreadPoolSize = 8\nMetricsUploadDelay = 1000\nThreadPoolSize = 16\n")
+    let c = from_properties("ThreadPoolSize = 8\nMinConnections = 4\nThreadPoolSize = 16\n")
         .unwrap()
         .build()
         .unwrap();
@@ -200,7 +200,7 @@ fn properties_with_no_effect_here_are_reported_with_why() {
     assert_eq!(
         ignored,
         [
-            "MetricsUploadDelay (metrics are not uploaded to CloudWatch yet (Producer::metrics, the metrics crate and kpl --metrics-listen have them))",
+            "MinConnections (the HTTP client opens connections as calls need them)",
             "ThreadPoolSize (there is no native daemon: the producer runs in your process)",
         ]
     );

@@ -83,6 +83,7 @@ impl<S: Sink> Engine<S> {
     /// The last turn: the final figures, exported.
     pub(super) fn account_last(&mut self) {
         self.sample(clock());
+        self.metrics.close();
     }
 
     fn buffered(&self) -> bool {

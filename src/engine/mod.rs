@@ -151,6 +151,11 @@ impl<S: Sink> Engine<S> {
         self.metrics.shared()
     }
 
+    /// Tells when the engine has stopped.
+    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.metrics.closed()
+    }
+
     pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
         let mut buf = Vec::with_capacity(RECV_BATCH);
         let mut open = true;

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+#[cfg(feature = "cloudwatch")]
+pub(crate) mod cloudwatch;
 mod facade;
 mod names;
 pub(crate) mod store;
@@ -191,6 +193,8 @@ pub(crate) struct Recorder {
     on: bool,
     /// Whether the last sample saw anything buffered: one more sample records the drop to 0.
     sampled_some: bool,
+    /// Set when the engine stops: an uploader makes its last upload and ends.
+    closed: tokio::sync::watch::Sender<bool>,
 }
 
 impl Recorder {
@@ -204,6 +208,7 @@ impl Recorder {
             age_resolution,
         );
         store.dimensions = config.metrics_dimensions.clone();
+        store.uploading = config.upload_metrics && config.metrics_level != Level::None;
         Recorder {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
@@ -215,11 +220,23 @@ impl Recorder {
             next_sample: origin,
             on: config.metrics_level != Level::None,
             sampled_some: false,
+            closed: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub(crate) fn shared(&self) -> Arc<Shared> {
         Arc::clone(&self.shared)
+    }
+
+    /// Tells when the engine has stopped (for the CloudWatch uploader).
+    #[cfg_attr(not(feature = "cloudwatch"), allow(dead_code))]
+    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closed.subscribe()
+    }
+
+    /// The engine stopped: the figures are final.
+    pub(crate) fn close(&self) {
+        self.closed.send_replace(true);
     }
 
     pub(crate) fn add_stream(&mut self, name: Arc<str>) {

@@ -50,13 +50,18 @@ pub(crate) struct Series {
     seconds: VecDeque<(u64, Stat)>,
     /// Changed since it was last exported to the `metrics` crate.
     pub(crate) dirty: bool,
+    /// The values since the last upload to CloudWatch (kept only while uploading).
+    upload: Stat,
     pub(crate) handles: Option<Handles>,
 }
 
 impl Series {
-    fn add(&mut self, stat: &Stat, second: u64) {
+    fn add(&mut self, stat: &Stat, second: u64, upload: bool) {
         self.total.merge(stat);
         self.dirty = true;
+        if upload {
+            self.upload.merge(stat);
+        }
         match self.seconds.back_mut() {
             Some((s, st)) if *s == second => st.merge(stat),
             _ => {
@@ -161,6 +166,9 @@ pub(crate) struct Store {
     pub(crate) ledger: Ledger,
     /// Dimensions added to every exported series.
     pub(crate) dimensions: Vec<(String, String)>,
+    /// Whether metrics are uploaded to CloudWatch: each series then keeps what came since the
+    /// last upload.
+    pub(crate) uploading: bool,
 }
 
 impl Store {
@@ -178,6 +186,7 @@ impl Store {
             blocks: HashMap::new(),
             ledger: Ledger::new(ledger_slot),
             dimensions: Vec::new(),
+            uploading: false,
         }
     }
 
@@ -227,13 +236,14 @@ impl Store {
         if self.granularity >= Granularity::Shard && g.shard.is_some() {
             levels.push(dims(Some(stream), g.shard.as_ref()));
         }
+        let upload = self.uploading;
         for d in levels {
             let block = self.block(d);
             for (name, stat) in Name::ALL.iter().zip(&g.stats) {
                 if stat.count > 0 && name.level() <= level {
                     block.series[name.index()]
                         .get_or_insert_with(Series::default)
-                        .add(stat, second);
+                        .add(stat, second, upload);
                 }
             }
         }
@@ -266,8 +276,9 @@ impl Store {
             stream: stream.cloned(),
             shard: shard.cloned(),
         };
+        let upload = self.uploading;
         let series = self.block(dims).series[name.index()].get_or_insert_with(Series::default);
-        series.add(&stat, second);
+        series.add(&stat, second, upload);
         series.last = value;
     }
 
@@ -279,6 +290,22 @@ impl Store {
                 .zip(&b.series)
                 .filter_map(move |(n, s)| s.as_ref().map(|s| (*n, d, s)))
         })
+    }
+
+    /// What each series gathered since the last call: the next upload's data.
+    #[cfg_attr(not(feature = "cloudwatch"), allow(dead_code))]
+    pub(crate) fn take_upload(&mut self) -> Vec<(Name, Dims, Stat)> {
+        let mut out = Vec::new();
+        for (d, b) in &mut self.blocks {
+            for (name, s) in Name::ALL.iter().zip(b.series.iter_mut()) {
+                if let Some(s) = s
+                    && s.upload.count > 0
+                {
+                    out.push((*name, d.clone(), std::mem::take(&mut s.upload)));
+                }
+            }
+        }
+        out
     }
 
     /// Every series, mutably (for the export).

@@ -46,14 +46,7 @@ impl AwsSink {
     /// # Cancellation
     /// Only loading the AWS configuration awaits; dropping the future creates nothing.
     pub async fn new(config: &Config) -> AwsSink {
-        let mut loader = aws_config::defaults(behavior_version());
-        if let Some(region) = config.region() {
-            loader = loader.region(Region::new(region.to_owned()));
-        }
-        if let Some(c) = config.credentials() {
-            loader = loader.credentials_provider(static_credentials(c));
-        }
-        AwsSink::from_sdk_config(&loader.load().await, config)
+        AwsSink::from_sdk_config(&load_sdk_config(config).await, config)
     }
 
     /// A client from an AWS configuration you loaded yourself (`aws_config::load_defaults` or
@@ -128,6 +121,22 @@ impl AwsSink {
     }
 }
 
+/// The AWS configuration `config` describes: its region and static credentials where set, else
+/// the standard AWS chains (shared by the Kinesis client and the CloudWatch uploader).
+///
+/// # Cancellation
+/// Loading awaits the region and credential chains; dropping the future creates nothing.
+pub(crate) async fn load_sdk_config(config: &Config) -> aws_config::SdkConfig {
+    let mut loader = aws_config::defaults(behavior_version());
+    if let Some(region) = config.region() {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    if let Some(c) = config.credentials() {
+        loader = loader.credentials_provider(static_credentials(c));
+    }
+    loader.load().await
+}
+
 /// The endpoint as errors name it: `host:port` of a custom endpoint, else the regional
 /// Kinesis host.
 /// How errors name the endpoint: its host and port, or the regional endpoint's name.
@@ -149,7 +158,7 @@ pub fn behavior_version() -> BehaviorVersion {
     BehaviorVersion::v2025_08_07()
 }
 
-fn static_credentials(c: &crate::config::StaticCredentials) -> Credentials {
+pub(crate) fn static_credentials(c: &crate::config::StaticCredentials) -> Credentials {
     Credentials::new(
         c.access_key_id.clone(),
         c.secret_access_key.clone(),
