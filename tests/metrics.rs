@@ -217,6 +217,15 @@ async fn level_and_granularity_decide_what_is_recorded() {
         if level == Level::None {
             assert!(m.metrics.is_empty(), "{m:#?}");
             assert_eq!(producer.outstanding(), 0, "outstanding() needs no metrics");
+            // Nor does the oldest record's age.
+            let held = producer.send("s", UserRecord::new("k", "x").unwrap());
+            sleep(Duration::from_millis(30)).await;
+            assert_eq!(
+                producer.oldest_unresolved_age(),
+                Some(Duration::from_millis(30))
+            );
+            held.await.unwrap();
+            assert_eq!(producer.oldest_unresolved_age(), None);
             continue;
         }
         for x in &m.metrics {

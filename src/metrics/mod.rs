@@ -311,10 +311,12 @@ impl Recorder {
         }
     }
 
-    /// Whether a sample is due by the clock at `now`, and worth taking: something is buffered,
-    /// or the last sample saw something (this one records the drop to nothing).
+    /// Whether a sample is worth taking when due: metrics are on and something is buffered, or
+    /// the last sample saw something (this one records the drop to nothing).
     pub(crate) fn sample_wanted(&self, buffered: bool) -> bool {
-        buffered || self.sampled_some
+        // At MetricsLevel none nothing is sampled: no wake-ups for it (arrivals are added to
+        // the ledger at every turn's commit).
+        self.on && (buffered || self.sampled_some)
     }
 
     /// Records one round of samples taken at `now`, and exports changed series to the
