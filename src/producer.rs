@@ -24,29 +24,6 @@ pub struct Buffered {
 use crate::engine::{Engine, Msg, Pending, clock};
 use crate::metrics::{Metrics, Shared};
 
-/// What the CloudWatch uploader needs (nothing without the `cloudwatch` feature).
-#[cfg(feature = "cloudwatch")]
-type Upload = crate::metrics::cloudwatch::Upload;
-#[cfg(not(feature = "cloudwatch"))]
-type Upload = std::convert::Infallible;
-
-/// The uploader's task: uploads every `MetricsUploadDelay` until the engine stops.
-#[cfg(feature = "cloudwatch")]
-fn uploader(
-    shared: Arc<Shared>,
-    upload: Upload,
-    closed: tokio::sync::watch::Receiver<bool>,
-) -> impl std::future::Future<Output = ()> + Send + 'static {
-    crate::metrics::cloudwatch::run(shared, upload, closed)
-}
-#[cfg(not(feature = "cloudwatch"))]
-fn uploader(
-    _: Arc<Shared>,
-    upload: Upload,
-    _: tokio::sync::watch::Receiver<bool>,
-) -> std::future::Ready<()> {
-    match upload {}
-}
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::sink::Sink;
@@ -64,6 +41,12 @@ struct Inner {
     closed: AtomicBool,
     /// The engine's metrics, read by [`Producer::metrics`].
     metrics: Arc<Shared>,
+    /// Set when the engine stops (the CloudWatch uploader then makes its last upload).
+    #[cfg_attr(not(feature = "cloudwatch"), allow(dead_code))]
+    engine_stopped: tokio::sync::watch::Receiver<bool>,
+    /// The runtime the engine runs on (its own, or the one the producer was made in).
+    #[cfg_attr(not(feature = "cloudwatch"), allow(dead_code))]
+    handle: tokio::runtime::Handle,
     /// The runtime the producer made for itself when created outside one; shut down (in the
     /// background, so dropping the producer never blocks or panics) with the last handle.
     runtime: Option<tokio::runtime::Runtime>,
@@ -134,9 +117,19 @@ impl Producer {
         let sink = crate::sink::aws::AwsSink::from_sdk_config(sdk, &config);
         #[cfg(feature = "cloudwatch")]
         let upload = crate::metrics::cloudwatch::upload(sdk, &config);
-        #[cfg(not(feature = "cloudwatch"))]
-        let upload = None;
-        Producer::start(config, sink, upload)
+        let producer = Producer::with_sink(config, sink);
+        // The CloudWatch uploader, when asked for, runs beside the engine until it stops.
+        #[cfg(feature = "cloudwatch")]
+        if let Some(upload) = upload {
+            let inner = &producer.inner;
+            let run = crate::metrics::cloudwatch::run(
+                Arc::clone(&inner.metrics),
+                upload,
+                inner.engine_stopped.clone(),
+            );
+            inner.handle.spawn(run);
+        }
+        producer
     }
 
     /// A producer that sends through `sink`: the in-memory Kinesis for tests, or your own sink.
@@ -145,11 +138,6 @@ impl Producer {
     /// Created outside a tokio runtime, it builds one of its own; if the operating system
     /// refuses it threads, that panics.
     pub fn with_sink<S: Sink>(config: Config, sink: S) -> Producer {
-        Producer::start(config, sink, None)
-    }
-
-    /// Starts the engine (and, when asked, the CloudWatch uploader beside it).
-    fn start<S: Sink>(config: Config, sink: S, upload: Option<Upload>) -> Producer {
         let (tx, rx) = mpsc::unbounded_channel();
         // The channel itself is unbounded; what bounds memory is this budget, reserved before a
         // record enters the channel and released when it resolves.
@@ -159,14 +147,11 @@ impl Producer {
         ));
         let engine = Engine::new(config, sink, Arc::clone(&budget));
         let metrics = engine.metrics();
-        let uploader = upload.map(|u| uploader(Arc::clone(&metrics), u, engine.closed()));
-        let runtime = match tokio::runtime::Handle::try_current() {
+        let engine_stopped = engine.closed();
+        let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
                 handle.spawn(engine.run(rx));
-                if let Some(u) = uploader {
-                    handle.spawn(u);
-                }
-                None
+                (handle, None)
             }
             Err(_) => {
                 let rt = tokio::runtime::Builder::new_multi_thread()
@@ -177,10 +162,7 @@ impl Producer {
                     .build()
                     .expect("a tokio runtime can be built");
                 rt.spawn(engine.run(rx));
-                if let Some(u) = uploader {
-                    rt.spawn(u);
-                }
-                Some(rt)
+                (rt.handle().clone(), Some(rt))
             }
         };
         Producer {
@@ -191,6 +173,8 @@ impl Producer {
                 new_stream: std::sync::Mutex::new(0),
                 closed: AtomicBool::new(false),
                 metrics,
+                engine_stopped,
+                handle,
                 runtime,
             }),
         }

@@ -394,20 +394,12 @@ mod kinesis_local;
 
 /// `kpl` with the AWS environment of kinesis-local's account (its ARNs name that account).
 fn kpl_as(account: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(args)
-        .env("AWS_ACCESS_KEY_ID", account)
-        .env("AWS_SECRET_ACCESS_KEY", "local")
-        .env_remove("AWS_SESSION_TOKEN")
-        .env("AWS_REGION", kinesis_local::REGION)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin).unwrap();
-    child.wait_with_output().unwrap()
+    let env = [
+        ("AWS_ACCESS_KEY_ID", account),
+        ("AWS_SECRET_ACCESS_KEY", "local"),
+        ("AWS_REGION", kinesis_local::REGION),
+    ];
+    common::kpl_with(args, stdin, &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -10,7 +10,7 @@ use super::pending::{Pending, Resolution};
 use super::{Engine, clock};
 use crate::aggregation::Entry;
 use crate::budget::Budget;
-use crate::metrics::tally::{user_record_failed, user_record_put};
+use crate::metrics::tally::{Puts, user_record_failed};
 use crate::metrics::{Granularity, Level, Name, SAMPLE_INTERVAL, Tally};
 use crate::outcome::PutErrorKind;
 use crate::sink::Sink;
@@ -30,14 +30,9 @@ pub(super) fn resolve(
     match &how {
         _ if !tally.on => {}
         Resolution::Put { put, .. } => {
-            let buffering = put.started.saturating_duration_since(pending.last_end());
-            let data = pending.record().data().len();
-            user_record_put(
-                tally.group(Some(&put.shard_id), None),
-                data,
-                buffering,
-                retries,
-            );
+            let mut puts = Puts::new(put.started);
+            puts.add(pending.record().data().len(), pending.last_end(), retries);
+            puts.into_group(tally.group(Some(&put.shard_id), None));
         }
         // Failures are counted for the stream: the engine no longer knows their shard.
         Resolution::Failed(kind) => {

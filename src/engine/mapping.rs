@@ -193,14 +193,8 @@ impl<S: Sink> Engine<S> {
         }
         tracing::info!(stream = %s.name, max_record_size = limits.max_record_size(), "the stream's record size limit");
         s.limits = limits;
-        let generation = s.generation();
-        for (index, shard) in s.shards.iter_mut().enumerate() {
-            let limits = aggregation_limits(limits, &shard.limiter);
-            if let Some(held) = shard.aggregator.set_limits(limits) {
-                let at = ShardRef { index, generation };
-                let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
-                push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
-            }
+        for k in 0..s.shards.len() {
+            retune(s, k);
         }
     }
 

@@ -71,8 +71,8 @@ use protocol::{PutDone, RefreshDone};
 use retrier::Fate;
 use settle::{NotPut, Settled, settle_put};
 use stream::{
-    Ready, Retry, ShardRef, ShardState, StreamState, aggregation_limits, flush_aggregators,
-    flush_due, push_ready, push_ready_parts, request_refresh,
+    Ready, Retry, ShardRef, ShardState, StreamState, flush_aggregators, flush_due, push_ready,
+    request_refresh, retune,
 };
 use wake::WakeInputs;
 
@@ -543,16 +543,8 @@ impl<S: Sink> Engine<S> {
             feedback[i].1.count(accepted, size);
         }
         for (k, f) in feedback {
-            let at = s.shard_ref(k);
-            let shard = &mut s.shards[k];
-            shard.limiter.observe(f, done.finished.into_std());
-            let limits = aggregation_limits(s.limits, &shard.limiter);
-            if shard.aggregator.limits() != limits
-                && let Some(held) = shard.aggregator.set_limits(limits)
-            {
-                let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
-                push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
-            }
+            s.shards[k].limiter.observe(f, done.finished.into_std());
+            retune(s, k);
         }
         let stream = Arc::clone(&self.streams[done.stream].name);
         for NotPut {

@@ -102,7 +102,6 @@ pub(super) fn settle_put(
     };
     let mut failed = Vec::new();
     let mut resolved: Vec<(u64, u64)> = Vec::new();
-    let mut resolved_arrivals: Vec<(Instant, u32)> = Vec::new();
     // Room goes back once per call rather than per record: the counters are shared with every
     // sending thread.
     let (mut put_records, mut put_bytes) = (0, 0);
@@ -155,10 +154,9 @@ pub(super) fn settle_put(
                 // Before any map (no prediction), the shard that took it.
                 let group = match group {
                     Some(_) if ready.expected.is_none() => {
-                        Some(tally.group(Some(&put.shard_id), None))
+                        Some(tally.index(Some(&put.shard_id), None))
                     }
-                    Some(g) => Some(&mut tally.groups[g]),
-                    None => None,
+                    g => g,
                 };
                 let mut puts = Puts::new(started);
                 for (n, pending) in ready.entries.into_iter().enumerate() {
@@ -173,17 +171,14 @@ pub(super) fn settle_put(
                     });
                     put_records += 1;
                     put_bytes += done.charge;
-                    match resolved_arrivals.last_mut() {
-                        Some((at, n)) if *at == arrival && *n < u32::MAX => *n += 1,
-                        _ => resolved_arrivals.push((arrival, 1)),
-                    }
+                    tally.resolved_arrival(arrival);
                     match resolved.last_mut() {
                         Some((epoch, count)) if *epoch == done.epoch => *count += 1,
                         _ => resolved.push((done.epoch, 1)),
                     }
                 }
                 if let Some(g) = group {
-                    puts.into_group(g);
+                    puts.into_group(&mut tally.groups[g]);
                 }
             }
             Err(error) => {
@@ -204,7 +199,6 @@ pub(super) fn settle_put(
         }
     }
     budget.release(put_records, put_bytes);
-    tally.resolved.extend(resolved_arrivals);
     Settled {
         failed,
         resolved,

@@ -258,6 +258,20 @@ pub(super) fn aggregation_limits(
     }
 }
 
+/// Gives shard `k`'s aggregator the limits its stream and its limiter call for now (see
+/// [`aggregation_limits`]); what it held that no longer fits goes to the queue.
+pub(super) fn retune(s: &mut StreamState, k: usize) {
+    let at = s.shard_ref(k);
+    let shard = &mut s.shards[k];
+    let limits = aggregation_limits(s.limits, &shard.limiter);
+    if shard.aggregator.limits() != limits
+        && let Some(held) = shard.aggregator.set_limits(limits)
+    {
+        let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
+        push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
+    }
+}
+
 /// Asks for the stream's shard map now; during a refresh, once more after it (its answer may
 /// predate what prompted this).
 pub(super) fn request_refresh(s: &mut StreamState, now: Instant) {

@@ -229,7 +229,6 @@ impl Recorder {
     }
 
     /// Tells when the engine has stopped (for the CloudWatch uploader).
-    #[cfg_attr(not(feature = "cloudwatch"), allow(dead_code))]
     pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
         self.closed.subscribe()
     }
@@ -253,21 +252,12 @@ impl Recorder {
     pub(crate) fn received(&mut self, stream: usize, now: Instant) {
         // Counted here, added to the tally once per turn: a group lookup per record cost as
         // much as the rest of the metrics (callgrind, `cargo bench --bench engine`).
-        if let Some(n) = self.received.get_mut(stream) {
-            *n += 1;
-        }
-        match self.arrivals.last_mut() {
-            Some((at, n)) if *at == now && *n < u32::MAX => *n += 1,
-            _ => self.arrivals.push((now, 1)),
-        }
+        self.received[stream] += 1;
+        tally::count_run(&mut self.arrivals, now);
     }
 
     /// What the engine gathers for stream `stream`.
     pub(crate) fn tally(&mut self, stream: usize) -> &mut Tally {
-        if self.local.len() <= stream {
-            let on = self.on;
-            self.local.resize_with(stream + 1, || Tally::new(on));
-        }
         &mut self.local[stream]
     }
 
@@ -288,11 +278,10 @@ impl Recorder {
         }
         for (i, n) in self.received.iter_mut().enumerate() {
             let n = std::mem::take(n);
-            if n > 0
-                && self.on
-                && let Some(t) = self.local.get_mut(i)
-            {
-                t.group(None, None).put_ones(Name::UserRecordsReceived, n);
+            if n > 0 && self.on {
+                self.local[i]
+                    .group(None, None)
+                    .put_ones(Name::UserRecordsReceived, n);
             }
         }
         let mut store = self.shared.lock();
@@ -350,8 +339,6 @@ impl Recorder {
                 .map(|c| Arc::clone(&c.name));
             store.sample(*name, stream.as_ref(), shard.as_ref(), *value, now);
         }
-        let dimensions = std::mem::take(&mut store.dimensions);
-        facade::export(store.series_mut(), &dimensions);
-        store.dimensions = dimensions;
+        store.export();
     }
 }

@@ -104,25 +104,22 @@ impl Tally {
 
     /// Notes that a user record that arrived at `arrival` was resolved.
     pub(crate) fn resolved_arrival(&mut self, arrival: Instant) {
-        match self.resolved.last_mut() {
-            Some((at, n)) if *at == arrival && *n < u32::MAX => *n += 1,
-            _ => self.resolved.push((arrival, 1)),
-        }
+        count_run(&mut self.resolved, arrival);
+    }
+}
+
+/// Counts one more `at` in `runs`, instants with how many share each: records taken in (or
+/// resolved) together share their arrival, so a run per batch is kept, not an entry per record.
+pub(crate) fn count_run(runs: &mut Vec<(Instant, u32)>, at: Instant) {
+    match runs.last_mut() {
+        Some((last, n)) if *last == at && *n < u32::MAX => *n += 1,
+        _ => runs.push((at, 1)),
     }
 }
 
 /// Milliseconds, as the KPL reports times.
 pub(crate) fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-/// A user record put: `UserRecordsPut` 1, its data's size, the buffering time of its last
-/// attempt (`buffering`), and its retries (`retries`, the failed attempts before).
-pub(crate) fn user_record_put(g: &mut Group, data: usize, buffering: Duration, retries: usize) {
-    g.put(Name::UserRecordsPut, 1.0);
-    g.put(Name::UserRecordsDataPut, data as f64);
-    g.put(Name::BufferingTime, ms(buffering));
-    g.put(Name::RetriesPerRecord, retries as f64);
 }
 
 /// The user records of one Kinesis record put, gathered before they go into its group. They

@@ -13,9 +13,16 @@ pub use shared::*;
 /// Runs the `kpl` binary with `args`, `stdin` fed from another thread (a large input must not
 /// deadlock against a full stdout pipe), without AWS credentials from the environment.
 pub fn kpl(args: &[&str], stdin: &[u8]) -> std::process::Output {
+    kpl_with(args, stdin, &[])
+}
+
+/// As [`kpl`], with `env` set (after the AWS credentials of the environment are removed).
+pub fn kpl_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kpl"))
         .args(args)
         .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SESSION_TOKEN")
+        .envs(env.iter().copied())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -279,6 +279,8 @@ mod tests {
 
     use super::*;
 
+    use crate::error::{ErrorClass, classify};
+
     #[test]
     fn a_stream_arn_is_told_from_a_name() {
         assert!(is_stream_arn(
@@ -291,7 +293,6 @@ mod tests {
         assert!(!is_stream_arn("arn-events"));
         assert!(!is_stream_arn("arn:aws:sqs:eu-west-1:123456789012:queue"));
     }
-    use crate::error::{ErrorClass, classify};
 
     fn answer(status: u16) -> HttpResponse {
         HttpResponse::new(StatusCode::try_from(status).unwrap(), "".into())
