@@ -715,3 +715,58 @@ async fn a_throttling_shard_gets_aggregates_of_one_payload_unit_until_it_stops()
     let after = sizes(from);
     assert!(after.iter().any(|&s| s > 30_000), "{after:?}");
 }
+
+/// The in-memory Kinesis, except that DescribeStreamSummary is refused (a role allowed only
+/// PutRecords and ListShards): the producer cannot learn the stream's own record size limit.
+struct NoDescribe(MemorySink);
+
+impl kinesis_producer::sink::Sink for NoDescribe {
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<kinesis_producer::sink::PutEntry>,
+    ) -> Result<Vec<kinesis_producer::sink::EntryResult>, kinesis_producer::sink::SinkError> {
+        self.0.put_records(stream, entries).await
+    }
+
+    async fn list_shards(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<kinesis_producer::shard_map::Shard>, kinesis_producer::sink::SinkError> {
+        self.0.list_shards(stream).await
+    }
+
+    async fn max_record_size(
+        &self,
+        _: &str,
+    ) -> Result<Option<usize>, kinesis_producer::sink::SinkError> {
+        Err(kinesis_producer::sink::SinkError::new(
+            "DescribeStreamSummary",
+            "AccessDeniedException",
+            "not authorized to perform kinesis:DescribeStreamSummary",
+        ))
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn without_describe_stream_summary_the_limit_is_one_mib_and_records_still_go() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    // MaxRecordSize is 10 MiB by default: only the stream's answer could raise the limit.
+    let producer = Producer::with_sink(Config::default(), NoDescribe(sink.clone()));
+    let small = producer.send("s", record("k", "fits"));
+    let large = producer.send("s", UserRecord::new("k", vec![0u8; 2 << 20]).unwrap());
+    small.await.unwrap();
+    let err = large.await.unwrap_err();
+    assert!(
+        matches!(
+            err.kind,
+            PutErrorKind::InvalidRecord(kinesis_producer::RecordError::RecordTooLarge {
+                limit: 1_048_576,
+                ..
+            })
+        ),
+        "{err}"
+    );
+    assert_eq!(stored_count(&sink, "s"), 1);
+    producer.shutdown().await;
+}

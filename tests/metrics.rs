@@ -190,6 +190,14 @@ async fn expired_records_count_as_not_put_and_expired() {
     let m = producer.metrics(MINUTE);
     assert_eq!(total(&m, Name::UserRecordExpired), (5.0, 5, 1.0, 1.0));
     assert_eq!(total(&m, Name::UserRecordsPut), (0.0, 5, 0.0, 0.0));
+    // A record that failed counts for its stream, not a shard (docs/metrics.md).
+    let put = m.find(Name::UserRecordsPut, Some("s"), None).unwrap();
+    assert_eq!(put.total.count, 5);
+    assert!(
+        !m.metrics
+            .iter()
+            .any(|x| x.name == Name::UserRecordsPut && x.shard.is_some())
+    );
     let retries = total(&m, Name::RetriesPerRecord);
     assert_eq!(retries.1, 5);
     assert!(retries.2 >= 1.0, "retried before expiring: {retries:?}");
@@ -283,5 +291,18 @@ async fn held_records_are_sampled_while_they_wait() {
     let m = producer.metrics(MINUTE);
     let pending = m.find(Name::UserRecordsPending, Some("s"), None).unwrap();
     assert_eq!(pending.last, Some(0.0), "the drop to nothing is sampled");
+    // What a shard costs at the default level and granularity (docs/metrics.md counts on it):
+    // eleven series when nothing failed.
+    let first = m
+        .metrics
+        .iter()
+        .find_map(|x| x.shard.clone())
+        .expect("per-shard series");
+    let per_shard = m
+        .metrics
+        .iter()
+        .filter(|x| x.shard.as_ref() == Some(&first))
+        .count();
+    assert_eq!(per_shard, 11);
     producer.shutdown().await;
 }
