@@ -4,6 +4,22 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# Installs Debian packages (as root, or with sudo); fails with what was needed where there is no
+# apt-get.
+apt_install() {
+  local why="$1"
+  shift
+  if ! command -v apt-get >/dev/null; then
+    echo "scripts/test.sh: $* needed ($why)" >&2
+    exit 1
+  fi
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  echo "==> installing $* with apt-get ($why)"
+  $sudo apt-get update -qq
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
 # The interop tests run the public reference library, PyPI aws-kinesis-agg, in a virtualenv.
 venv="${KPL_TEST_VENV:-target/interop-venv}"
 if [ ! -x "$venv/bin/python" ]; then
@@ -11,17 +27,8 @@ if [ ! -x "$venv/bin/python" ]; then
   if ! { command -v python3 >/dev/null && python3 -m venv "$venv"; }; then
     # A bare Debian/Ubuntu machine lacks python3 or its venv module: install them with apt.
     rm -rf "$venv"
-    if command -v apt-get >/dev/null; then
-      sudo=""
-      [ "$(id -u)" -ne 0 ] && sudo="sudo"
-      echo "==> installing python3 and python3-venv with apt-get"
-      $sudo apt-get update -qq
-      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-venv python3-pip >/dev/null
-      python3 -m venv "$venv"
-    else
-      echo "scripts/test.sh: python3 with its venv module is needed (for the interop tests)" >&2
-      exit 1
-    fi
+    apt_install "the interop tests" python3 python3-venv python3-pip
+    python3 -m venv "$venv"
   fi
 fi
 echo "==> installing tests/interop/requirements.txt into $venv"
@@ -38,24 +45,22 @@ export KPL_MOTO_SERVER
 # ports of 127.0.0.1, from this install.
 kinesis_local="${KPL_KINESIS_LOCAL_DIR:-target/kinesis-local}"
 if [ ! -f "$kinesis_local/node_modules/kinesis-local/main.js" ]; then
-  if ! command -v npm >/dev/null; then
-    if command -v apt-get >/dev/null; then
-      sudo=""
-      [ "$(id -u)" -ne 0 ] && sudo="sudo"
-      echo "==> installing nodejs and npm with apt-get"
-      $sudo apt-get update -qq
-      $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
-    else
-      echo "scripts/test.sh: node and npm are needed (for kinesis-local)" >&2
-      exit 1
-    fi
-  fi
+  command -v npm >/dev/null || apt_install "kinesis-local" nodejs npm
   echo "==> installing kinesis-local into $kinesis_local"
   mkdir -p "$kinesis_local"
   npm install --prefix "$kinesis_local" --no-audit --no-fund --silent kinesis-local@0.6.2
 fi
 KPL_KINESIS_LOCAL="$(cd "$kinesis_local/node_modules/kinesis-local" && pwd)"
 export KPL_KINESIS_LOCAL
+
+# tests/network.rs: the proxy is tinyproxy, and openssl makes the test CA and certificates.
+missing=""
+command -v tinyproxy >/dev/null || [ -x /usr/bin/tinyproxy ] || missing="tinyproxy"
+command -v openssl >/dev/null || missing="$missing openssl"
+# shellcheck disable=SC2086 # one word per package
+[ -z "$missing" ] || apt_install "the proxy and TLS tests" $missing
+KPL_TINYPROXY="$(command -v tinyproxy || echo /usr/bin/tinyproxy)"
+export KPL_TINYPROXY
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check

@@ -129,6 +129,17 @@ pub enum ConfigError {
         /// The one it needs.
         needs: &'static str,
     },
+    /// A certificate file (`CaCertFile`) or directory (`CaCertPath`) that cannot be read or
+    /// holds no usable certificate.
+    #[error("{property} {} cannot be used: {reason}", path.display())]
+    Certificates {
+        /// The KPL property name.
+        property: &'static str,
+        /// The file or directory.
+        path: std::path::PathBuf,
+        /// Why, e.g. `No such file or directory (os error 2)`.
+        reason: String,
+    },
     /// A property name the producer does not know (often a typo).
     #[error("unknown property {name}; the known properties are {known}")]
     UnknownProperty {

@@ -302,6 +302,34 @@ async fn records_expire_at_record_ttl_with_their_attempts() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn user_record_timeout_in_millis_fails_records_sooner_than_record_ttl() {
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_entry_fault(|_| Some(("InternalFailure".into(), "always".into())));
+    // The KPL's property: a timeout shorter than RecordTtl wins.
+    let config = Config::builder()
+        .set_property("UserRecordTimeoutInMillis", "1500")
+        .unwrap()
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink);
+    let start = Instant::now();
+    let err = producer
+        .send("s", UserRecord::new("k", "late").unwrap())
+        .await
+        .unwrap_err();
+    assert!(
+        start.elapsed() <= Duration::from_millis(1600),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        matches!(&err.kind, PutErrorKind::Expired { ttl_ms: 1500, .. }),
+        "{err}"
+    );
+    assert_eq!(err.record.data().as_ref(), b"late");
+}
+
+#[tokio::test(start_paused = true)]
 async fn whole_call_failures_and_timeouts_are_retried() {
     let sink = MemorySink::new().with_stream("s", 2);
     sink.fail_next_calls(3, "ServiceUnavailable", "try later");

@@ -1,8 +1,8 @@
 //! `kpl`'s log: what the library and the AWS SDK log through `tracing`, on stderr, for people
 //! (`--log-format human`, the default) or for log pipelines (`--log-format json`, one object a
 //! line). The level comes from `--log-level`, else `RUST_LOG`, else the properties file's
-//! `LogLevel` (the KPL's names: info, warning, error), else info for kpl and the library and warn
-//! for the crates under them.
+//! `LogLevel` (the KPL's names: trace, debug, info, warning, error), else info for kpl and the
+//! library and warn for the crates under them.
 
 use std::io::IsTerminal;
 use std::sync::OnceLock;
@@ -107,8 +107,8 @@ pub fn init(args: &LogArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Applies a properties file's `LogLevel` (info, warning, error), unless `--log-level` or
-/// `RUST_LOG` set the level.
+/// Applies a properties file's `LogLevel` (trace, debug, info, warning, error), unless
+/// `--log-level` or `RUST_LOG` set the level.
 pub fn apply_log_level(level: &str) {
     if let Some(log) = LOG.get()
         && !log.explicit

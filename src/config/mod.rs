@@ -3,6 +3,7 @@
 //! A KPL user's settings carry over unchanged: every property keeps its KPL name (used in error
 //! messages and by [`ConfigBuilder::set_property`]), default and range.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::aggregation::{
@@ -12,7 +13,9 @@ use crate::aggregation::{
 use crate::error::ConfigError;
 use crate::metrics::{Granularity, Level};
 
+mod network;
 mod properties;
+pub use network::{Proxy, TrustedCertificates};
 pub use properties::{Effect, IgnoredProperty, Kind, PROPERTIES, PROPERTY_NAMES, Property};
 
 /// Most entries in one PutRecords call (Kinesis API reference).
@@ -82,6 +85,8 @@ pub struct Config {
     pub(crate) metrics_upload_delay: Duration,
     /// `CloudwatchEndpoint` (and `CloudwatchPort`) as a URL, if set.
     pub(crate) cloudwatch_endpoint: Option<String>,
+    pub(crate) proxy: Option<Proxy>,
+    pub(crate) trusted_certificates: Option<TrustedCertificates>,
     pub(crate) ignored: Vec<IgnoredProperty>,
 }
 
@@ -121,7 +126,8 @@ impl Config {
     pub fn record_max_buffered_time(&self) -> Duration {
         self.record_max_buffered_time
     }
-    /// `RecordTtl` (default 30 s).
+    /// `RecordTtl` (default 30 s), or `UserRecordTimeoutInMillis` when that is set and
+    /// shorter.
     pub fn record_ttl(&self) -> Duration {
         self.record_ttl
     }
@@ -182,7 +188,7 @@ impl Config {
     pub fn kinesis_port(&self) -> Option<u16> {
         self.kinesis_port
     }
-    /// `LogLevel` (info, warning or error; default info): the level of `kpl`'s log. The
+    /// `LogLevel` (trace, debug, info, warning or error; default info): the level of `kpl`'s log. The
     /// library logs through `tracing`; in your program, your subscriber sets the level.
     pub fn log_level(&self) -> &str {
         &self.log_level
@@ -210,6 +216,16 @@ impl Config {
     /// `CloudwatchEndpoint` (with `CloudwatchPort`) as a URL, if set.
     pub fn cloudwatch_endpoint(&self) -> Option<&str> {
         self.cloudwatch_endpoint.as_deref()
+    }
+    /// The HTTP proxy every call goes through (`ProxyHost`, `ProxyPort`, `ProxyUserName`,
+    /// `ProxyPassword`), if set.
+    pub fn proxy(&self) -> Option<&Proxy> {
+        self.proxy.as_ref()
+    }
+    /// The certificates trusted instead of the system's roots (`CaCertFile`, `CaCertPath`), if
+    /// set.
+    pub fn trusted_certificates(&self) -> Option<&TrustedCertificates> {
+        self.trusted_certificates.as_ref()
     }
     /// The dimensions added to every metric ([`ConfigBuilder::metrics_dimension`]).
     pub fn metrics_dimensions(&self) -> &[(String, String)] {
@@ -252,6 +268,11 @@ pub struct ConfigBuilder {
     metrics_upload_delay_ms: u64,
     cloudwatch_endpoint: Option<String>,
     cloudwatch_port: Option<u16>,
+    proxy: network::ProxySettings,
+    ca_cert_file: Option<PathBuf>,
+    ca_cert_path: Option<PathBuf>,
+    /// `UserRecordTimeoutInMillis`; 0 is off.
+    user_record_timeout_ms: u64,
     ignored: Vec<IgnoredProperty>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
@@ -298,6 +319,10 @@ impl Default for ConfigBuilder {
             metrics_upload_delay_ms: 60_000,
             cloudwatch_endpoint: None,
             cloudwatch_port: None,
+            proxy: network::ProxySettings::default(),
+            ca_cert_file: None,
+            ca_cert_path: None,
+            user_record_timeout_ms: 0,
             ignored: Vec::new(),
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
@@ -489,6 +514,47 @@ impl ConfigBuilder {
         self.cloudwatch_endpoint = Some(value.into());
         self
     }
+    /// `ProxyHost` and `ProxyPort`: send every Kinesis and CloudWatch call through this HTTP
+    /// proxy (HTTPS calls through a `CONNECT` tunnel). `host` is a host name or address, spoken
+    /// to over plain HTTP, or a URL whose scheme, `http` or `https`, says how to speak to the
+    /// proxy; `port` is used unless the URL has one (the KPL's default is 443).
+    pub fn proxy(mut self, host: impl Into<String>, port: u16) -> Self {
+        self.proxy.host = Some(host.into());
+        self.proxy.port = Some(port);
+        self
+    }
+    /// `ProxyUserName` and `ProxyPassword`: basic authentication with the proxy.
+    pub fn proxy_credentials(
+        mut self,
+        user_name: impl Into<String>,
+        password: impl Into<String>,
+    ) -> Self {
+        self.proxy.user_name = Some(user_name.into());
+        self.proxy.password = Some(password.into());
+        self
+    }
+    /// `CaCertFile`: trust the certificates of this PEM file instead of the system's roots (as
+    /// the KPL does), e.g. a private CA's, or a TLS-inspecting proxy's. Read and checked by
+    /// [`build`](Self::build).
+    pub fn ca_cert_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.ca_cert_file = Some(path.into());
+        self
+    }
+    /// `CaCertPath`: trust the certificates of every PEM file in this directory (OpenSSL's
+    /// `-CApath` layout works) instead of the system's roots; with `CaCertFile`, both are
+    /// trusted. Read and checked by [`build`](Self::build).
+    pub fn ca_cert_path(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.ca_cert_path = Some(dir.into());
+        self
+    }
+    /// `UserRecordTimeoutInMillis`: when set (not zero) and shorter than `RecordTtl`, records
+    /// fail as expired after this long instead. The KPL times the future out in Java while the
+    /// record may still be put; here a record in a call waits for the call's answer, so one
+    /// reported failed is never stored afterwards.
+    pub fn user_record_timeout(mut self, value: Duration) -> Self {
+        self.user_record_timeout_ms = millis(value);
+        self
+    }
     /// Static credentials instead of the standard AWS credential chain (for local endpoints).
     pub fn credentials(
         mut self,
@@ -506,7 +572,9 @@ impl ConfigBuilder {
     ///
     /// # Errors
     /// [`ConfigError::OutOfRange`] naming the setting, its value and the range, when a value is
-    /// out of the KPL's range.
+    /// out of the KPL's range; [`ConfigError::Incomplete`] for half a pair (a proxy user without
+    /// a password, static credentials without a secret); [`ConfigError::Certificates`] when
+    /// `CaCertFile` or `CaCertPath` cannot be read or holds no usable certificate.
     pub fn build(self) -> Result<Config, ConfigError> {
         let max_record_size = check(
             "MaxRecordSize",
@@ -556,6 +624,16 @@ impl ConfigBuilder {
             3_600_000,
         )?;
         check_ms("RecordTtl", self.record_ttl_ms, 100, u32::MAX as u64)?;
+        check_ms(
+            "UserRecordTimeoutInMillis",
+            self.user_record_timeout_ms,
+            0,
+            u32::MAX as u64,
+        )?;
+        let record_ttl_ms = match self.user_record_timeout_ms {
+            0 => self.record_ttl_ms,
+            timeout => timeout.min(self.record_ttl_ms),
+        };
         let max_connections = check("MaxConnections", self.max_connections, 1, 256)?;
         let rate_limit = check("RateLimit", self.rate_limit, 1, 1_000_000)?;
         let max_buffered_records = check(
@@ -626,6 +704,11 @@ impl ConfigBuilder {
                 });
             }
         }
+        let proxy = self.proxy.build()?;
+        let trusted_certificates = network::trusted_certificates(
+            self.ca_cert_file.as_deref(),
+            self.ca_cert_path.as_deref(),
+        )?;
         if !self.ignored.is_empty() {
             let names: Vec<String> = self.ignored.iter().map(ToString::to_string).collect();
             tracing::warn!("these properties have no effect here: {}", names.join("; "));
@@ -636,7 +719,7 @@ impl ConfigBuilder {
             collection_max_count: collection_max_count as usize,
             collection_max_size: collection_max_size as usize,
             record_max_buffered_time: Duration::from_millis(self.record_max_buffered_time_ms),
-            record_ttl: Duration::from_millis(self.record_ttl_ms),
+            record_ttl: Duration::from_millis(record_ttl_ms),
             max_connections: max_connections as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
@@ -658,6 +741,8 @@ impl ConfigBuilder {
             metrics_namespace: self.metrics_namespace,
             metrics_upload_delay: Duration::from_millis(self.metrics_upload_delay_ms),
             cloudwatch_endpoint,
+            proxy,
+            trusted_certificates,
             ignored: self.ignored,
         })
     }

@@ -42,7 +42,6 @@ pub struct Property {
 }
 
 const NO_DAEMON: &str = "there is no native daemon: the producer runs in your process";
-const NO_PROXY: &str = "proxies are not configurable yet";
 const CHAIN: &str = "credentials come from the standard AWS chain or `ConfigBuilder::credentials`";
 
 const fn applied(name: &'static str, kind: Kind, default: &'static str) -> Property {
@@ -76,12 +75,8 @@ pub const PROPERTIES: &[Property] = &[
     // KPL 0.x names for static credentials.
     applied("AwsAccessKeyId", Kind::Text, ""),
     applied("AwsSecretKey", Kind::Text, ""),
-    ignored(
-        "CaCertPath",
-        Kind::Text,
-        "",
-        "TLS uses the system's and rustls' roots; custom CA bundles are not supported yet",
-    ),
+    applied("CaCertFile", Kind::Text, ""),
+    applied("CaCertPath", Kind::Text, ""),
     applied("CloudwatchEndpoint", Kind::Text, ""),
     applied("CloudwatchPort", Kind::Number, "443"),
     applied("CollectionMaxCount", Kind::Number, "500"),
@@ -91,6 +86,13 @@ pub const PROPERTIES: &[Property] = &[
     // The KPL 0.x name of KinesisEndpoint.
     applied("CustomEndpoint", Kind::Text, ""),
     ignored("EnableCoreDumps", Kind::Boolean, "false", NO_DAEMON),
+    ignored(
+        "EnableOldestFutureTracker",
+        Kind::Boolean,
+        "true",
+        "the oldest unresolved record's age is always kept (`Producer::oldest_unresolved_age`), \
+         at a cost too small to turn off",
+    ),
     applied("FailIfThrottled", Kind::Boolean, "false"),
     ignored(
         "GlueSchemaRegistryPropertiesFilePath",
@@ -122,10 +124,10 @@ pub const PROPERTIES: &[Property] = &[
     applied("PerKeyOrdering", Kind::Boolean, "false"),
     // The KPL 0.x name of KinesisPort.
     applied("Port", Kind::Number, "443"),
-    ignored("ProxyHost", Kind::Text, "", NO_PROXY),
-    ignored("ProxyPassword", Kind::Text, "", NO_PROXY),
-    ignored("ProxyPort", Kind::Number, "443", NO_PROXY),
-    ignored("ProxyUserName", Kind::Text, "", NO_PROXY),
+    applied("ProxyHost", Kind::Text, ""),
+    applied("ProxyPassword", Kind::Text, ""),
+    applied("ProxyPort", Kind::Number, "443"),
+    applied("ProxyUserName", Kind::Text, ""),
     applied("RateLimit", Kind::Number, "150"),
     applied("RecordMaxBufferedTime", Kind::Number, "100"),
     applied("RecordTtl", Kind::Number, "30000"),
@@ -141,12 +143,8 @@ pub const PROPERTIES: &[Property] = &[
     ignored("ThreadingModel", Kind::Text, "PER_REQUEST", NO_DAEMON),
     // Ours: upload the metrics to CloudWatch (the KPL does unless MetricsLevel is none).
     applied("UploadMetrics", Kind::Boolean, "false"),
-    ignored(
-        "UserRecordTimeoutInMillis",
-        Kind::Number,
-        "0",
-        "RecordTtl bounds how long a record's future waits",
-    ),
+    // A shorter RecordTtl when set (see `ConfigBuilder::user_record_timeout`).
+    applied("UserRecordTimeoutInMillis", Kind::Number, "0"),
     // Certificates are always verified: `true` is what happens anyway; `false` is refused.
     applied("VerifyCertificate", Kind::Boolean, "true"),
 ];
@@ -182,7 +180,7 @@ impl std::fmt::Display for IgnoredProperty {
 /// Checks a value against the KPL's pattern for the text properties that have one.
 fn check_pattern(name: &'static str, value: &str) -> Result<(), ConfigError> {
     let allowed: &[&str] = match name {
-        "LogLevel" => &["info", "warning", "error"],
+        "LogLevel" => &["trace", "debug", "info", "warning", "error"],
         "MetricsLevel" => &["none", "summary", "detailed"],
         "MetricsGranularity" => &["global", "stream", "shard"],
         "ThreadingModel" => &["PER_REQUEST", "POOLED"],
@@ -398,6 +396,36 @@ impl ConfigBuilder {
                 ..self
             },
             "ReturnUserRecordInFuture" => self,
+            "UserRecordTimeoutInMillis" => Self {
+                user_record_timeout_ms: number()?,
+                ..self
+            },
+            "CaCertFile" if value.is_empty() => self,
+            "CaCertFile" => self.ca_cert_file(value),
+            "CaCertPath" if value.is_empty() => self,
+            "CaCertPath" => self.ca_cert_path(value),
+            "ProxyHost" if value.is_empty() => self,
+            "ProxyHost" => {
+                let mut proxy = self.proxy;
+                proxy.host = Some(value.to_owned());
+                Self { proxy, ..self }
+            }
+            "ProxyPort" => {
+                let mut proxy = self.proxy;
+                proxy.port = Some(check(name, number()?, 1, u16::MAX as u64)? as u16);
+                Self { proxy, ..self }
+            }
+            "ProxyUserName" | "ProxyPassword" if value.is_empty() => self,
+            "ProxyUserName" => {
+                let mut proxy = self.proxy;
+                proxy.user_name = Some(value.to_owned());
+                Self { proxy, ..self }
+            }
+            "ProxyPassword" => {
+                let mut proxy = self.proxy;
+                proxy.password = Some(value.to_owned());
+                Self { proxy, ..self }
+            }
             "VerifyCertificate" => {
                 if !boolean()? {
                     return Err(ConfigError::NotOneOf {

@@ -133,7 +133,7 @@ fn the_kpls_own_properties_at_their_defaults_are_all_accepted_and_none_warns() {
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains('='))
         .count();
-    assert_eq!(names, 40, "every KinesisProducerConfiguration property");
+    assert_eq!(names, 42, "every KinesisProducerConfiguration property");
 }
 
 #[test]
@@ -310,4 +310,57 @@ fn the_configuration_reference_matches_the_table() {
             assert!(!row.contains("no effect here"), "{row}");
         }
     }
+}
+
+#[test]
+fn user_record_timeout_shortens_record_ttl_when_set() {
+    let ttl = |text: &str| from_properties(text).unwrap().build().unwrap().record_ttl();
+    assert_eq!(
+        ttl("UserRecordTimeoutInMillis = 0"),
+        Duration::from_secs(30)
+    );
+    assert_eq!(
+        ttl("UserRecordTimeoutInMillis = 500"),
+        Duration::from_millis(500)
+    );
+    assert_eq!(
+        ttl("RecordTtl = 2000\nUserRecordTimeoutInMillis = 60000"),
+        Duration::from_secs(2)
+    );
+    let c = from_properties("UserRecordTimeoutInMillis = 500")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!(c.ignored_properties(), [], "it has an effect");
+}
+
+#[test]
+fn proxy_and_ca_properties_take_effect() {
+    let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/test-ca.pem");
+    let c = from_properties(&format!(
+        "ProxyHost = 127.0.0.1\nProxyPort = 3128\nProxyUserName = kpl\nProxyPassword = pw\n\
+         CaCertFile = {ca}\nLogLevel = debug\nEnableOldestFutureTracker = false"
+    ))
+    .unwrap()
+    .build()
+    .unwrap();
+    let proxy = c.proxy().unwrap();
+    assert_eq!(
+        (proxy.url(), proxy.user_name()),
+        ("http://127.0.0.1:3128", Some("kpl"))
+    );
+    assert_eq!(c.trusted_certificates().unwrap().len(), 1);
+    assert_eq!(c.log_level(), "debug");
+    let ignored: Vec<&str> = c.ignored_properties().iter().map(|p| p.name).collect();
+    assert_eq!(ignored, ["EnableOldestFutureTracker"]);
+    assert!(
+        !format!("{c:?}").contains("\"pw\""),
+        "the password is never printed"
+    );
+    // At the KPL's defaults (empty host, port 443), no proxy and the system's roots.
+    let c = from_properties("ProxyHost =\nProxyPort = 443\nCaCertFile =\nCaCertPath =")
+        .unwrap()
+        .build()
+        .unwrap();
+    assert_eq!((c.proxy(), c.trusted_certificates()), (None, None));
 }

@@ -63,6 +63,9 @@ pub(crate) fn upload(sdk: &aws_config::SdkConfig, config: &Config) -> Option<Upl
     if let Some(url) = config.cloudwatch_endpoint() {
         builder = builder.endpoint_url(url);
     }
+    if let Some(client) = crate::sink::aws::http_client(config) {
+        builder = builder.http_client(client);
+    }
     Some(Upload {
         client: Client::from_conf(builder.build()),
         namespace: config.metrics_namespace().to_owned(),

@@ -22,21 +22,32 @@ pub const REGION: &str = "us-east-1";
 
 pub struct KinesisLocal {
     child: Child,
+    /// Its plain HTTP endpoint.
     pub endpoint: String,
+    /// The port it serves HTTPS on, with the certificate it was started with.
+    pub tls_port: u16,
     pub client: Client,
 }
 
 impl KinesisLocal {
     /// Starts kinesis-local and waits (at most 30 s) until it answers.
     pub async fn start() -> KinesisLocal {
+        KinesisLocal::start_with_certificate(None).await
+    }
+
+    /// As [`KinesisLocal::start`], serving HTTPS with the key and certificate of `cert`
+    /// (kinesis-local's `server.json` form: `{"server": {"key": PEM, "cert": PEM}}`) instead of
+    /// its own self-signed one (which names no host, so no verifying client accepts it).
+    pub async fn start_with_certificate(cert: Option<&std::path::Path>) -> KinesisLocal {
         let dir = std::env::var("KPL_KINESIS_LOCAL").expect(
             "these tests need kinesis-local (npm): run scripts/test.sh, which installs it, or set \
              KPL_KINESIS_LOCAL to its node_modules/kinesis-local directory",
         );
         let (plain, tls) = (free_port(), free_port());
+        let cert = cert.map_or_else(|| format!("{dir}/server.json"), |p| p.display().to_string());
         let child = Command::new("node")
             .arg(format!("{dir}/main.js"))
-            .env("KINESIS_MOCK_CERT_PATH", format!("{dir}/server.json"))
+            .env("KINESIS_MOCK_CERT_PATH", cert)
             .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
             .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
             .env("LOG_LEVEL", "WARN")
@@ -57,6 +68,7 @@ impl KinesisLocal {
         let local = KinesisLocal {
             child,
             endpoint,
+            tls_port: tls,
             client: Client::from_conf(sdk),
         };
         for _ in 0..300 {
@@ -160,6 +172,29 @@ impl KinesisLocal {
             }
         }
         out
+    }
+}
+
+impl KinesisLocal {
+    /// Every user record the stream holds (aggregates taken apart), as text, sorted.
+    pub async fn user_records(&self, arn: &str) -> Vec<String> {
+        let mut read: Vec<String> = self
+            .records(arn, &[])
+            .await
+            .into_iter()
+            .flat_map(|r| {
+                let key = r.partition_key.clone();
+                kinesis_producer::aggregation::deaggregate(
+                    &key,
+                    bytes::Bytes::from(r.data.into_inner()),
+                )
+                .into_iter()
+                .map(|u| String::from_utf8(u.data.to_vec()).unwrap())
+                .collect::<Vec<_>>()
+            })
+            .collect();
+        read.sort();
+        read
     }
 }
 

@@ -16,9 +16,11 @@ use crate::config::Config;
 use crate::shard_map::Shard;
 
 mod edge;
+mod http;
 
 pub use edge::is_stream_arn;
 pub(crate) use edge::sink_error;
+pub(crate) use http::http_client;
 
 /// The region used against a custom endpoint when none is configured: local Kinesis
 /// implementations accept any, and the SDK needs one to sign.
@@ -54,7 +56,8 @@ impl AwsSink {
     /// client (proxies, custom CA bundles), FIPS or dual-stack endpoints, credential and region
     /// providers. `config` adds the producer's own: `RequestTimeout` and `ConnectTimeout`, the
     /// SDK's retries off (the producer retries the failed entries itself), and its region,
-    /// endpoint and static credentials where set (they win over `sdk`'s).
+    /// endpoint, static credentials, proxy and trusted certificates where set (they win over
+    /// `sdk`'s; a proxy or certificates replace `sdk`'s HTTP client for this client).
     pub fn from_sdk_config(sdk: &aws_config::SdkConfig, config: &Config) -> AwsSink {
         let mut builder = aws_sdk_kinesis::config::Builder::from(sdk)
             .timeout_config(
@@ -82,12 +85,19 @@ impl AwsSink {
         if let Some(c) = config.credentials() {
             builder = builder.credentials_provider(static_credentials(c));
         }
+        if let Some(client) = http_client(config) {
+            builder = builder.http_client(client);
+        }
         builder.set_region(region.clone());
         builder.set_endpoint_url(endpoint.clone());
+        let mut name = endpoint_name(endpoint.as_deref(), region.as_ref().map(|r| r.as_ref()));
+        // An answer that could not be read may be the proxy's doing: errors say it was there.
+        if let Some(proxy) = config.proxy() {
+            name = format!("{name} (through the proxy {})", proxy.url());
+        }
         AwsSink {
             client: Client::from_conf(builder.build()),
-            endpoint: endpoint_name(endpoint.as_deref(), region.as_ref().map(|r| r.as_ref()))
-                .into(),
+            endpoint: name.into(),
             request_timeout: config.request_timeout(),
         }
     }

@@ -1,0 +1,388 @@
+//! The producer's calls through an HTTP proxy (`ProxyHost`, `ProxyPort`, `ProxyUserName`,
+//! `ProxyPassword`) and to an HTTPS endpoint whose CA it is told to trust (`CaCertFile`,
+//! `CaCertPath`), end to end through the real aws-sdk-kinesis client, with peers no one here
+//! wrote:
+//! - the proxy is tinyproxy (Debian's package; `scripts/test.sh` installs it), started by the
+//!   test on a free port of 127.0.0.1 with basic authentication, logging every request it
+//!   forwards (`LogLevel Connect`: a `Request ...: POST http://...` line for each plain HTTP
+//!   request, a `CONNECT host:port` one for each tunnel);
+//! - the HTTPS endpoint is kinesis-local serving a certificate for 127.0.0.1 that the test makes
+//!   with openssl, signed by a CA the test makes too (so it is trusted nowhere else).
+//!
+//! What the stream holds is read back over plain HTTP with GetRecords.
+
+mod common;
+#[path = "common/kinesis_local.rs"]
+mod kinesis_local;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kinesis_local::{ACCOUNT, KinesisLocal, REGION};
+use kinesis_producer::{Config, ConfigBuilder, Producer, PutErrorKind, UserRecord};
+
+/// A directory of its own under the system's temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!("kpl-net-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("these tests need openssl: run scripts/test.sh, which installs it");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A CA (`trusted/ca.pem`) and a server certificate it signed for 127.0.0.1, in kinesis-local's
+/// `server.json` form.
+struct Pki {
+    dir: TempDir,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = TempDir::new(name);
+        let d = &dir.0;
+        std::fs::create_dir_all(d.join("trusted")).unwrap();
+        openssl(
+            d,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "2",
+                "-keyout",
+                "ca.key",
+                "-out",
+                "trusted/ca.pem",
+                "-subj",
+                "/CN=kinesis-producer test CA",
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign",
+            ],
+        );
+        openssl(
+            d,
+            &[
+                "req",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                "server.key",
+                "-out",
+                "server.csr",
+                "-subj",
+                "/CN=127.0.0.1",
+            ],
+        );
+        std::fs::write(
+            d.join("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+        )
+        .unwrap();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "server.csr",
+                "-CA",
+                "trusted/ca.pem",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-out",
+                "server.pem",
+                "-extfile",
+                "ext.cnf",
+            ],
+        );
+        let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap();
+        let json =
+            serde_json::json!({"server": {"key": read("server.key"), "cert": read("server.pem")}});
+        std::fs::write(d.join("server.json"), json.to_string()).unwrap();
+        Pki { dir }
+    }
+
+    fn ca_file(&self) -> PathBuf {
+        self.dir.0.join("trusted/ca.pem")
+    }
+
+    fn ca_dir(&self) -> PathBuf {
+        self.dir.0.join("trusted")
+    }
+
+    fn server_json(&self) -> PathBuf {
+        self.dir.0.join("server.json")
+    }
+}
+
+const PROXY_USER: &str = "kpl";
+const PROXY_PASSWORD: &str = "sentinel-proxy-password";
+
+/// tinyproxy on a free port of 127.0.0.1, asking for basic authentication; stopped when dropped.
+struct Tinyproxy {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+    _dir: TempDir,
+}
+
+impl Tinyproxy {
+    /// Starts it and waits (at most 10 s) until it accepts connections.
+    fn start(name: &str) -> Tinyproxy {
+        let dir = TempDir::new(&format!("proxy-{name}"));
+        let port = common::free_port();
+        let conf = dir.0.join("tinyproxy.conf");
+        let log = dir.0.join("tinyproxy.log");
+        std::fs::write(
+            &conf,
+            format!(
+                "Port {port}\nListen 127.0.0.1\nTimeout 30\nLogFile \"{}\"\nLogLevel Connect\n\
+                 MaxClients 50\nAllow 127.0.0.1\nBasicAuth {PROXY_USER} {PROXY_PASSWORD}\n\
+                 DisableViaHeader Yes\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        let binary = std::env::var("KPL_TINYPROXY").unwrap_or_else(|_| "tinyproxy".into());
+        // `-d`: in the foreground, so that it is stopped with its process.
+        let child = Command::new(&binary)
+            .arg("-d")
+            .arg("-c")
+            .arg(&conf)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("these tests need tinyproxy (Debian's package): run scripts/test.sh, which installs it");
+        // Dropped (so stopped and waited for) if it never listens.
+        let proxy = Tinyproxy {
+            child,
+            port,
+            log,
+            _dir: dir,
+        };
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return proxy;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("tinyproxy did not listen on 127.0.0.1:{port} within 10 s");
+    }
+
+    /// The request lines it logged: `POST http://127.0.0.1:4568/ HTTP/1.1`,
+    /// `CONNECT 127.0.0.1:4567 HTTP/1.1`.
+    fn requests(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.log)
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split_once("]: Request (file descriptor "))
+            .filter_map(|(_, rest)| rest.split_once("): ").map(|(_, r)| r.to_owned()))
+            .collect()
+    }
+}
+
+impl Drop for Tinyproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A configuration for kinesis-local's HTTPS port, given the KPL's way (host and port).
+fn tls_config(local: &KinesisLocal) -> ConfigBuilder {
+    Config::builder()
+        .set_property("KinesisEndpoint", "127.0.0.1")
+        .unwrap()
+        .set_property("KinesisPort", &local.tls_port.to_string())
+        .unwrap()
+        .region(REGION)
+        .credentials(ACCOUNT, "local")
+}
+
+/// Through `proxy`, authenticating with `password`.
+fn proxied(config: ConfigBuilder, proxy: &Tinyproxy, password: &str) -> ConfigBuilder {
+    config
+        .proxy("127.0.0.1", proxy.port)
+        .proxy_credentials(PROXY_USER, password)
+}
+
+/// Sends `n` records to `stream`, awaits every one, and returns their data, sorted.
+async fn put(config: Config, stream: &str, tag: &str, n: usize) -> Vec<String> {
+    let producer = Producer::new(config).await;
+    let sent: Vec<String> = (0..n).map(|i| format!("{tag} event {i}")).collect();
+    let futures: Vec<_> = sent
+        .iter()
+        .map(|d| producer.send(stream, UserRecord::new(d.clone(), d.clone()).unwrap()))
+        .collect();
+    for f in futures {
+        f.await.unwrap();
+    }
+    producer.shutdown().await;
+    let mut sent = sent;
+    sent.sort();
+    sent
+}
+
+/// The one record's error, for a configuration that cannot reach the endpoint.
+async fn failure(config: Config, stream: &str) -> String {
+    let producer = Producer::new(config).await;
+    let err = producer
+        .send(stream, UserRecord::new("k", "never").unwrap())
+        .await
+        .unwrap_err();
+    assert!(matches!(err.kind, PutErrorKind::Expired { .. }), "{err}");
+    assert_eq!(
+        err.record.data().as_ref(),
+        b"never",
+        "the record is handed back"
+    );
+    producer.shutdown().await;
+    err.to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_go_through_an_http_proxy_with_basic_authentication() {
+    let local = KinesisLocal::start().await;
+    let arn = local.create_stream("proxied", 2, None).await;
+    let proxy = Tinyproxy::start("auth");
+    let config = local
+        .config()
+        .set_property("ProxyHost", "127.0.0.1")
+        .unwrap()
+        .set_property("ProxyPort", &proxy.port.to_string())
+        .unwrap()
+        .set_property("ProxyUserName", PROXY_USER)
+        .unwrap()
+        .set_property("ProxyPassword", PROXY_PASSWORD)
+        .unwrap()
+        .build()
+        .unwrap();
+    let sent = put(config, "proxied", "proxied", 100).await;
+    assert_eq!(local.user_records(&arn).await, sent);
+
+    // The producer's calls (ListShards, DescribeStreamSummary, PutRecords) all went through it.
+    let target = format!("POST {}/ HTTP/1.1", local.endpoint);
+    let requests = proxy.requests();
+    assert!(requests.len() >= 3, "{requests:?}");
+    assert!(requests.iter().all(|r| *r == target), "{requests:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_that_refuses_the_credentials_fails_the_records_with_its_answer() {
+    let local = KinesisLocal::start().await;
+    local.create_stream("refused", 1, None).await;
+    let proxy = Tinyproxy::start("refuse");
+    let config = proxied(local.config(), &proxy, "wrong")
+        .record_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    // tinyproxy answers 407 and closes the connection before reading the request's body, so
+    // the client sees the connection reset: the error says the proxy was on the way.
+    let err = failure(config, "refused").await;
+    let via = format!("(through the proxy http://127.0.0.1:{})", proxy.port);
+    assert!(err.contains(&via), "{err}");
+    assert!(!err.contains("wrong"), "no password in the error: {err}");
+    assert!(!proxy.requests().is_empty(), "it reached the proxy");
+
+    // A tunnel it refuses (407 to the CONNECT): the SDK's client says only that it failed.
+    let pki = Pki::new("refused-tunnel");
+    let secure = KinesisLocal::start_with_certificate(Some(&pki.server_json())).await;
+    secure.create_stream("refused", 1, None).await;
+    let config = proxied(tls_config(&secure), &proxy, "wrong")
+        .ca_cert_file(pki.ca_file())
+        .record_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = failure(config, "refused").await;
+    assert!(err.contains(&via), "{err}");
+    assert!(err.contains("CONNECT tunnel failed"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_go_over_https_to_an_endpoint_whose_ca_is_given() {
+    let pki = Pki::new("ca-file");
+    let local = KinesisLocal::start_with_certificate(Some(&pki.server_json())).await;
+    let arn = local.create_stream("secure", 2, None).await;
+    // The CA as one file, the KPL's CaCertFile.
+    let config = tls_config(&local)
+        .set_property("CaCertFile", pki.ca_file().to_str().unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut sent = put(config, "secure", "file", 50).await;
+    // And as a directory of them, the KPL's CaCertPath.
+    let config = tls_config(&local)
+        .set_property("CaCertPath", pki.ca_dir().to_str().unwrap())
+        .unwrap()
+        .build()
+        .unwrap();
+    sent.extend(put(config, "secure", "directory", 50).await);
+    sent.sort();
+    assert_eq!(local.user_records(&arn).await, sent);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_its_ca_the_endpoint_is_refused_with_a_certificate_error() {
+    let pki = Pki::new("no-ca");
+    let local = KinesisLocal::start_with_certificate(Some(&pki.server_json())).await;
+    local.create_stream("untrusted", 1, None).await;
+    let config = tls_config(&local)
+        .record_ttl(Duration::from_secs(1))
+        .build()
+        .unwrap();
+    let err = failure(config, "untrusted").await;
+    assert!(
+        err.contains("invalid peer certificate: UnknownIssuer"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn https_through_the_proxy_goes_in_a_connect_tunnel() {
+    let pki = Pki::new("tunnel");
+    let local = KinesisLocal::start_with_certificate(Some(&pki.server_json())).await;
+    let arn = local.create_stream("tunnelled", 1, None).await;
+    let proxy = Tinyproxy::start("tunnel");
+    let config = proxied(tls_config(&local), &proxy, PROXY_PASSWORD)
+        .ca_cert_file(pki.ca_file())
+        .build()
+        .unwrap();
+    let sent = put(config, "tunnelled", "tunnelled", 30).await;
+    assert_eq!(local.user_records(&arn).await, sent);
+    let target = format!("CONNECT 127.0.0.1:{} HTTP/1.1", local.tls_port);
+    let requests = proxy.requests();
+    assert!(!requests.is_empty(), "no tunnel");
+    assert!(requests.iter().all(|r| *r == target), "{requests:?}");
+}
