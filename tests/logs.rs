@@ -1,7 +1,8 @@
 //! What the producer logs, read back as the JSON lines `tracing-subscriber` writes: a span per
-//! PutRecords call (stream, entries, bytes, attempt) and per shard-map listing; a debug event
-//! for each retry decision (code, class, wait); a warning for rejections and expiries, one per
-//! group of records failing together, not one per record.
+//! PutRecords call (stream, entries, bytes, attempt), following from the spans its records were
+//! sent in, and per shard-map listing; a debug event for each retry decision (code, class,
+//! wait); a warning for rejections and expiries, one per group of records failing together, not
+//! one per record.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -131,4 +132,52 @@ async fn rejections_and_expiries_warn_once_per_group() {
     assert_eq!(expired[0]["level"], "WARN");
     assert_eq!(expired[0]["fields"]["records"], 50);
     assert_eq!(expired[0]["fields"]["ttl_ms"], 1000);
+}
+
+/// The `follows_from` links between spans: (the span's name, the id of the one it follows).
+#[derive(Clone, Default)]
+struct Links(Arc<Mutex<Vec<(String, u64)>>>);
+
+impl<S> tracing_subscriber::Layer<S> for Links
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+{
+    fn on_follows_from(
+        &self,
+        span: &tracing::span::Id,
+        follows: &tracing::span::Id,
+        ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        let name = ctx.span(span).map_or("?".into(), |s| s.name().to_owned());
+        self.0.lock().unwrap().push((name, follows.into_u64()));
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_follows_from_the_spans_its_records_were_sent_in() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let links = Links::default();
+    let subscriber = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::DEBUG)
+        .with(links.clone());
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let sink = MemorySink::new().with_stream("s", 1);
+    let producer = Producer::with_sink(Config::default(), sink);
+    // Two requests, three records: one call of one aggregate, linked to each request once.
+    let first = tracing::info_span!("handle_request", id = 1);
+    let second = tracing::info_span!("handle_request", id = 2);
+    let futures = vec![
+        first.in_scope(|| producer.send("s", record("a", "1"))),
+        first.in_scope(|| producer.send("s", record("b", "2"))),
+        second.in_scope(|| producer.send("s", record("c", "3"))),
+        // Outside any span: nothing to link.
+        producer.send("s", record("d", "4")),
+    ];
+    for f in futures {
+        f.await.unwrap();
+    }
+    producer.shutdown().await;
+    let links = links.0.lock().unwrap().clone();
+    let call = |span: &tracing::Span| ("put_records".to_owned(), span.id().unwrap().into_u64());
+    assert_eq!(links, [call(&first), call(&second)]);
 }

@@ -9,7 +9,8 @@
 //! - the HTTPS endpoint is kinesis-local serving a certificate for 127.0.0.1 that the test makes
 //!   with openssl, signed by a CA the test makes too (so it is trusted nowhere else).
 //!
-//! What the stream holds is read back over plain HTTP with GetRecords.
+//! What the stream holds is read back over plain HTTP with GetRecords; everything logged, at
+//! trace level, is searched for the proxy's password.
 
 mod common;
 #[path = "common/kinesis_local.rs"]
@@ -149,6 +150,53 @@ impl Pki {
 const PROXY_USER: &str = "kpl";
 const PROXY_PASSWORD: &str = "sentinel-proxy-password";
 
+/// What every test of this binary logged, at trace level, the SDK's and the HTTP client's logs
+/// included: one global subscriber, as the engine logs from its own threads.
+#[derive(Clone, Default)]
+struct TraceLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for TraceLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl TraceLog {
+    fn get() -> TraceLog {
+        static LOG: std::sync::OnceLock<TraceLog> = std::sync::OnceLock::new();
+        LOG.get_or_init(|| {
+            let log = TraceLog::default();
+            let writer = log.clone();
+            let subscriber = tracing_subscriber::fmt()
+                .with_max_level(tracing::Level::TRACE)
+                .with_writer(move || writer.clone())
+                .finish();
+            tracing::subscriber::set_global_default(subscriber).unwrap();
+            log
+        })
+        .clone()
+    }
+
+    /// Asserts the proxy's password shows nowhere in it, as itself or as the basic
+    /// authentication header's base64.
+    fn assert_no_proxy_password(&self) {
+        use base64::Engine;
+        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        assert!(text.contains("put_records"), "the log was captured");
+        let header = base64::engine::general_purpose::STANDARD
+            .encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"));
+        let leak = text
+            .lines()
+            .find(|l| l.contains(PROXY_PASSWORD) || l.contains(&header));
+        let shown: String = leak.unwrap_or_default().chars().take(400).collect();
+        assert!(leak.is_none(), "the proxy's password was logged: {shown}");
+    }
+}
+
 /// tinyproxy on a free port of 127.0.0.1, asking for basic authentication; stopped when dropped.
 struct Tinyproxy {
     child: Child,
@@ -274,6 +322,7 @@ async fn failure(config: Config, stream: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_go_through_an_http_proxy_with_basic_authentication() {
+    let log = TraceLog::get();
     let local = KinesisLocal::start().await;
     let arn = local.create_stream("proxied", 2, None).await;
     let proxy = Tinyproxy::start("auth");
@@ -297,6 +346,7 @@ async fn records_go_through_an_http_proxy_with_basic_authentication() {
     let requests = proxy.requests();
     assert!(requests.len() >= 3, "{requests:?}");
     assert!(requests.iter().all(|r| *r == target), "{requests:?}");
+    log.assert_no_proxy_password();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -371,6 +421,7 @@ async fn without_its_ca_the_endpoint_is_refused_with_a_certificate_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn https_through_the_proxy_goes_in_a_connect_tunnel() {
+    let log = TraceLog::get();
     let pki = Pki::new("tunnel");
     let local = KinesisLocal::start_with_certificate(Some(&pki.server_json())).await;
     let arn = local.create_stream("tunnelled", 1, None).await;
@@ -385,4 +436,5 @@ async fn https_through_the_proxy_goes_in_a_connect_tunnel() {
     let requests = proxy.requests();
     assert!(!requests.is_empty(), "no tunnel");
     assert!(requests.iter().all(|r| *r == target), "{requests:?}");
+    log.assert_no_proxy_password();
 }

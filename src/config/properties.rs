@@ -431,7 +431,9 @@ impl ConfigBuilder {
                     return Err(ConfigError::NotOneOf {
                         property: name,
                         value: value.to_owned(),
-                        allowed: "true (certificates are always verified)".into(),
+                        allowed: "true (certificates are always verified; to trust a private CA, \
+                                  give its certificate in CaCertFile)"
+                            .into(),
                     });
                 }
                 self

@@ -229,7 +229,8 @@ fn properties_with_no_effect_here_are_reported_with_why() {
         .unwrap_err();
     assert_eq!(
         e.to_string(),
-        "VerifyCertificate is \"false\"; it must be one of true (certificates are always verified)"
+        "VerifyCertificate is \"false\"; it must be one of true (certificates are always verified; \
+         to trust a private CA, give its certificate in CaCertFile)"
     );
 }
 

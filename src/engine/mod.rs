@@ -465,6 +465,9 @@ impl<S: Sink> Engine<S> {
             bytes,
             attempt
         );
+        if !span.is_disabled() {
+            pending::link_callers(&span, batch.iter().flat_map(|r| &r.entries));
+        }
         tracing::debug!(parent: &span, "PutRecords");
         let budget = Arc::clone(&self.budget);
         let metrics = self.config.metrics_level != crate::metrics::Level::None;

@@ -18,6 +18,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use tokio::time::Instant;
+use tracing::Level;
 
 use crate::aggregation::Entry;
 use crate::budget::charge;
@@ -39,6 +40,10 @@ pub(crate) struct Put {
 /// Where the outcome meets the future.
 pub(crate) struct Slot {
     state: Mutex<State>,
+    /// The span the record was sent in, when debug spans are recorded: the PutRecords calls
+    /// that carry it follow from that span. Here, not in the engine's entry, which moves from
+    /// queue to queue; boxed, as it is most often absent.
+    caller: Option<Box<tracing::Span>>,
 }
 
 enum State {
@@ -133,8 +138,16 @@ impl Pending {
     /// A record and its future; the entry gets its arrival and flush epoch when the engine
     /// takes it in ([`arrive`](Self::arrive)).
     pub(crate) fn new(record: UserRecord, stream: Arc<str>) -> (Pending, RecordFuture) {
+        // Only when the calls' spans are recorded (debug, the engine's target) is there anything
+        // to link: otherwise this is one atomic load (the subscribers' maximum level).
+        let caller = if tracing::span_enabled!(target: "kinesis_producer::engine", Level::DEBUG) {
+            Some(tracing::Span::current()).filter(|s| !s.is_none())
+        } else {
+            None
+        };
         let slot = Arc::new(Slot {
             state: Mutex::new(State::Waiting(None)),
+            caller: caller.map(Box::new),
         });
         let future = RecordFuture {
             state: FutureState::Waiting {
@@ -161,6 +174,11 @@ impl Pending {
 
     pub(crate) fn arrival(&self) -> Instant {
         self.arrival
+    }
+
+    /// The span the record was sent in, if any.
+    pub(crate) fn caller(&self) -> Option<&tracing::Span> {
+        self.slot.as_ref().and_then(|s| s.caller.as_deref())
     }
 
     /// When the record's latest attempt ended (its arrival, before any): the start of the time
@@ -348,6 +366,28 @@ impl Future for RecordFuture {
 impl std::fmt::Debug for RecordFuture {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RecordFuture").finish_non_exhaustive()
+    }
+}
+
+/// Most spans one PutRecords call's span follows from: a call carries records of up to 500
+/// aggregates, each of records sent in as many spans; past this many, the rest are not linked.
+const MAX_CALLER_LINKS: usize = 32;
+
+/// Makes a call's span follow from each distinct span its records were sent in (the
+/// `follows_from` links a tracing layer such as OpenTelemetry's turns into span links), once
+/// each and at most [`MAX_CALLER_LINKS`] of them. The caller skips it when the call's span is
+/// disabled, so it costs nothing unless debug spans are recorded.
+pub(super) fn link_callers<'a>(span: &tracing::Span, entries: impl Iterator<Item = &'a Pending>) {
+    let mut linked: smallvec::SmallVec<[tracing::Id; 4]> = smallvec::SmallVec::new();
+    for id in entries.filter_map(|p| p.caller().and_then(tracing::Span::id)) {
+        if linked.contains(&id) {
+            continue;
+        }
+        if linked.len() == MAX_CALLER_LINKS {
+            break;
+        }
+        span.follows_from(&id);
+        linked.push(id);
     }
 }
 

@@ -43,6 +43,7 @@ pub(crate) fn http_client(config: &Config) -> Option<SharedHttpClient> {
         }
     });
     Some(SharedHttpClient::new(Client {
+        proxy_url: config.proxy().map(|p| p.url().to_owned()),
         proxy,
         tls,
         connectors: Mutex::new(HashMap::new()),
@@ -54,11 +55,22 @@ type Timeouts = (Option<Duration>, Option<Duration>);
 
 /// One connector (and so one connection pool) per timeout setting, as the SDK's own client
 /// keeps them: the SDK asks for a connector on every call.
-#[derive(Debug)]
 struct Client {
+    /// The proxy's URL, without credentials, for `Debug`.
+    proxy_url: Option<String>,
     proxy: Option<ProxyConfig>,
     tls: TlsContext,
     connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Not the proxy's configuration: its Debug shows the password, and the SDK logs its
+        // runtime components, this client among them, at trace level.
+        f.debug_struct("Client")
+            .field("proxy", &self.proxy_url)
+            .finish_non_exhaustive()
+    }
 }
 
 impl HttpClient for Client {
