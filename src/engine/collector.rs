@@ -31,19 +31,23 @@ pub(super) struct Taken {
     pub(super) limited_until: Option<Instant>,
 }
 
-/// Whether `s` has a PutRecords call's worth to send now: a flush asked for it, or (unless a
-/// shard is over its rate until later) the queue fills a call or holds a record due now.
+/// Whether `s` has a PutRecords call's worth to send now: unless a shard is over its rate until
+/// later, a flush asked for it, or the queue fills a call or holds a record due now.
 pub(super) fn should_send(s: &StreamState, limits: CallLimits, now: Instant) -> bool {
     // While a shard is over its rate, the next call waits for the time its limiter gave (at
     // least LIMITED_WAIT): each finished call would otherwise start another with the few tokens
-    // accrued since, thousands of calls of a few records each.
+    // accrued since, thousands of calls of a few records each. A flush waits too: it says not to
+    // wait for RecordMaxBufferedTime, not to go past the limiter. Forcing calls past it after
+    // `kpl bench`'s flush made 21,942 calls of 9 records each for 200,000 unaggregated records
+    // (19.7 producer CPU seconds; now 523 calls, 3.5 s) and 378 calls of 2 aggregates for the
+    // aggregated run.
     let limited = s.limited_until.is_some_and(|t| t > now);
     !s.ready.is_empty()
+        && !limited
         && (s.forced > 0
-            || !limited
-                && (s.ready.len() >= limits.max_count
-                    || s.ready_bytes >= limits.max_size
-                    || s.ready.iter().any(|r| r.deadline <= now)))
+            || s.ready.len() >= limits.max_count
+            || s.ready_bytes >= limits.max_size
+            || s.ready.iter().any(|r| r.deadline <= now))
 }
 
 /// Takes from `queue` what one PutRecords call can carry now, oldest first: records of a shard
@@ -209,6 +213,23 @@ mod tests {
         assert_eq!(q.len(), 2);
         let until = t.limited_until.expect("shard 0 is over its rate");
         assert!(until >= now + LIMITED_WAIT, "{:?}", until - now);
+    }
+
+    #[test]
+    fn a_flush_does_not_send_past_a_shard_over_its_rate() {
+        let now = Instant::now();
+        let mut s = StreamState::new(std::sync::Arc::from("s"), Default::default(), now);
+        s.ready
+            .push_back(ready(0, 100, true, now + Duration::from_secs(1)));
+        s.forced = 1;
+        let l = limits(500, 5 << 20);
+        assert!(should_send(&s, l, now), "a flush sends before the deadline");
+        s.limited_until = Some(now + LIMITED_WAIT);
+        assert!(
+            !should_send(&s, l, now),
+            "but not before the limiter's time"
+        );
+        assert!(should_send(&s, l, now + LIMITED_WAIT));
     }
 
     #[test]
