@@ -410,7 +410,8 @@ impl Producer {
     }
 
     /// Starts sending everything buffered now, without waiting for `RecordMaxBufferedTime` or
-    /// full aggregates. Returns at once.
+    /// full aggregates; a shard over its rate still sends at the pace its limiter allows.
+    /// Returns at once.
     pub fn flush(&self) {
         let _ = self.inner.tx.send(Msg::Flush);
     }
