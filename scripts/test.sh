@@ -79,3 +79,5 @@ echo "==> cargo test (unit, property, golden, interop, CLI; benches run once as 
 cargo test --workspace --all-targets
 echo "==> doc tests"
 cargo test -p kinesis-producer --doc
+echo "==> the library's docs build without warnings (default features, as docs.rs and users build them)"
+RUSTDOCFLAGS="-D warnings" cargo doc -p kinesis-producer --no-deps --quiet

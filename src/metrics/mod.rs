@@ -1,8 +1,8 @@
 //! Metrics under the KPL's names and semantics, as statistic sets (sum, count, min, max).
 //!
 //! The engine records them without a lock on its path: a PutRecords task gathers its call's
-//! values in a [`tally::Tally`] (one statistic set per metric and shard), the engine gathers
-//! arrivals and failures in its own, and once per turn it adds them to the [`store::Store`]
+//! values in a `tally::Tally` (one statistic set per metric and shard), the engine gathers
+//! arrivals and failures in its own, and once per turn it adds them to the `store::Store`
 //! under one lock. Every [`SAMPLE_INTERVAL`] while records are buffered it samples the
 //! quantities (pending records, limiter rates, buffered bytes, the oldest record's age) and
 //! exports changed series to the `metrics` crate. [`Producer::metrics`](crate::Producer::metrics)

@@ -1,7 +1,7 @@
 //! Where Kinesis records go: the [`Sink`] trait, in the crate's own types.
 //!
 //! Two implementations: [`aws::AwsSink`] over aws-sdk-kinesis (the only module that imports the
-//! SDK), and [`memory::MemorySink`], an in-memory Kinesis with scripted faults for deterministic
+//! SDK), and `memory::MemorySink`, an in-memory Kinesis with scripted faults for deterministic
 //! tests (feature `test-util`).
 
 use std::future::Future;
