@@ -8,17 +8,17 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use common::free_port;
+use common::{Service, free_port};
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Producer, UserRecord};
 
 struct Moto {
-    child: Child,
+    _server: Service,
     endpoint: String,
 }
 
@@ -29,15 +29,10 @@ impl Moto {
              installs it, or set KPL_MOTO_SERVER to a moto_server executable",
         );
         let port = free_port();
-        let child = Command::new(server)
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("moto_server starts");
+        let mut command = Command::new(server);
+        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
         let moto = Moto {
-            child,
+            _server: Service::start(command, "moto_server starts"),
             endpoint: format!("http://127.0.0.1:{port}"),
         };
         // Bounded: moto answers within a few seconds of starting.
@@ -54,13 +49,6 @@ impl Moto {
             "moto_server did not listen on {} within 30 s",
             moto.endpoint
         );
-    }
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -15,30 +15,26 @@
 mod common;
 #[path = "common/kinesis_local.rs"]
 mod kinesis_local;
+#[path = "common/log_buffer.rs"]
+mod log_buffer;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
+use tempfile::TempDir;
+
+use common::Service;
 use kinesis_local::{ACCOUNT, KinesisLocal, REGION};
 use kinesis_producer::{Config, ConfigBuilder, Producer, PutErrorKind, UserRecord};
+use log_buffer::LogBuffer;
 
-/// A directory of its own under the system's temporary directory, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        let dir = std::env::temp_dir().join(format!("kpl-net-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
+/// A directory of its own, named after what uses it, removed when dropped.
+fn temp_dir(name: &str) -> TempDir {
+    tempfile::Builder::new()
+        .prefix(&format!("kpl-net-{name}-"))
+        .tempdir()
+        .unwrap()
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
@@ -62,8 +58,8 @@ struct Pki {
 
 impl Pki {
     fn new(name: &str) -> Pki {
-        let dir = TempDir::new(name);
-        let d = &dir.0;
+        let dir = temp_dir(name);
+        let d = dir.path();
         std::fs::create_dir_all(d.join("trusted")).unwrap();
         openssl(
             d,
@@ -135,15 +131,15 @@ impl Pki {
     }
 
     fn ca_file(&self) -> PathBuf {
-        self.dir.0.join("trusted/ca.pem")
+        self.dir.path().join("trusted/ca.pem")
     }
 
     fn ca_dir(&self) -> PathBuf {
-        self.dir.0.join("trusted")
+        self.dir.path().join("trusted")
     }
 
     fn server_json(&self) -> PathBuf {
-        self.dir.0.join("server.json")
+        self.dir.path().join("server.json")
     }
 }
 
@@ -152,25 +148,15 @@ const PROXY_PASSWORD: &str = "sentinel-proxy-password";
 
 /// What every test of this binary logged, at trace level, the SDK's and the HTTP client's logs
 /// included: one global subscriber, as the engine logs from its own threads.
-#[derive(Clone, Default)]
-struct TraceLog(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for TraceLog {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
+#[derive(Clone)]
+struct TraceLog(LogBuffer);
 
 impl TraceLog {
     fn get() -> TraceLog {
         static LOG: std::sync::OnceLock<TraceLog> = std::sync::OnceLock::new();
         LOG.get_or_init(|| {
-            let log = TraceLog::default();
-            let writer = log.clone();
+            let log = TraceLog(LogBuffer::default());
+            let writer = log.0.clone();
             let subscriber = tracing_subscriber::fmt()
                 .with_max_level(tracing::Level::TRACE)
                 .with_writer(move || writer.clone())
@@ -185,7 +171,7 @@ impl TraceLog {
     /// authentication header's base64.
     fn assert_no_proxy_password(&self) {
         use base64::Engine;
-        let text = String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned();
+        let text = self.0.text();
         assert!(text.contains("put_records"), "the log was captured");
         let header = base64::engine::general_purpose::STANDARD
             .encode(format!("{PROXY_USER}:{PROXY_PASSWORD}"));
@@ -199,7 +185,7 @@ impl TraceLog {
 
 /// tinyproxy on a free port of 127.0.0.1, asking for basic authentication; stopped when dropped.
 struct Tinyproxy {
-    child: Child,
+    _server: Service,
     port: u16,
     log: PathBuf,
     _dir: TempDir,
@@ -208,10 +194,10 @@ struct Tinyproxy {
 impl Tinyproxy {
     /// Starts it and waits (at most 10 s) until it accepts connections.
     fn start(name: &str) -> Tinyproxy {
-        let dir = TempDir::new(&format!("proxy-{name}"));
+        let dir = temp_dir(&format!("proxy-{name}"));
         let port = common::free_port();
-        let conf = dir.0.join("tinyproxy.conf");
-        let log = dir.0.join("tinyproxy.log");
+        let conf = dir.path().join("tinyproxy.conf");
+        let log = dir.path().join("tinyproxy.log");
         std::fs::write(
             &conf,
             format!(
@@ -224,18 +210,15 @@ impl Tinyproxy {
         .unwrap();
         let binary = std::env::var("KPL_TINYPROXY").unwrap_or_else(|_| "tinyproxy".into());
         // `-d`: in the foreground, so that it is stopped with its process.
-        let child = Command::new(&binary)
-            .arg("-d")
-            .arg("-c")
-            .arg(&conf)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("these tests need tinyproxy (Debian's package): run scripts/test.sh, which installs it");
-        // Dropped (so stopped and waited for) if it never listens.
+        let mut command = Command::new(&binary);
+        command.arg("-d").arg("-c").arg(&conf);
+        // Stopped if it never listens.
         let proxy = Tinyproxy {
-            child,
+            _server: Service::start(
+                command,
+                "these tests need tinyproxy (Debian's package): run scripts/test.sh, which \
+                 installs it",
+            ),
             port,
             log,
             _dir: dir,
@@ -258,13 +241,6 @@ impl Tinyproxy {
             .filter_map(|l| l.split_once("]: Request (file descriptor "))
             .filter_map(|(_, rest)| rest.split_once("): ").map(|(_, r)| r.to_owned()))
             .collect()
-    }
-}
-
-impl Drop for Tinyproxy {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

@@ -188,8 +188,8 @@ impl Config {
     pub fn kinesis_port(&self) -> Option<u16> {
         self.kinesis_port
     }
-    /// `LogLevel` (trace, debug, info, warning or error; default info): the level of `kpl`'s log. The
-    /// library logs through `tracing`; in your program, your subscriber sets the level.
+    /// `LogLevel` (trace, debug, info, warning or error; default info): the level of `kpl`'s
+    /// log. The library logs through `tracing`; in your program, your subscriber sets the level.
     pub fn log_level(&self) -> &str {
         &self.log_level
     }

@@ -164,6 +164,11 @@ impl TrustedCertificates {
     pub(crate) fn pem(&self) -> &[Vec<u8>] {
         &self.pem
     }
+    fn add(&mut self, path: &Path, pem: Vec<u8>, count: usize) {
+        self.files.push(path.to_owned());
+        self.pem.push(pem);
+        self.count += count;
+    }
 }
 
 impl std::fmt::Debug for TrustedCertificates {
@@ -232,14 +237,6 @@ pub(crate) fn trusted_certificates(
 }
 
 const NO_CERTIFICATE: &str = "it holds no PEM certificate (-----BEGIN CERTIFICATE-----)";
-
-impl TrustedCertificates {
-    fn add(&mut self, path: &Path, pem: Vec<u8>, count: usize) {
-        self.files.push(path.to_owned());
-        self.pem.push(pem);
-        self.count += count;
-    }
-}
 
 /// How many certificates `pem` holds, each parsed as the HTTP client will parse it (so that it
 /// cannot fail there); why not, if one is malformed.
@@ -353,45 +350,38 @@ mod tests {
         assert!(shown.contains("http://proxy:3128"), "{shown}");
     }
 
-    /// A directory of its own under the system's temporary directory, removed when dropped.
-    struct TempDir(PathBuf);
-
-    impl TempDir {
-        fn new(name: &str) -> TempDir {
-            let dir = std::env::temp_dir().join(format!("kpl-{name}-{}", std::process::id()));
-            let _ = std::fs::remove_dir_all(&dir);
-            std::fs::create_dir_all(&dir).unwrap();
-            TempDir(dir)
-        }
-        fn file(&self, name: &str, text: &str) -> PathBuf {
-            let path = self.0.join(name);
-            std::fs::write(&path, text).unwrap();
-            path
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
+    /// Writes `text` to `name` in `dir`.
+    fn file(dir: &tempfile::TempDir, name: &str, text: &str) -> PathBuf {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
     }
 
     const CA: &str = include_str!("../../tests/data/test-ca.pem");
 
     #[test]
     fn a_ca_file_and_a_directory_of_them_are_read_and_checked() {
-        let dir = TempDir::new("ca-ok");
-        let file = dir.file("ca.pem", CA);
+        let dir = tempfile::tempdir().unwrap();
+        let file = file(&dir, "ca.pem", CA);
         let t = trusted_certificates(Some(&file), None).unwrap().unwrap();
         assert_eq!((t.len(), t.files()), (1, &[file.clone()][..]));
         // In a directory, files without certificates (an index, a README) are passed over.
-        dir.file("README", "certificates for the tests\n");
-        let t = trusted_certificates(None, Some(&dir.0)).unwrap().unwrap();
+        self::file(&dir, "README", "certificates for the tests\n");
+        let t = trusted_certificates(None, Some(dir.path()))
+            .unwrap()
+            .unwrap();
         assert_eq!((t.len(), t.files()), (1, &[file.clone()][..]));
-        let both = trusted_certificates(Some(&file), Some(&dir.0))
+        let both = trusted_certificates(Some(&file), Some(dir.path()))
             .unwrap()
             .unwrap();
         assert_eq!(both.len(), 2);
+        // OpenSSL's -CApath layout: the subject hash, a link to the certificate.
+        let hashed = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(&file, hashed.path().join("5f1c3a2b.0")).unwrap();
+        let t = trusted_certificates(None, Some(hashed.path()))
+            .unwrap()
+            .unwrap();
+        assert_eq!(t.len(), 1);
         assert_eq!(trusted_certificates(None, None).unwrap(), None);
         assert!(
             !format!("{both:?}").contains("BEGIN"),
@@ -401,11 +391,11 @@ mod tests {
 
     #[test]
     fn an_unusable_ca_file_or_directory_is_an_error_naming_it() {
-        let dir = TempDir::new("ca-bad");
+        let dir = tempfile::tempdir().unwrap();
         let err = |file: Option<&Path>, dir: Option<&Path>| {
             trusted_certificates(file, dir).unwrap_err().to_string()
         };
-        let missing = dir.0.join("missing.pem");
+        let missing = dir.path().join("missing.pem");
         assert_eq!(
             err(Some(&missing), None),
             format!(
@@ -413,7 +403,8 @@ mod tests {
                 missing.display()
             )
         );
-        let key = dir.file(
+        let key = file(
+            &dir,
             "key.pem",
             "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
         );
@@ -425,17 +416,18 @@ mod tests {
                 key.display()
             )
         );
-        let empty = TempDir::new("ca-empty");
+        let empty = tempfile::tempdir().unwrap();
         assert_eq!(
-            err(None, Some(&empty.0)),
+            err(None, Some(empty.path())),
             format!(
                 "CaCertPath {} cannot be used: no file in it holds a PEM certificate \
                  (-----BEGIN CERTIFICATE-----)",
-                empty.0.display()
+                empty.path().display()
             )
         );
         // Base64 that is not a certificate: refused here, where the HTTP client would panic.
-        let junk = dir.file(
+        let junk = file(
+            &dir,
             "junk.pem",
             "-----BEGIN CERTIFICATE-----\nAAAAAAAA\n-----END CERTIFICATE-----\n",
         );
@@ -444,7 +436,7 @@ mod tests {
             e.starts_with(&format!("CaCertFile {} cannot be used: ", junk.display())),
             "{e}"
         );
-        let e = err(None, Some(&dir.0));
+        let e = err(None, Some(dir.path()));
         assert!(e.starts_with("CaCertPath "), "{e}");
         assert!(e.contains("junk.pem cannot be used"), "{e}");
     }

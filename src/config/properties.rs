@@ -404,27 +404,22 @@ impl ConfigBuilder {
             "CaCertFile" => self.ca_cert_file(value),
             "CaCertPath" if value.is_empty() => self,
             "CaCertPath" => self.ca_cert_path(value),
-            "ProxyHost" if value.is_empty() => self,
+            "ProxyHost" | "ProxyUserName" | "ProxyPassword" if value.is_empty() => self,
             "ProxyHost" => {
-                let mut proxy = self.proxy;
-                proxy.host = Some(value.to_owned());
-                Self { proxy, ..self }
+                self.proxy.host = Some(value.to_owned());
+                self
             }
             "ProxyPort" => {
-                let mut proxy = self.proxy;
-                proxy.port = Some(check(name, number()?, 1, u16::MAX as u64)? as u16);
-                Self { proxy, ..self }
+                self.proxy.port = Some(check(name, number()?, 1, u16::MAX as u64)? as u16);
+                self
             }
-            "ProxyUserName" | "ProxyPassword" if value.is_empty() => self,
             "ProxyUserName" => {
-                let mut proxy = self.proxy;
-                proxy.user_name = Some(value.to_owned());
-                Self { proxy, ..self }
+                self.proxy.user_name = Some(value.to_owned());
+                self
             }
             "ProxyPassword" => {
-                let mut proxy = self.proxy;
-                proxy.password = Some(value.to_owned());
-                Self { proxy, ..self }
+                self.proxy.password = Some(value.to_owned());
+                self
             }
             "VerifyCertificate" => {
                 if !boolean()? {

@@ -6,7 +6,7 @@
 //! `KPL_KINESIS_LOCAL`. Included next to `mod common;` (it uses `common::free_port`).
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use aws_sdk_kinesis::Client;
@@ -14,14 +14,14 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::StreamStatus;
 use kinesis_producer::{Config, ConfigBuilder};
 
-use crate::common::free_port;
+use crate::common::{Service, free_port};
 
 /// kinesis-local takes a 12-digit access key id as the account id.
 pub const ACCOUNT: &str = "123456789012";
 pub const REGION: &str = "us-east-1";
 
 pub struct KinesisLocal {
-    child: Child,
+    _server: Service,
     /// Its plain HTTP endpoint.
     pub endpoint: String,
     /// The port it serves HTTPS on, with the certificate it was started with.
@@ -45,19 +45,16 @@ impl KinesisLocal {
         );
         let (plain, tls) = (free_port(), free_port());
         let cert = cert.map_or_else(|| format!("{dir}/server.json"), |p| p.display().to_string());
-        let child = Command::new("node")
+        let mut command = Command::new("node");
+        command
             .arg(format!("{dir}/main.js"))
             .env("KINESIS_MOCK_CERT_PATH", cert)
             .env("KINESIS_MOCK_PLAIN_PORT", plain.to_string())
             .env("KINESIS_MOCK_TLS_PORT", tls.to_string())
             .env("LOG_LEVEL", "WARN")
             .env("CREATE_STREAM_DURATION", "1ms")
-            .env("UPDATE_SHARD_COUNT_DURATION", "1ms")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("node runs kinesis-local");
+            .env("UPDATE_SHARD_COUNT_DURATION", "1ms");
+        let server = Service::start(command, "node runs kinesis-local");
         let endpoint = format!("http://127.0.0.1:{plain}");
         let sdk = aws_sdk_kinesis::Config::builder()
             .behavior_version(BehaviorVersion::latest())
@@ -66,7 +63,7 @@ impl KinesisLocal {
             .credentials_provider(Credentials::new(ACCOUNT, "local", None, None, "test"))
             .build();
         let local = KinesisLocal {
-            child,
+            _server: server,
             endpoint,
             tls_port: tls,
             client: Client::from_conf(sdk),
@@ -195,12 +192,5 @@ impl KinesisLocal {
             .collect();
         read.sort();
         read
-    }
-}
-
-impl Drop for KinesisLocal {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }

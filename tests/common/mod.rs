@@ -78,6 +78,31 @@ pub fn workload(seed: u64, n: usize, keys: usize) -> Vec<UserRecord> {
 }
 
 /// A port free on 127.0.0.1 now, for a server a test starts (it binds it at once).
+/// A local service a test started (moto, tinyproxy, kinesis-local): stopped, killed and waited
+/// for, when dropped, so that no test leaves one running.
+pub struct Service(std::process::Child);
+
+impl Service {
+    /// Starts `command` with no input and its output discarded; `needs` says, when it cannot
+    /// start, what the test needs and how to get it.
+    pub fn start(mut command: Command, needs: &str) -> Service {
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{needs} ({e})"));
+        Service(child)
+    }
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

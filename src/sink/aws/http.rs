@@ -37,13 +37,13 @@ pub(crate) fn http_client(config: &Config) -> Option<SharedHttpClient> {
         .expect("building a TLS context checks nothing");
     let proxy = proxy.map(|p| {
         let config = ProxyConfig::all(p.url()).expect("the proxy URL was checked by Config");
-        match p.credentials() {
+        let config = match p.credentials() {
             Some((user, password)) => config.with_basic_auth(user, password),
             None => config,
-        }
+        };
+        (p.url().to_owned(), config)
     });
     Some(SharedHttpClient::new(Client {
-        proxy_url: config.proxy().map(|p| p.url().to_owned()),
         proxy,
         tls,
         connectors: Mutex::new(HashMap::new()),
@@ -56,9 +56,8 @@ type Timeouts = (Option<Duration>, Option<Duration>);
 /// One connector (and so one connection pool) per timeout setting, as the SDK's own client
 /// keeps them: the SDK asks for a connector on every call.
 struct Client {
-    /// The proxy's URL, without credentials, for `Debug`.
-    proxy_url: Option<String>,
-    proxy: Option<ProxyConfig>,
+    /// The proxy: its URL without credentials (for `Debug`), and its configuration.
+    proxy: Option<(String, ProxyConfig)>,
     tls: TlsContext,
     connectors: Mutex<HashMap<Timeouts, SharedHttpConnector>>,
 }
@@ -68,7 +67,7 @@ impl std::fmt::Debug for Client {
         // Not the proxy's configuration: its Debug shows the password, and the SDK logs its
         // runtime components, this client among them, at trace level.
         f.debug_struct("Client")
-            .field("proxy", &self.proxy_url)
+            .field("proxy", &self.proxy.as_ref().map(|(url, _)| url))
             .finish_non_exhaustive()
     }
 }
@@ -87,7 +86,7 @@ impl HttpClient for Client {
                 let mut builder = Connector::builder();
                 builder.set_connector_settings(Some(settings.clone()));
                 builder.set_sleep_impl(components.sleep_impl());
-                builder.set_proxy_config(self.proxy.clone());
+                builder.set_proxy_config(self.proxy.as_ref().map(|(_, p)| p.clone()));
                 let connector = builder
                     .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
                     .tls_context(self.tls.clone())
