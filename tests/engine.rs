@@ -330,6 +330,29 @@ async fn user_record_timeout_in_millis_fails_records_sooner_than_record_ttl() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_record_in_a_call_past_its_user_record_timeout_gets_the_calls_answer() {
+    // A call that takes 2 s (under RequestTimeout) for a record timed out at 500 ms: the
+    // record is not reported failed while Kinesis may still store it; the call's answer counts.
+    let sink = MemorySink::new().with_stream("s", 1);
+    sink.set_latency(Duration::from_secs(2));
+    let config = Config::builder()
+        .user_record_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let producer = Producer::with_sink(config, sink.clone());
+    let receipt = producer
+        .send("s", UserRecord::new("k", "slow").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(receipt.attempts.len(), 1);
+    assert_eq!(
+        read_back(&sink.records("s")).len(),
+        1,
+        "stored once, and reported put"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn whole_call_failures_and_timeouts_are_retried() {
     let sink = MemorySink::new().with_stream("s", 2);
     sink.fail_next_calls(3, "ServiceUnavailable", "try later");

@@ -13,31 +13,17 @@ use serde_json::Value;
 
 #[path = "common/harness.rs"]
 mod harness;
+#[path = "common/log_buffer.rs"]
+mod log_buffer;
 use harness::record;
+use log_buffer::LogBuffer;
 
-/// A writer into a shared buffer, for the subscriber.
-#[derive(Clone, Default)]
-struct Buffer(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for Buffer {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Buffer {
-    fn lines(&self) -> Vec<Value> {
-        let bytes = self.0.lock().unwrap().clone();
-        String::from_utf8(bytes)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect()
-    }
+/// Every line logged, as JSON.
+fn lines(log: &LogBuffer) -> Vec<Value> {
+    log.text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 /// Every event with this message, as logged.
@@ -48,8 +34,8 @@ fn events<'a>(lines: &'a [Value], message: &str) -> Vec<&'a Value> {
         .collect()
 }
 
-fn capture() -> (Buffer, tracing::subscriber::DefaultGuard) {
-    let buffer = Buffer::default();
+fn capture() -> (LogBuffer, tracing::subscriber::DefaultGuard) {
+    let buffer = LogBuffer::default();
     let writer = buffer.clone();
     let subscriber = tracing_subscriber::fmt()
         .json()
@@ -70,7 +56,7 @@ async fn calls_are_spans_and_retry_decisions_are_events() {
     let receipt = producer.send("s", record("k", "v")).await.unwrap();
     assert_eq!(receipt.attempts.len(), 2);
     producer.shutdown().await;
-    let lines = log.lines();
+    let lines = lines(&log);
     // Two calls, each its own span with its attempt.
     let calls = events(&lines, "PutRecords");
     let attempts: Vec<&Value> = calls.iter().map(|e| &e["span"]["attempt"]).collect();
@@ -117,7 +103,7 @@ async fn rejections_and_expiries_warn_once_per_group() {
         f.await.unwrap_err();
     }
     expiring.shutdown().await;
-    let lines = log.lines();
+    let lines = lines(&log);
     // The 50 records went as one aggregate: one warning each, not fifty.
     let rejected = events(&lines, "records rejected by Kinesis, not retried");
     assert_eq!(rejected.len(), 1, "{lines:?}");
@@ -153,14 +139,19 @@ where
     }
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_call_follows_from_the_spans_its_records_were_sent_in() {
+/// Records the links between spans (debug and above) until the guard is dropped.
+fn capture_links() -> (Links, tracing::subscriber::DefaultGuard) {
     use tracing_subscriber::layer::SubscriberExt;
     let links = Links::default();
     let subscriber = tracing_subscriber::registry()
         .with(tracing_subscriber::filter::LevelFilter::DEBUG)
         .with(links.clone());
-    let _guard = tracing::subscriber::set_default(subscriber);
+    (links, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_follows_from_the_spans_its_records_were_sent_in() {
+    let (links, _guard) = capture_links();
     let sink = MemorySink::new().with_stream("s", 1);
     let producer = Producer::with_sink(Config::default(), sink);
     // Two requests, three records: one call of one aggregate, linked to each request once.
@@ -180,4 +171,30 @@ async fn a_call_follows_from_the_spans_its_records_were_sent_in() {
     let links = links.0.lock().unwrap().clone();
     let call = |span: &tracing::Span| ("put_records".to_owned(), span.id().unwrap().into_u64());
     assert_eq!(links, [call(&first), call(&second)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_follows_from_at_most_32_spans() {
+    let (links, _guard) = capture_links();
+    let producer = Producer::with_sink(Config::default(), MemorySink::new().with_stream("s", 1));
+    // Forty requests, one record each, all in one aggregate of one call.
+    let spans: Vec<tracing::Span> = (0..40)
+        .map(|i| tracing::info_span!("handle_request", id = i))
+        .collect();
+    let futures: Vec<_> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, span)| span.in_scope(|| producer.send("s", record("k", &i.to_string()))))
+        .collect();
+    for f in futures {
+        f.await.unwrap();
+    }
+    producer.shutdown().await;
+    let links = links.0.lock().unwrap().clone();
+    assert_eq!(links.len(), 32, "{links:?}");
+    let first: Vec<u64> = spans[..32]
+        .iter()
+        .map(|s| s.id().unwrap().into_u64())
+        .collect();
+    assert_eq!(links.iter().map(|(_, id)| *id).collect::<Vec<_>>(), first);
 }
