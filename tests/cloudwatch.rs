@@ -7,50 +7,17 @@
 #![allow(clippy::disallowed_methods)] // the query's time range is wall-clock time
 
 mod common;
+#[path = "common/moto.rs"]
+mod moto;
 
-use std::process::Command;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_cloudwatch::primitives::DateTime;
 use aws_sdk_cloudwatch::types::{Dimension, Statistic};
-use common::{Service, free_port};
+use common::free_port;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Producer, UserRecord};
-
-struct Moto {
-    _server: Service,
-    endpoint: String,
-}
-
-impl Moto {
-    async fn start() -> Moto {
-        let server = std::env::var("KPL_MOTO_SERVER").expect(
-            "this test needs moto's server (PyPI moto[server]): run scripts/test.sh, which \
-             installs it, or set KPL_MOTO_SERVER to a moto_server executable",
-        );
-        let port = free_port();
-        let mut command = Command::new(server);
-        command.args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-        let moto = Moto {
-            _server: Service::start(command, "moto_server starts"),
-            endpoint: format!("http://127.0.0.1:{port}"),
-        };
-        // Bounded: moto answers within a few seconds of starting.
-        for _ in 0..300 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .is_ok()
-            {
-                return moto;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!(
-            "moto_server did not listen on {} within 30 s",
-            moto.endpoint
-        );
-    }
-}
+use moto::Moto;
 
 fn dimension(name: &str, value: &str) -> Dimension {
     Dimension::builder().name(name).value(value).build()

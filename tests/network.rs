@@ -6,6 +6,7 @@
 //!   test on a free port of 127.0.0.1 with basic authentication, logging every request it
 //!   forwards (`LogLevel Connect`: a `Request ...: POST http://...` line for each plain HTTP
 //!   request, a `CONNECT host:port` one for each tunnel);
+//! - the metrics' CloudWatch, for the uploads through the proxy, is moto's (`common/moto.rs`);
 //! - the HTTPS endpoint is kinesis-local serving a certificate for 127.0.0.1 that the test makes
 //!   with openssl, signed by a CA the test makes too (so it is trusted nowhere else).
 //!
@@ -17,6 +18,8 @@ mod common;
 mod kinesis_local;
 #[path = "common/log_buffer.rs"]
 mod log_buffer;
+#[path = "common/moto.rs"]
+mod moto;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -28,6 +31,7 @@ use common::Service;
 use kinesis_local::{ACCOUNT, KinesisLocal, REGION};
 use kinesis_producer::{Config, ConfigBuilder, Producer, PutErrorKind, UserRecord};
 use log_buffer::LogBuffer;
+use moto::Moto;
 
 /// A directory of its own, named after what uses it, removed when dropped.
 fn temp_dir(name: &str) -> TempDir {
@@ -413,4 +417,33 @@ async fn https_through_the_proxy_goes_in_a_connect_tunnel() {
     assert!(!requests.is_empty(), "no tunnel");
     assert!(requests.iter().all(|r| *r == target), "{requests:?}");
     log.assert_no_proxy_password();
+}
+
+#[cfg(feature = "cloudwatch")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_uploads_go_through_the_proxy_too() {
+    let cloudwatch = Moto::start().await;
+    let local = KinesisLocal::start().await;
+    let arn = local.create_stream("watched", 1, None).await;
+    let proxy = Tinyproxy::start("cloudwatch");
+    let config = proxied(local.config(), &proxy, PROXY_PASSWORD)
+        .upload_metrics(true)
+        .cloudwatch_endpoint(&cloudwatch.endpoint)
+        .metrics_upload_delay(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let sent = put(config, "watched", "watched", 20).await;
+    assert_eq!(local.user_records(&arn).await, sent);
+    // The last upload is made at shutdown, in the background: bounded wait for one.
+    let upload = format!("POST {}/", cloudwatch.endpoint);
+    for _ in 0..100 {
+        if proxy.requests().iter().any(|r| r.starts_with(&upload)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!(
+        "no PutMetricData through the proxy in 10 s: {:?}",
+        proxy.requests()
+    );
 }
