@@ -8,6 +8,13 @@
 //! resolved. Streams of 4 and 64 shards. Per-shard rate limiting is off (RateLimit 1000000):
 //! the in-memory sink never throttles, and this measures the engine, not the shard limits. Also prints the memory each buffered record costs.
 //!
+//! The floor the producer is held to (issue 12) is `md5_floor_2_cores`: the hashing no producer
+//! can skip, on both cores, measured in the same run: the MD5 of each record's partition key (to
+//! route it) and of the bytes of the aggregates that carry them (the KPL format's checksum). The
+//! `send_all` cases send the same records in batches of 1,000 through `Producer::send_all`.
+//! After criterion's figures, a summary line per case gives its median over a few more runs as a
+//! fraction of the floor's median, measured alternately with it.
+//!
 //! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md.
 #![allow(clippy::disallowed_methods)] // a benchmark times what it runs (clippy.toml keeps the library's stages off the clock)
 
@@ -19,6 +26,7 @@ use kinesis_producer::aggregation::{AggregationLimits, Aggregator};
 use kinesis_producer::metrics::Level;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, Producer, UserRecord};
+use md5::{Digest, Md5};
 
 const RECORDS: usize = 200_000;
 
@@ -48,12 +56,60 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Records per `send_all` batch in the bulk cases.
+const BATCH: usize = 1_000;
+
+/// How a case hands its records to the producer.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Path {
+    /// `Producer::send`, one future per record.
+    Send,
+    /// `Producer::send_all`, batches of [`BATCH`].
+    SendAll,
+}
+
+/// The hashing no producer can skip, on both cores: the MD5 of every key, and of every
+/// aggregate's bytes, half on each of two threads. Returns the time taken.
+fn md5_floor(keys: &[&str], aggregates: &[bytes::Bytes]) -> Duration {
+    fn hash(keys: &[&str], aggregates: &[bytes::Bytes]) {
+        for k in keys {
+            black_box(Md5::digest(k.as_bytes()));
+        }
+        for a in aggregates {
+            black_box(Md5::digest(a));
+        }
+    }
+    let start = Instant::now();
+    let (k1, k2) = keys.split_at(keys.len() / 2);
+    let (a1, a2) = aggregates.split_at(aggregates.len() / 2);
+    std::thread::scope(|s| {
+        let other = s.spawn(|| hash(k1, a1));
+        hash(k2, a2);
+        other.join().unwrap();
+    });
+    start.elapsed()
+}
+
+/// The bytes of the aggregates the codec packs `records` into (one shard's worth of packing:
+/// the same bytes to hash, give or take the key tables, as over any number of shards).
+fn aggregates(records: &[UserRecord]) -> Vec<bytes::Bytes> {
+    let mut agg = Aggregator::new(AggregationLimits::default());
+    let now = Instant::now();
+    let mut out = Vec::new();
+    for r in records {
+        out.extend(agg.push(r.clone(), now).unwrap().map(|a| a.record.data));
+    }
+    out.extend(agg.flush().map(|a| a.record.data));
+    out
+}
+
 /// Sends every record from this thread and waits for every future; returns the time taken.
 fn run_once(
     rt: &tokio::runtime::Runtime,
     shards: usize,
     ordered: bool,
     metrics: Level,
+    path: Path,
     records: &[UserRecord],
 ) -> Duration {
     let sink = MemorySink::new().with_stream("bench", shards).discarding();
@@ -82,18 +138,42 @@ fn run_once(
         })
         .collect();
     let start = Instant::now();
-    let futures: Vec<_> = parts
-        .into_iter()
-        .map(|(key, data)| producer.send("bench", UserRecord::new(key, data).unwrap()))
-        .collect();
-    // End of the batch: send the partly filled aggregates now instead of measuring
-    // RecordMaxBufferedTime (100 ms) of waiting for them.
-    producer.flush();
-    rt.block_on(async {
-        for f in futures {
-            black_box(f.await.unwrap());
+    let make = |(key, data)| UserRecord::new(key, data).unwrap();
+    match path {
+        Path::Send => {
+            let futures: Vec<_> = parts
+                .into_iter()
+                .map(|p| producer.send("bench", make(p)))
+                .collect();
+            // End of the batch: send the partly filled aggregates now instead of measuring
+            // RecordMaxBufferedTime (100 ms) of waiting for them.
+            producer.flush();
+            rt.block_on(async {
+                for f in futures {
+                    black_box(f.await.unwrap());
+                }
+            });
         }
-    });
+        Path::SendAll => {
+            let mut parts = parts.into_iter();
+            let mut batches = Vec::with_capacity(records.len() / BATCH + 1);
+            loop {
+                let batch: Vec<UserRecord> = parts.by_ref().take(BATCH).map(make).collect();
+                if batch.is_empty() {
+                    break;
+                }
+                batches.push(producer.send_all("bench", batch));
+            }
+            producer.flush();
+            rt.block_on(async {
+                for b in batches {
+                    for outcome in b.await {
+                        black_box(outcome.unwrap());
+                    }
+                }
+            });
+        }
+    }
     let elapsed = start.elapsed();
     rt.block_on(producer.shutdown());
     elapsed
@@ -108,7 +188,11 @@ fn engine(c: &mut Criterion) {
     if let Ok(once) = std::env::var("KPL_ENGINE_ONCE") {
         let (shards, level) = once.split_once(':').expect("SHARDS:LEVEL");
         let level = Level::from_property(level).expect("none, summary or detailed");
-        let took = run_once(&rt, shards.parse().unwrap(), false, level, &records);
+        let path = match std::env::var("KPL_ENGINE_PATH").as_deref() {
+            Ok("send_all") => Path::SendAll,
+            _ => Path::Send,
+        };
+        let took = run_once(&rt, shards.parse().unwrap(), false, level, path, &records);
         println!("{RECORDS} records through {shards} shards at {level:?}: {took:?}");
         return;
     }
@@ -129,34 +213,73 @@ fn engine(c: &mut Criterion) {
             criterion::BatchSize::LargeInput,
         )
     });
+    let keys: Vec<&str> = records.iter().map(|r| r.partition_key()).collect();
+    let packed = aggregates(&records);
+    group.bench_function("md5_floor_2_cores", |b| {
+        b.iter_custom(|iters| (0..iters).map(|_| md5_floor(&keys, &packed)).sum())
+    });
     // The default metrics level (detailed, per shard), and none: what metrics cost.
     let cases = [
-        (4, false, Level::Detailed),
-        (4, false, Level::None),
-        (64, false, Level::Detailed),
-        (64, false, Level::None),
-        (4, true, Level::Detailed),
-        (64, true, Level::Detailed),
+        (4, false, Level::Detailed, Path::Send),
+        (4, false, Level::None, Path::Send),
+        (64, false, Level::Detailed, Path::Send),
+        (64, false, Level::None, Path::Send),
+        (4, true, Level::Detailed, Path::Send),
+        (64, true, Level::Detailed, Path::Send),
+        (4, false, Level::Detailed, Path::SendAll),
+        (64, false, Level::Detailed, Path::SendAll),
     ];
-    for (shards, ordered, metrics) in cases {
-        let name = format!(
-            "producer_{shards}_shards{}{}",
+    let name = |(shards, ordered, metrics, path): (usize, bool, Level, Path)| {
+        format!(
+            "producer_{shards}_shards{}{}{}",
             if ordered { "_ordered" } else { "" },
             if metrics == Level::None {
                 "_metrics_none"
             } else {
                 ""
-            }
-        );
-        group.bench_function(name, |b| {
+            },
+            if path == Path::SendAll {
+                "_send_all"
+            } else {
+                ""
+            },
+        )
+    };
+    for case @ (shards, ordered, metrics, path) in cases {
+        group.bench_function(name(case), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| run_once(&rt, shards, ordered, metrics, &records))
+                    .map(|_| run_once(&rt, shards, ordered, metrics, path, &records))
                     .sum()
             })
         });
     }
     group.finish();
+    // Each case against the floor, measured alternately with it in this run.
+    const RUNS: usize = 7;
+    let median = |mut v: Vec<Duration>| {
+        v.sort();
+        v[v.len() / 2]
+    };
+    for case @ (shards, ordered, metrics, path) in cases {
+        let (floor, took): (Vec<_>, Vec<_>) = (0..RUNS)
+            .map(|_| {
+                (
+                    md5_floor(&keys, &packed),
+                    run_once(&rt, shards, ordered, metrics, path, &records),
+                )
+            })
+            .unzip();
+        let (floor, took) = (median(floor), median(took));
+        let rate = |d: Duration| RECORDS as f64 / d.as_secs_f64() / 1e6;
+        println!(
+            "{}: {:.2} M records/s, floor {:.2} M/s: {:.2} of the floor (medians of {RUNS})",
+            name(case),
+            rate(took),
+            rate(floor),
+            floor.as_secs_f64() / took.as_secs_f64()
+        );
+    }
     memory_per_buffered_record(&rt);
 }
 

@@ -80,15 +80,22 @@ impl Budget {
     /// Reserves room for one record of `size` bytes, if there is room. A record larger than the
     /// whole byte limit is let in when nothing else is buffered, so it is not refused forever.
     pub(crate) fn try_reserve(&self, size: usize) -> bool {
-        let records = self.records.fetch_add(1, Ordering::AcqRel);
-        if records >= self.max_records {
-            self.records.fetch_sub(1, Ordering::AcqRel);
+        self.try_reserve_many(1, size)
+    }
+
+    /// Reserves room for `records` records of `size` bytes in all, if there is room for all of
+    /// them (two atomic additions, whatever the number). Only a single record may go over the
+    /// byte limit, when nothing else is buffered.
+    pub(crate) fn try_reserve_many(&self, records: usize, size: usize) -> bool {
+        let before = self.records.fetch_add(records, Ordering::AcqRel);
+        if before + records > self.max_records {
+            self.records.fetch_sub(records, Ordering::AcqRel);
             return false;
         }
         let bytes = self.bytes.fetch_add(size, Ordering::AcqRel);
-        if bytes + size > self.max_bytes && bytes > 0 {
+        if bytes + size > self.max_bytes && (bytes > 0 || records > 1) {
             self.bytes.fetch_sub(size, Ordering::AcqRel);
-            self.records.fetch_sub(1, Ordering::AcqRel);
+            self.records.fetch_sub(records, Ordering::AcqRel);
             // No wake-up here: a waiter refused while this attempt held its record for a
             // moment is woken by the next release (records are buffered, so one will come),
             // whereas waking here woke the refused waiter itself, which then tried again and
@@ -183,6 +190,21 @@ mod tests {
         // Alone, a record bigger than the byte limit is let in.
         assert!(b.try_reserve(500));
         assert!(!b.try_reserve(1));
+    }
+
+    #[test]
+    fn a_batch_gets_in_whole_or_not_at_all() {
+        let b = Budget::new(5, 1000);
+        assert!(b.try_reserve(100));
+        assert!(!b.try_reserve_many(5, 100), "one record too many");
+        assert!(!b.try_reserve_many(2, 950), "ten bytes too many");
+        assert_eq!(b.used(), (1, 100), "a refused batch holds nothing");
+        assert!(b.try_reserve_many(4, 900));
+        assert_eq!(b.used(), (5, 1000));
+        b.release(5, 1000);
+        // Only a record alone goes over the byte limit, not a batch.
+        assert!(!b.try_reserve_many(2, 2000));
+        assert!(b.try_reserve_many(1, 2000));
     }
 
     #[test]

@@ -115,5 +115,5 @@ pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, DeaggregationError, PropertiesError, RecordError};
 pub use hash_key::HashKey;
 pub use outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
-pub use producer::{Buffered, Producer, RecordFuture};
+pub use producer::{BatchFuture, Buffered, Producer, RecordFuture};
 pub use record::UserRecord;

@@ -5,9 +5,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::aggregation::Entry;
 use crate::budget::{Budget, charge};
 use crate::config::Config;
-pub use crate::engine::RecordFuture;
+pub use crate::engine::{BatchFuture, RecordFuture};
 
 /// What a producer holds now against its budget ([`Producer::buffered`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -21,7 +22,7 @@ pub struct Buffered {
     /// keeps if retried).
     pub bytes: usize,
 }
-use crate::engine::{Engine, Msg, Pending, clock};
+use crate::engine::{Batch, Engine, Msg, Pending, clock};
 use crate::metrics::{Metrics, Shared};
 
 use crate::outcome::{Attempts, PutError, PutErrorKind};
@@ -263,6 +264,159 @@ impl Producer {
             .unwrap_or_else(RecordFuture::resolved)
     }
 
+    /// Sends many records to `stream` at once: as [`send`](Self::send) for each, in order,
+    /// but the batch shares one message to the engine, one reservation of the buffer and one
+    /// future, woken once, when the last record has resolved; the future gives each record's
+    /// outcome in the order the records were given. For callers that have many records at
+    /// hand (batch jobs, `kpl put`, the Python `put_many`). Never blocks and never waits.
+    ///
+    /// Records that do not fit in the buffer (`MaxBufferedRecords`, `MaxBufferedBytes`) are
+    /// refused as [`PutErrorKind::BufferFull`], each with its record, and the others are sent:
+    /// [`send_all_wait`](Self::send_all_wait) and
+    /// [`send_all_blocking`](Self::send_all_blocking) wait for room instead.
+    ///
+    /// ```
+    /// # use kinesis_producer::{Config, Producer, UserRecord};
+    /// # use kinesis_producer::sink::memory::MemorySink;
+    /// # #[tokio::main(flavor = "current_thread", start_paused = true)]
+    /// # async fn main() {
+    /// let producer = Producer::with_sink(Config::default(), MemorySink::new().with_stream("s", 2));
+    /// let records = (0..100).map(|i| UserRecord::new(format!("key-{i}"), format!("event {i}")).unwrap());
+    /// let outcomes = producer.send_all("s", records).await;
+    /// assert_eq!(outcomes.len(), 100);
+    /// assert!(outcomes.iter().all(|o| o.is_ok()));
+    /// # }
+    /// ```
+    pub fn send_all(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = UserRecord>,
+    ) -> BatchFuture {
+        let (stream, stream_id) = self.stream_id(stream);
+        let records: Vec<UserRecord> = records.into_iter().collect();
+        let mut batch = Batch::new(records.len());
+        let mut rest = records.into_iter();
+        let refusal = self.admit(stream_id, &mut batch, Vec::new(), &mut rest);
+        let kind = refusal.unwrap_or_else(|| self.full_kind());
+        for record in rest {
+            batch.refuse(kind.clone(), record);
+        }
+        batch.future(stream)
+    }
+
+    /// As [`send_all`](Self::send_all), but waits for room in the buffer for the records that do
+    /// not fit at once, sending them as room is released (a batch larger than the whole buffer
+    /// goes in as it drains).
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes gives up the wait: the records accepted so far
+    /// are sent (their outcomes are not reported), the others are dropped with the future.
+    pub async fn send_all_wait(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = UserRecord>,
+    ) -> BatchFuture {
+        let closed = || self.inner.closed.load(Ordering::Acquire);
+        let mut batch = self.admitting(stream, records);
+        while let Some(next) = self.admit_next(&mut batch) {
+            let room = self.inner.budget.reserve(charge(&next), closed).await;
+            if !batch.waited(next, room) {
+                break;
+            }
+        }
+        batch.future()
+    }
+
+    /// As [`send_all_wait`](Self::send_all_wait), blocking the calling thread while the buffer is
+    /// full: for callers outside an async runtime (do not call it from an async task).
+    pub fn send_all_blocking(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = UserRecord>,
+    ) -> BatchFuture {
+        let closed = || self.inner.closed.load(Ordering::Acquire);
+        let mut batch = self.admitting(stream, records);
+        while let Some(next) = self.admit_next(&mut batch) {
+            let room = self.inner.budget.reserve_blocking(charge(&next), closed);
+            if !batch.waited(next, room) {
+                break;
+            }
+        }
+        batch.future()
+    }
+
+    /// A batch to admit as room allows (`send_all_wait`, `send_all_blocking`).
+    fn admitting(&self, stream: &str, records: impl IntoIterator<Item = UserRecord>) -> Admitting {
+        let (stream, stream_id) = self.stream_id(stream);
+        let records: Vec<UserRecord> = records.into_iter().collect();
+        Admitting {
+            stream,
+            stream_id,
+            batch: Batch::new(records.len()),
+            rest: records.into_iter(),
+            reserved: Vec::new(),
+        }
+    }
+
+    /// Admits all of the batch there is room for; returns the next record, to wait for room
+    /// for, or `None` when nothing is left to wait for (all admitted, or the producer closed).
+    fn admit_next(&self, a: &mut Admitting) -> Option<UserRecord> {
+        let reserved = std::mem::take(&mut a.reserved);
+        let refusal = self.admit(a.stream_id, &mut a.batch, reserved, &mut a.rest)?;
+        let next = a.rest.next()?;
+        if refusal == PutErrorKind::Closed {
+            a.batch.refuse(PutErrorKind::Closed, next);
+            return None;
+        }
+        Some(next)
+    }
+
+    /// Hands the engine, in one message, `reserved` (entries whose room is reserved already)
+    /// and as many of `rest` as there is room for: the room of all of them at once when it is
+    /// there, else of each in turn until one does not fit. Returns why the rest (from the first
+    /// left in `rest`) was not taken: the buffer is full, or the producer is closed; `None`
+    /// when everything was. Entries the engine cannot take (it stopped) resolve as stopped.
+    fn admit(
+        &self,
+        stream_id: usize,
+        batch: &mut Batch,
+        mut entries: Vec<Pending>,
+        rest: &mut std::vec::IntoIter<UserRecord>,
+    ) -> Option<PutErrorKind> {
+        let refusal = if self.refusal().is_some() {
+            Some(PutErrorKind::Closed)
+        } else {
+            let all: usize = rest.as_slice().iter().map(charge).sum();
+            if self.inner.budget.try_reserve_many(rest.len(), all) {
+                entries.extend(rest.by_ref().map(|r| batch.entry(r)));
+                None
+            } else {
+                while let Some(first) = rest.as_slice().first()
+                    && self.inner.budget.try_reserve(charge(first))
+                {
+                    entries.push(batch.entry(rest.next().expect("looked at")));
+                }
+                Some(self.full_kind())
+            }
+        };
+        if !entries.is_empty() {
+            let msg = Msg::Records {
+                stream: stream_id,
+                entries,
+            };
+            if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
+                let Msg::Records { entries, .. } = msg else {
+                    unreachable!("the message just sent")
+                };
+                let bytes = entries.iter().map(|p| charge(p.record())).sum();
+                self.inner.budget.release(entries.len(), bytes);
+                // Dropped unresolved, each entry resolves as stopped, with its record.
+                drop(entries);
+            }
+        }
+        refusal.filter(|_| rest.len() > 0)
+    }
+
     /// Records and bytes buffered now: accepted and not yet resolved (see [`Buffered`]). Never
     /// more than `MaxBufferedRecords` and `MaxBufferedBytes`.
     pub fn buffered(&self) -> Buffered {
@@ -329,17 +483,20 @@ impl Producer {
             .then_some(PutErrorKind::Closed)
     }
 
-    fn full(&self, stream: Arc<str>, record: UserRecord) -> PutError {
+    fn full_kind(&self) -> PutErrorKind {
         let (records, bytes) = self.inner.budget.used();
         let (max_records, max_bytes) = self.inner.budget.limits();
-        let kind = PutErrorKind::BufferFull {
+        PutErrorKind::BufferFull {
             records,
             bytes,
             max_records,
             max_bytes,
-        };
+        }
+    }
+
+    fn full(&self, stream: Arc<str>, record: UserRecord) -> PutError {
         PutError {
-            kind,
+            kind: self.full_kind(),
             stream,
             record,
             attempts: Attempts::default(),
@@ -442,6 +599,37 @@ impl Producer {
         if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
+    }
+}
+
+/// A batch admitted as room is released: what is not admitted yet, and the entries whose room
+/// is reserved, to go in the next message.
+struct Admitting {
+    stream: Arc<str>,
+    stream_id: usize,
+    batch: Batch,
+    rest: std::vec::IntoIter<UserRecord>,
+    reserved: Vec<Pending>,
+}
+
+impl Admitting {
+    /// After waiting for room for `next`: `room` says whether it was reserved (else the
+    /// producer closed meanwhile and the record is refused). Returns whether to go on.
+    fn waited(&mut self, next: UserRecord, room: bool) -> bool {
+        if room {
+            self.reserved.push(self.batch.entry(next));
+        } else {
+            self.batch.refuse(PutErrorKind::Closed, next);
+        }
+        room
+    }
+
+    /// The batch's future; what is left unadmitted (the producer closed) is refused.
+    fn future(mut self) -> BatchFuture {
+        for record in self.rest {
+            self.batch.refuse(PutErrorKind::Closed, record);
+        }
+        self.batch.future(self.stream)
     }
 }
 

@@ -49,6 +49,7 @@ use crate::shard_map::ShardMap;
 use crate::sink::{PutEntry, Sink, SinkError};
 
 mod account;
+mod batch;
 mod collector;
 mod epochs;
 mod mapping;
@@ -61,6 +62,8 @@ mod stream;
 mod wake;
 
 use account::{fail, resolve};
+pub(crate) use batch::Batch;
+pub use batch::BatchFuture;
 use collector::{CallLimits, Taken};
 use epochs::Epochs;
 pub(crate) use pending::Pending;
@@ -242,19 +245,17 @@ impl<S: Sink> Engine<S> {
     fn on_msg(&mut self, msg: Msg, now: Instant) {
         match msg {
             Msg::NewStream { id, name } => self.add_stream(id, name, now),
-            Msg::Record {
-                stream,
-                mut pending,
-            } => {
-                let Some(&i) = self.by_id.get(&stream) else {
-                    // Cannot happen: a stream's id is announced before its first record.
-                    tracing::error!(stream, "record for an unknown stream id");
-                    return;
-                };
-                pending.arrive(now, self.epochs.add());
-                self.metrics.received(i, now);
-                let deadline = now + self.config.record_max_buffered_time;
-                self.route(i, pending, deadline);
+            Msg::Record { stream, pending } => {
+                if let Some(i) = self.stream_index(stream) {
+                    self.take_in(i, pending, now);
+                }
+            }
+            Msg::Records { stream, entries } => {
+                if let Some(i) = self.stream_index(stream) {
+                    for pending in entries {
+                        self.take_in(i, pending, now);
+                    }
+                }
             }
             Msg::Flush => self.flush_all(),
             Msg::Refresh(name) => {
@@ -271,6 +272,23 @@ impl<S: Sink> Engine<S> {
                 self.shutdown_waiters.push(tx);
             }
         }
+    }
+
+    fn stream_index(&self, id: usize) -> Option<usize> {
+        let i = self.by_id.get(&id).copied();
+        if i.is_none() {
+            // Cannot happen: a stream's id is announced before its first record.
+            tracing::error!(stream = id, "records for an unknown stream id");
+        }
+        i
+    }
+
+    /// Takes a record from a handle in at `now`.
+    fn take_in(&mut self, i: usize, mut pending: Pending, now: Instant) {
+        pending.arrive(now, self.epochs.add());
+        self.metrics.received(i, now);
+        let deadline = now + self.config.record_max_buffered_time;
+        self.route(i, pending, deadline);
     }
 
     /// Puts a record into its predicted shard's aggregator, or holds it until the map is known.

@@ -25,6 +25,8 @@ use crate::budget::charge;
 use crate::outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
 use crate::record::UserRecord;
 
+use super::batch::BatchSlot;
+
 /// What the user records of one Kinesis record share once it is put: one allocation per
 /// Kinesis record, not per user record.
 #[derive(Debug)]
@@ -38,7 +40,7 @@ pub(crate) struct Put {
 }
 
 /// Where the outcome meets the future.
-pub(crate) struct Slot {
+pub(super) struct Slot {
     state: Mutex<State>,
     /// The span the record was sent in, when debug spans are recorded: the PutRecords calls
     /// that carry it follow from that span. Here, not in the engine's entry, which moves from
@@ -46,7 +48,7 @@ pub(crate) struct Slot {
     caller: Option<Box<tracing::Span>>,
 }
 
-enum State {
+pub(super) enum State {
     /// Not resolved yet; the waker of the task that last polled the future.
     Waiting(Option<Waker>),
     Put {
@@ -63,7 +65,7 @@ enum State {
     Taken,
 }
 
-struct Failure {
+pub(super) struct Failure {
     kind: PutErrorKind,
     record: UserRecord,
     attempts: Attempts,
@@ -82,6 +84,42 @@ impl Slot {
         if let State::Waiting(Some(waker)) = previous {
             waker.wake();
         }
+    }
+}
+
+/// Where a pending record's outcome goes: the slot of its own future, or its place in the
+/// slot its batch's future shares ([`Producer::send_all`](crate::Producer::send_all)).
+pub(super) enum Owner {
+    One(Arc<Slot>),
+    Batch(Arc<BatchSlot>, u32),
+}
+
+impl Owner {
+    fn fill(&self, outcome: State) {
+        match self {
+            Owner::One(slot) => slot.fill(outcome),
+            Owner::Batch(batch, index) => batch.fill(*index as usize, outcome),
+        }
+    }
+
+    fn caller(&self) -> Option<&tracing::Span> {
+        match self {
+            Owner::One(slot) => slot.caller.as_deref(),
+            Owner::Batch(batch, _) => batch.caller(),
+        }
+    }
+}
+
+/// The span a record sent now is sent in, when the calls' spans are recorded (debug, the
+/// engine's target) and there is anything to link: otherwise this is one atomic load (the
+/// subscribers' maximum level).
+pub(super) fn caller_span() -> Option<Box<tracing::Span>> {
+    if tracing::span_enabled!(target: "kinesis_producer::engine", Level::DEBUG) {
+        Some(tracing::Span::current())
+            .filter(|s| !s.is_none())
+            .map(Box::new)
+    } else {
+        None
     }
 }
 
@@ -109,8 +147,8 @@ pub(crate) struct Resolved {
 /// it, as stopped.
 pub(crate) struct Pending {
     record: UserRecord,
-    /// `None` once resolved.
-    slot: Option<Arc<Slot>>,
+    /// Where its outcome goes; `None` once resolved.
+    slot: Option<Owner>,
     /// The failed attempts: none for most records, so boxed (room for them is reserved in the
     /// budget with the record: see `budget::RECORD_OVERHEAD`).
     failed: Option<Box<Attempts>>,
@@ -138,16 +176,9 @@ impl Pending {
     /// A record and its future; the entry gets its arrival and flush epoch when the engine
     /// takes it in ([`arrive`](Self::arrive)).
     pub(crate) fn new(record: UserRecord, stream: Arc<str>) -> (Pending, RecordFuture) {
-        // Only when the calls' spans are recorded (debug, the engine's target) is there anything
-        // to link: otherwise this is one atomic load (the subscribers' maximum level).
-        let caller = if tracing::span_enabled!(target: "kinesis_producer::engine", Level::DEBUG) {
-            Some(tracing::Span::current()).filter(|s| !s.is_none())
-        } else {
-            None
-        };
         let slot = Arc::new(Slot {
             state: Mutex::new(State::Waiting(None)),
-            caller: caller.map(Box::new),
+            caller: caller_span(),
         });
         let future = RecordFuture {
             state: FutureState::Waiting {
@@ -155,15 +186,20 @@ impl Pending {
                 stream,
             },
         };
-        let pending = Pending {
+        (Pending::owned_by(record, Owner::One(slot)), future)
+    }
+
+    /// A record whose outcome goes to `owner`; it gets its arrival and flush epoch when the
+    /// engine takes it in.
+    pub(super) fn owned_by(record: UserRecord, owner: Owner) -> Pending {
+        Pending {
             record,
-            slot: Some(slot),
+            slot: Some(owner),
             failed: None,
             // Set by `arrive`; until then the record is in the channel.
             arrival: not_arrived(),
             epoch: 0,
-        };
-        (pending, future)
+        }
     }
 
     /// The engine took the record in at `now`, counted in flush epoch `epoch`.
@@ -178,7 +214,7 @@ impl Pending {
 
     /// The span the record was sent in, if any.
     pub(crate) fn caller(&self) -> Option<&tracing::Span> {
-        self.slot.as_ref().and_then(|s| s.caller.as_deref())
+        self.slot.as_ref().and_then(Owner::caller)
     }
 
     /// When the record's latest attempt ended (its arrival, before any): the start of the time
@@ -314,15 +350,30 @@ impl Future for RecordFuture {
             FutureState::Waiting { slot, stream } => (slot, stream),
         };
         let mut state = slot.lock();
-        let outcome = match std::mem::replace(&mut *state, State::Taken) {
+        match std::mem::replace(&mut *state, State::Taken) {
             State::Waiting(waker) => {
                 let waker = match waker {
                     Some(w) if w.will_wake(cx.waker()) => w,
                     _ => cx.waker().clone(),
                 };
                 *state = State::Waiting(Some(waker));
-                return Poll::Pending;
+                Poll::Pending
             }
+            resolved => Poll::Ready(resolved.into_outcome(stream)),
+        }
+    }
+}
+
+impl State {
+    /// What the future of a record resolved to this state returns: the receipt is built here,
+    /// from what the user records of its Kinesis record share.
+    ///
+    /// # Panics
+    /// On a state with no outcome (waiting, or taken already): a future polled after it
+    /// completed.
+    #[allow(clippy::result_large_err)] // the error hands the record back by value
+    pub(super) fn into_outcome(self, stream: &Arc<str>) -> Result<Receipt, PutError> {
+        match self {
             State::Put {
                 put,
                 delay,
@@ -357,9 +408,17 @@ impl Future for RecordFuture {
                     attempts,
                 })
             }
-            State::Taken => panic!("RecordFuture polled after completion"),
-        };
-        Poll::Ready(outcome)
+            State::Waiting(_) | State::Taken => panic!("a record future polled after completion"),
+        }
+    }
+
+    /// A record refused before the engine took it, with the reason.
+    pub(super) fn refused(kind: PutErrorKind, record: UserRecord) -> State {
+        State::Failed(Box::new(Failure {
+            kind,
+            record,
+            attempts: Attempts::default(),
+        }))
     }
 }
 

@@ -25,6 +25,11 @@ pub(crate) enum Msg {
         /// The record, and the slot its future waits on.
         pending: Pending,
     },
+    /// Records sent together ([`Producer::send_all`](crate::Producer::send_all)), in order.
+    Records {
+        stream: usize,
+        entries: Vec<Pending>,
+    },
     Flush,
     /// Fetch this stream's shard map again now.
     Refresh(Arc<str>),
