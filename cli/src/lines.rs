@@ -9,6 +9,7 @@ use kinesis_producer::{HashKey, PutError, UserRecord};
 use serde_json::Value;
 
 use crate::io::b64;
+use crate::pick::{Picked, Wanted, pick};
 
 /// How a line becomes a record.
 #[derive(clap::Args, Debug, Clone)]
@@ -30,9 +31,9 @@ pub struct LineArgs {
     pub data_field: Option<String>,
 }
 
-fn text_of(v: &Value) -> String {
+fn text_of(v: Value) -> String {
     match v {
-        Value::String(s) => s.clone(),
+        Value::String(s) => s,
         other => other.to_string(),
     }
 }
@@ -51,24 +52,41 @@ impl LineArgs {
         if !json {
             return UserRecord::new(random_key(), line.to_vec()).map_err(|e| e.to_string());
         }
-        let value: Value = serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-        let field = |name: &str| value.get(name).ok_or_else(|| format!("no field {name:?}"));
+        let wanted = Wanted {
+            key: self.partition_key_field.as_deref(),
+            hash_key: self.explicit_hash_key_field.as_deref(),
+            data: self.data_field.as_deref(),
+        };
+        let picked = match pick(line, wanted) {
+            Some(picked) => picked,
+            None => {
+                // Not one JSON object: read the general way, for the same outcome and error.
+                let value: Value =
+                    serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
+                let get = |name: Option<&str>| name.and_then(|n| value.get(n)).cloned();
+                Picked {
+                    key: get(wanted.key),
+                    hash_key: get(wanted.hash_key),
+                    data: get(wanted.data),
+                }
+            }
+        };
+        let field = |value: Option<Value>, name: &str| {
+            value
+                .map(text_of)
+                .ok_or_else(|| format!("no field {name:?}"))
+        };
         let key = match &self.partition_key_field {
-            Some(f) => text_of(field(f)?),
+            Some(f) => field(picked.key, f)?,
             None => random_key(),
         };
         let data = match &self.data_field {
-            Some(f) => text_of(field(f)?).into_bytes(),
+            Some(f) => field(picked.data, f)?.into_bytes(),
             None => line.to_vec(),
         };
         let record = UserRecord::new(key, data).map_err(|e| e.to_string())?;
         // An absent (or null) explicit hash key field means "none": routed by the partition key.
-        match self
-            .explicit_hash_key_field
-            .as_ref()
-            .and_then(|f| value.get(f))
-            .filter(|v| !v.is_null())
-        {
+        match picked.hash_key.filter(|v| !v.is_null()) {
             Some(v) => {
                 let key: HashKey = text_of(v)
                     .parse()

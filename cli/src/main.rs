@@ -9,6 +9,7 @@ mod io;
 mod lines;
 mod local;
 mod logging;
+mod pick;
 mod progress;
 mod prometheus;
 mod put;

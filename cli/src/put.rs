@@ -5,10 +5,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use kinesis_producer::{Producer, RecordFuture};
+use std::cell::RefCell;
+
+use kinesis_producer::Producer;
+use kinesis_producer::{BatchFuture, PutError, Receipt, UserRecord};
 
 use crate::conn::ConnArgs;
-use crate::io::{InputRecord, for_each_line};
+use crate::io::{InputRecord, for_each_line_or_pause};
 use crate::lines::{DeadLetter, LineArgs};
 use crate::progress::Progress;
 
@@ -41,9 +44,14 @@ pub struct Args {
     replay: Option<PathBuf>,
 }
 
-/// Futures not yet awaited are kept to this many: they resolve roughly in order, so waiting on
-/// the oldest keeps memory flat on an endless stdin.
+/// Records whose outcomes are not yet awaited are kept to this many: batches resolve roughly in
+/// order, so waiting on the oldest keeps memory flat on an endless stdin.
 const OUTSTANDING: usize = 50_000;
+
+/// Records handed to the producer together (`send_all_blocking`: one message, one reservation
+/// and one future per batch); a batch also goes whenever the input pauses, so records from a
+/// slow stdin are not held back waiting for more.
+const BATCH: usize = 1_000;
 
 #[derive(Default)]
 struct Tally {
@@ -54,13 +62,13 @@ struct Tally {
     bytes: u64,
 }
 
-async fn settle(
-    f: RecordFuture,
+fn settle(
+    outcome: Result<Receipt, PutError>,
     tally: &mut Tally,
     dead: &mut DeadLetter,
     progress: &Progress,
 ) -> std::io::Result<()> {
-    match f.await {
+    match outcome {
         Ok(_) => tally.put += 1,
         Err(e) => {
             tally.failed += 1;
@@ -71,6 +79,49 @@ async fn settle(
         }
     }
     Ok(())
+}
+
+/// What `kpl put` holds while it reads: the batch being gathered, and the batches sent whose
+/// outcomes are not awaited yet.
+struct Sending<'a> {
+    producer: &'a Producer,
+    runtime: &'a tokio::runtime::Runtime,
+    stream: &'a str,
+    batch: Vec<UserRecord>,
+    outstanding: VecDeque<BatchFuture>,
+    unsettled: usize,
+    tally: Tally,
+    dead: DeadLetter,
+    progress: Progress,
+}
+
+impl Sending<'_> {
+    /// Sends the batch gathered so far (waiting for room in the producer's buffer), then
+    /// awaits the oldest batches while more than [`OUTSTANDING`] records are unsettled.
+    fn send(&mut self) -> std::io::Result<()> {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH));
+            self.unsettled += batch.len();
+            let future = self.producer.send_all_blocking(self.stream, batch);
+            self.outstanding.push_back(future);
+        }
+        while self.unsettled > OUTSTANDING {
+            self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    fn settle_oldest(&mut self) -> std::io::Result<bool> {
+        let Some(future) = self.outstanding.pop_front() else {
+            return Ok(false);
+        };
+        let outcomes = self.runtime.block_on(future);
+        self.unsettled -= outcomes.len();
+        for outcome in outcomes {
+            settle(outcome, &mut self.tally, &mut self.dead, &self.progress)?;
+        }
+        Ok(true)
+    }
 }
 
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
@@ -84,10 +135,9 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     runtime.block_on(async { args.metrics.install() })?;
     let producer = runtime.block_on(Producer::new(config));
     let stream = args.conn.stream.clone();
-    let mut dead = DeadLetter::new(args.dead_letter.clone());
-    let mut progress = Progress::new("put", None);
-    let mut tally = Tally::default();
-    let mut outstanding: VecDeque<RecordFuture> = VecDeque::new();
+    let dead = DeadLetter::new(args.dead_letter.clone());
+    let progress = Progress::new("put", None);
+    let tally = Tally::default();
     let start = Instant::now();
     // Replaying the dead-letter file itself: it is moved aside first, so records failing again
     // start a new dead-letter file instead of being appended to the one being read. The moved
@@ -107,8 +157,20 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         &replay
     };
-    for_each_line(sources, |source, number, line| {
-        tally.lines += 1;
+    let sending = RefCell::new(Sending {
+        producer: &producer,
+        runtime: &runtime,
+        stream: &stream,
+        batch: Vec::with_capacity(BATCH),
+        outstanding: VecDeque::new(),
+        unsettled: 0,
+        tally,
+        dead,
+        progress,
+    });
+    let line = |source: &str, number: usize, line: &[u8]| {
+        let s = &mut *sending.borrow_mut();
+        s.tally.lines += 1;
         let record = if args.replay.is_some() {
             serde_json::from_slice::<InputRecord>(line)
                 .map_err(|e| format!("not a dead-letter line: {e}"))
@@ -118,32 +180,40 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         };
         match record {
             Ok(r) => {
-                tally.bytes += r.size() as u64;
-                outstanding.push_back(producer.send_blocking(&stream, r));
+                s.tally.bytes += r.size() as u64;
+                s.batch.push(r);
+                if s.batch.len() == BATCH {
+                    s.send()?;
+                }
             }
             Err(reason) => {
-                tally.bad += 1;
-                progress.println(&format!(
+                s.tally.bad += 1;
+                s.progress.println(&format!(
                     "kpl put: {source} line {number}: {reason}; skipped"
                 ));
             }
         }
-        while outstanding.len() > OUTSTANDING {
-            let f = outstanding.pop_front().expect("non-empty");
-            runtime.block_on(settle(f, &mut tally, &mut dead, &progress))?;
-        }
-        progress.update(tally.lines, || {
+        let tally = &s.tally;
+        s.progress.update(tally.lines, || {
             format!(
                 "{} lines read, {} put, {} failed",
                 tally.lines, tally.put, tally.failed
             )
         });
         Ok(())
-    })?;
+    };
+    let pause = || sending.borrow_mut().send();
+    for_each_line_or_pause(sources, line, pause)?;
+    let mut sending = sending.into_inner();
+    sending.send()?;
     producer.flush();
-    for f in outstanding {
-        runtime.block_on(settle(f, &mut tally, &mut dead, &progress))?;
-    }
+    while sending.settle_oldest()? {}
+    let Sending {
+        tally,
+        mut dead,
+        progress,
+        ..
+    } = sending;
     runtime.block_on(producer.shutdown());
     dead.sync()?;
     if let Some(aside) = moved_aside {
