@@ -96,14 +96,10 @@ impl<S: Sink> Engine<S> {
         let detailed = self.config.metrics_level >= Level::Detailed;
         let per_shard = detailed && self.config.metrics_granularity >= Granularity::Shard;
         for (i, s) in self.streams.iter().enumerate().filter(|_| detailed) {
-            let mut waiting = vec![0usize; s.shards.len()];
-            let mut total = 0;
-            for r in &s.ready {
-                total += r.entries.len();
-                if let Some(k) = s.current(r.shard) {
-                    waiting[k] += r.entries.len();
-                }
-            }
+            let (total, mut waiting) = s.ready.waiting();
+            // Lanes are for the current map's shards (the same count, but between a map's
+            // arrival and its lanes).
+            waiting.resize(s.shards.len(), 0);
             samples.push((Name::UserRecordsWaitingToSend, Some(i), None, total as f64));
             if !per_shard {
                 continue;

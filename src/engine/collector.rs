@@ -3,11 +3,13 @@
 //!
 //! Pure: no I/O, no clock (the time is passed in); the engine sends what [`take`] returns.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ready::{LaneId, ReadyQueue};
 use super::stream::{Ready, ShardState, StreamState};
 
 /// The shortest wait for a shard over its rate: waking for each record's token made calls of
@@ -46,101 +48,94 @@ pub(super) fn should_send(s: &StreamState, limits: CallLimits, now: Instant) -> 
         && !limited
         && (s.forced > 0
             || s.ready.len() >= limits.max_count
-            || s.ready_bytes >= limits.max_size
-            || s.ready.iter().any(|r| r.deadline <= now))
+            || s.ready.bytes() >= limits.max_size
+            || s.ready.earliest().is_some_and(|d| d <= now))
 }
 
-/// Takes from `queue` what one PutRecords call can carry now, oldest first: records of a shard
-/// over its rate (its limiter in `shards`, of the map of `generation`) wait and the others go
-/// past them; a shard the map was shown stale for holds its aggregates; with `ordered`, a shard
+/// Takes from `queue` what one PutRecords call can carry now, oldest first across its lanes: a
+/// shard over its rate (its limiter in `shards`, the shards of the map the queue's lanes are
+/// for) is passed over as a whole and the others go past it; a shard the map was shown stale for
+/// holds its aggregates (its plain records route themselves and go); with `ordered`, a shard
 /// takes one Kinesis record at a time (PutRecords does not order its entries), is marked busy,
 /// and nothing of it passes what it holds. Records passed over stay where they are.
 pub(super) fn take(
-    queue: &mut VecDeque<Ready>,
+    queue: &mut ReadyQueue,
     shards: &mut [ShardState],
-    generation: u64,
     limits: CallLimits,
     ordered: bool,
     now: Instant,
 ) -> Taken {
     let mut bytes = 0;
     let mut limited_until: Option<Instant> = None;
-    // Shards that must not take more in this scan (in order: one held or limited).
-    let mut held = if ordered {
-        vec![false; shards.len()]
-    } else {
-        Vec::new()
-    };
-    // Shards found over their rate in this scan: their other records are passed over without
-    // asking the limiter again, and once every shard is, the scan stops. Popping and pushing
-    // back a deep queue behind throttled shards at every wake-up was most of the engine's CPU
-    // (found by `kpl bench`: 23 CPU seconds for 200,000 unaggregated records).
-    let mut limited = vec![false; shards.len()];
-    let mut limited_count = 0;
-    let mut at_index = 0;
     let mut batch = Vec::new();
-    while let Some(next) = queue.get(at_index) {
-        let size = next.record.size();
-        let shard = next
-            .shard
-            .and_then(|r| r.index_in(generation, shards.len()));
+    // Each lane's next record, oldest first: one heap entry per lane, not a walk of the queue
+    // (which, behind throttled shards, was most of the engine's CPU under skew).
+    let mut heads: BinaryHeap<Reverse<Offer>> = queue
+        .lanes()
+        .filter_map(|lane| offer(queue, lane, shards, ordered))
+        .map(Reverse)
+        .collect();
+    while let Some(Reverse(next)) = heads.pop() {
         // The first record always goes, even one larger than CollectionMaxSize (a stream with
         // a raised record limit): the call must carry it somehow.
-        if batch.len() >= limits.max_count || (!batch.is_empty() && bytes + size > limits.max_size)
+        if batch.len() >= limits.max_count
+            || (!batch.is_empty() && bytes + next.size > limits.max_size)
         {
             break;
         }
-        if let Some(k) = shard {
-            let passed_over = (ordered && (shards[k].busy || held[k]))
-                // Plain records route themselves; in order, nothing may pass what is held.
-                || (shards[k].stale && (ordered || next.record.aggregated))
-                || limited[k];
-            if passed_over {
-                if ordered {
-                    held[k] = true;
-                }
-                at_index += 1;
-                continue;
-            }
+        if let LaneId::Shard(k) = next.lane {
             let limiter = &mut shards[k].limiter;
-            if !limiter.try_take(size, now.into_std()) {
-                let at = Instant::from_std(limiter.ready_at(size, now.into_std()))
+            if !limiter.try_take(next.size, now.into_std()) {
+                let at = Instant::from_std(limiter.ready_at(next.size, now.into_std()))
                     .max(now + LIMITED_WAIT);
                 limited_until = Some(limited_until.map_or(at, |u| u.min(at)));
-                if ordered {
-                    held[k] = true;
-                }
-                limited[k] = true;
-                limited_count += 1;
-                at_index += 1;
-                if limited_count == shards.len() {
-                    break;
-                }
+                // The whole shard waits: its lane leaves the heap.
                 continue;
             }
             if ordered {
                 shards[k].busy = true;
             }
         }
-        bytes += size;
-        // In order, the queue keeps its order: VecDeque::remove moves the shorter side.
-        // Otherwise a record taken from deep in a long queue (a quiet shard's, behind throttled
-        // ones) is replaced by the last one, in O(1): removing it moved half the queue, per
-        // record. PutRecords keeps no order among entries anyway. Near either end (the common
-        // case: the oldest records go first), remove keeps the queue's order for a few moves.
-        let near_end = at_index.min(queue.len() - at_index) <= 32;
-        let taken = if ordered || near_end {
-            queue.remove(at_index)
-        } else {
-            queue.swap_remove_back(at_index)
-        };
-        batch.push(taken.expect("an index just read"));
+        bytes += next.size;
+        batch.push(queue.take(next.lane, next.index));
+        if let Some(more) = offer(queue, next.lane, shards, ordered) {
+            heads.push(Reverse(more));
+        }
     }
     Taken {
         batch,
         bytes,
         limited_until,
     }
+}
+
+/// What a lane offers a call next: its record at `index`, with its place in the queue's order.
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct Offer {
+    place: (bool, u64),
+    lane: LaneId,
+    index: usize,
+    size: usize,
+}
+
+/// The record lane `lane` offers next, if any: its oldest; for a shard the map was shown stale
+/// for, its oldest plain record (none in order); for a busy shard in order, none.
+fn offer(queue: &ReadyQueue, lane: LaneId, shards: &[ShardState], ordered: bool) -> Option<Offer> {
+    let index = match lane {
+        LaneId::Shard(k) if ordered && (shards[k].busy || shards[k].stale) => return None,
+        // Rare (until the next map): the lane is walked for its plain records.
+        LaneId::Shard(k) if shards[k].stale => {
+            queue.lane(lane).position(|r| !r.record.aggregated)?
+        }
+        _ => 0,
+    };
+    let (place, size) = queue.head(lane, index)?;
+    Some(Offer {
+        place,
+        lane,
+        index,
+        size,
+    })
 }
 
 #[cfg(test)]
@@ -179,6 +174,16 @@ mod tests {
         }
     }
 
+    /// A queue with lanes for `shards` shards of the map of `GENERATION`, holding `records`.
+    fn queue(records: impl IntoIterator<Item = Ready>, shards: usize) -> ReadyQueue {
+        let mut q = ReadyQueue::default();
+        q.take_all(GENERATION, shards);
+        for r in records {
+            q.push_back(r);
+        }
+        q
+    }
+
     fn shards_of(t: &Taken) -> Vec<usize> {
         t.batch.iter().map(|r| r.shard.unwrap().index).collect()
     }
@@ -187,14 +192,14 @@ mod tests {
     fn a_call_carries_at_most_its_count_and_size_but_always_one() {
         let now = Instant::now();
         let mut s = shards(1, now);
-        let mut q: VecDeque<Ready> = (0..5).map(|_| ready(0, 1_000, true, now)).collect();
-        let t = take(&mut q, &mut s, GENERATION, limits(3, 10_000), false, now);
+        let mut q = queue((0..5).map(|_| ready(0, 1_000, true, now)), 1);
+        let t = take(&mut q, &mut s, limits(3, 10_000), false, now);
         assert_eq!((t.batch.len(), t.bytes, q.len()), (3, 3_000, 2));
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1_500), false, now);
+        let t = take(&mut q, &mut s, limits(500, 1_500), false, now);
         assert_eq!((t.batch.len(), q.len()), (1, 1));
         // Larger than a call may carry: it goes alone.
-        let mut q: VecDeque<Ready> = [ready(0, 5_000, true, now)].into();
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1_000), false, now);
+        let mut q = queue([ready(0, 5_000, true, now)], 1);
+        let t = take(&mut q, &mut s, limits(500, 1_000), false, now);
         assert_eq!(t.batch.len(), 1);
     }
 
@@ -203,11 +208,13 @@ mod tests {
         let now = Instant::now();
         let mut s = shards(2, now);
         // At 100%, half a second of burst: 512 KiB. Shard 0 gets more than that.
-        let mut q: VecDeque<Ready> = (0..12)
-            .map(|_| ready(0, 50_000, true, now))
-            .chain([ready(1, 50_000, true, now)])
-            .collect();
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 5 << 20), false, now);
+        let mut q = queue(
+            (0..12)
+                .map(|_| ready(0, 50_000, true, now))
+                .chain([ready(1, 50_000, true, now)]),
+            2,
+        );
+        let t = take(&mut q, &mut s, limits(500, 5 << 20), false, now);
         assert_eq!(shards_of(&t).iter().filter(|&&k| k == 0).count(), 10);
         assert!(shards_of(&t).contains(&1));
         assert_eq!(q.len(), 2);
@@ -236,18 +243,15 @@ mod tests {
     fn in_order_a_shard_takes_one_record_at_a_time() {
         let now = Instant::now();
         let mut s = shards(2, now);
-        let mut q: VecDeque<Ready> = [0, 0, 1, 0, 1]
-            .into_iter()
-            .map(|k| ready(k, 100, true, now))
-            .collect();
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1 << 20), true, now);
+        let mut q = queue([0, 0, 1, 0, 1].map(|k| ready(k, 100, true, now)), 2);
+        let t = take(&mut q, &mut s, limits(500, 1 << 20), true, now);
         assert_eq!(shards_of(&t), [0, 1]);
         assert!(s[0].busy && s[1].busy);
         // Busy shards take nothing more until their records are settled.
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1 << 20), true, now);
+        let t = take(&mut q, &mut s, limits(500, 1 << 20), true, now);
         assert!(t.batch.is_empty());
         s[0].busy = false;
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1 << 20), true, now);
+        let t = take(&mut q, &mut s, limits(500, 1 << 20), true, now);
         assert_eq!(shards_of(&t), [0]);
         // The queue kept its order.
         assert_eq!(
@@ -261,13 +265,15 @@ mod tests {
         let now = Instant::now();
         let mut s = shards(2, now);
         s[0].stale = true;
-        let mut q: VecDeque<Ready> = [
-            ready(0, 100, true, now),
-            ready(0, 100, false, now),
-            ready(1, 100, true, now),
-        ]
-        .into();
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 1 << 20), false, now);
+        let mut q = queue(
+            [
+                ready(0, 100, true, now),
+                ready(0, 100, false, now),
+                ready(1, 100, true, now),
+            ],
+            2,
+        );
+        let t = take(&mut q, &mut s, limits(500, 1 << 20), false, now);
         assert_eq!(t.batch.len(), 2);
         assert!(
             t.batch
@@ -286,8 +292,8 @@ mod tests {
             index: 0,
             generation: GENERATION - 1,
         });
-        let mut q: VecDeque<Ready> = [old, ready(0, 900_000, true, now)].into();
-        let t = take(&mut q, &mut s, GENERATION, limits(500, 5 << 20), false, now);
+        let mut q = queue([old, ready(0, 900_000, true, now)], 1);
+        let t = take(&mut q, &mut s, limits(500, 5 << 20), false, now);
         // The old one goes without tokens; the current one then has the whole burst to itself
         // (more than the bucket holds: it goes when the bucket is full).
         assert_eq!(t.batch.len(), 2);

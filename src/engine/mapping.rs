@@ -218,8 +218,7 @@ impl<S: Sink> Engine<S> {
             .iter()
             .map(|sh| ShardState::new(&sh.shard_id, &self.config, s.limits, now))
             .collect();
-        let queued = std::mem::take(&mut s.ready);
-        s.ready_bytes = 0;
+        let queued = s.ready.take_all(map.generation(), s.shards.len());
         s.forced = 0;
         for mut r in queued {
             if r.record.aggregated {

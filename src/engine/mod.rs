@@ -55,6 +55,7 @@ mod epochs;
 mod mapping;
 mod pending;
 mod protocol;
+mod ready;
 mod resend;
 mod retrier;
 mod settle;
@@ -394,7 +395,6 @@ impl<S: Sink> Engine<S> {
                     if let Some(shard) = s.shard_mut(r.shard) {
                         shard.busy = false;
                     }
-                    s.ready_bytes += r.record.size();
                     s.ready.push_front(r);
                     s.forced += 1;
                 } else {
@@ -442,24 +442,15 @@ impl<S: Sink> Engine<S> {
         let limits = self.call_limits();
         let ordered = self.config.per_key_ordering;
         let s = &mut self.streams[i];
-        let generation = s.generation();
         let Taken {
             batch,
             bytes,
             limited_until,
-        } = collector::take(
-            &mut s.ready,
-            &mut s.shards,
-            generation,
-            limits,
-            ordered,
-            now,
-        );
+        } = collector::take(&mut s.ready, &mut s.shards, limits, ordered, now);
         s.limited_until = limited_until;
         if batch.is_empty() {
             return false;
         }
-        s.ready_bytes -= bytes;
         s.forced = s.forced.saturating_sub(batch.len());
         let entries: Vec<PutEntry> = batch
             .iter()

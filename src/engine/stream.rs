@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pending::Pending;
+use super::ready::ReadyQueue;
 use super::settle::Misrouted;
 use crate::aggregation::{Aggregate, AggregationLimits, Aggregator, KinesisRecord};
 use crate::config::Config;
@@ -159,8 +160,8 @@ pub(super) struct StreamState {
     pub(super) record_limit_failed: bool,
     /// A flush asked for the records waiting for the map to be sent.
     pub(super) flush_unmapped: bool,
-    pub(super) ready: VecDeque<Ready>,
-    pub(super) ready_bytes: usize,
+    /// Kinesis records ready to send, in lanes by shard.
+    pub(super) ready: ReadyQueue,
     pub(super) retrying: std::collections::BinaryHeap<Retry>,
     /// How many of the records at the front of `ready` a flush asked to send now.
     pub(super) forced: usize,
@@ -191,8 +192,7 @@ impl StreamState {
             map_refused: false,
             record_limit_failed: false,
             flush_unmapped: false,
-            ready: VecDeque::new(),
-            ready_bytes: 0,
+            ready: ReadyQueue::default(),
             retrying: std::collections::BinaryHeap::new(),
             forced: 0,
             limited_until: None,
@@ -268,7 +268,7 @@ pub(super) fn retune(s: &mut StreamState, k: usize) {
         && let Some(held) = shard.aggregator.set_limits(limits)
     {
         let held = Ready::from_aggregate(held, at, Arc::clone(&shard.id));
-        push_ready_parts(&mut s.ready, &mut s.ready_bytes, held);
+        s.ready.push_back(held);
     }
 }
 
@@ -297,7 +297,7 @@ pub(super) fn flush_due(s: &mut StreamState, now: Instant, slack: Duration) {
         };
         if d <= now + slack {
             if let Some(full) = shard.flush(ShardRef { index, generation }) {
-                push_ready_parts(&mut s.ready, &mut s.ready_bytes, full);
+                s.ready.push_back(full);
             }
         } else {
             next_due = Some(next_due.map_or(d, |n| n.min(d)));
@@ -311,18 +311,13 @@ pub(super) fn flush_aggregators(s: &mut StreamState) {
     let generation = s.generation();
     for (index, shard) in s.shards.iter_mut().enumerate() {
         if let Some(full) = shard.flush(ShardRef { index, generation }) {
-            push_ready_parts(&mut s.ready, &mut s.ready_bytes, full);
+            s.ready.push_back(full);
         }
     }
 }
 
 pub(super) fn push_ready(s: &mut StreamState, r: Ready) {
-    push_ready_parts(&mut s.ready, &mut s.ready_bytes, r);
-}
-
-pub(super) fn push_ready_parts(ready: &mut VecDeque<Ready>, bytes: &mut usize, r: Ready) {
-    *bytes += r.record.size();
-    ready.push_back(r);
+    s.ready.push_back(r);
 }
 
 /// A Kinesis record of `size` bytes for shard `index` of the map of `generation`, due at

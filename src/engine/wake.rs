@@ -52,10 +52,12 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
         // A deadline already past was acted on by `tick`: a record still here is held back (its
         // shard over its rate, or busy in order), and what frees it (a call finishing, the
         // limiter's time, a retry's time) wakes the engine instead. Counting it would spin.
+        // Per lane, its earliest deadline: a lane whose earliest has passed is held back as a
+        // whole (its shard), and its later deadlines are freed by the same wake-up.
         if !limited {
-            for r in &s.ready {
-                if r.deadline > now {
-                    at(r.deadline);
+            for d in s.ready.earliest_by_lane() {
+                if d > now {
+                    at(d);
                 }
             }
         }
