@@ -505,12 +505,9 @@ fn one_run(
 
     let mut latencies = settled.latencies_ms;
     latencies.sort_by(f64::total_cmp);
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len().max(1) - 1) as f64 * p).round() as usize)
-            .copied()
-            .unwrap_or(0.0)
-    };
+    let pct = |p: f64| quantile(&latencies, p);
+    let mut added = settled.added_ms;
+    added.sort_by(f64::total_cmp);
     let quantiles = (0..=1000)
         .map(|i| pct(i as f64 / 1000.0))
         .collect::<Vec<_>>();
@@ -546,6 +543,9 @@ fn one_run(
         latency_ms_p50: pct(0.5),
         latency_ms_p99: pct(0.99),
         latency_ms_max: latencies.last().copied().unwrap_or(0.0),
+        added_latency_ms_p50: quantile(&added, 0.5),
+        added_latency_ms_p99: quantile(&added, 0.99),
+        added_latency_ms_max: added.last().copied().unwrap_or(0.0),
         cpu_seconds_producer: cpu_producer,
         cpu_seconds_process: cpu_process,
         peak_rss_bytes: usage::peak_rss_bytes(),
@@ -560,4 +560,12 @@ fn one_run(
             quantiles
         },
     })
+}
+
+/// The `p` quantile of `sorted` (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
 }

@@ -15,6 +15,9 @@ pub(super) struct Settled {
     pub(super) retried: u64,
     pub(super) failed_bytes: u64,
     pub(super) latencies_ms: Vec<f64>,
+    /// Per record put, its latency less the round trip of the call that put it: the time the
+    /// producer added (buffering, waiting for the limiter, earlier attempts and their backoff).
+    pub(super) added_ms: Vec<f64>,
     /// The first failure, in full, to show why records failed.
     pub(super) first_error: Option<String>,
     /// When the last record was settled: the end of the run.
@@ -47,6 +50,7 @@ impl Settled {
         self.retried += other.retried;
         self.failed_bytes += other.failed_bytes;
         self.latencies_ms.extend(other.latencies_ms);
+        self.added_ms.extend(other.added_ms);
         for (kind, n) in other.failures {
             *self.failures.entry(kind).or_default() += n;
         }
@@ -68,6 +72,7 @@ fn count_outcome(
             if let Some(a) = receipt.attempts.last() {
                 s.latencies_ms
                     .push((a.delay + a.duration).as_secs_f64() * 1000.0);
+                s.added_ms.push(a.delay.as_secs_f64() * 1000.0);
             }
         }
         Err(e) => {

@@ -39,6 +39,11 @@ pub struct RunReport {
     pub latency_ms_p50: f64,
     pub latency_ms_p99: f64,
     pub latency_ms_max: f64,
+    /// Latency less the round trip of the call that put the record: what the producer added
+    /// (RecordMaxBufferedTime, the limiter's waits, earlier attempts and their backoff).
+    pub added_latency_ms_p50: f64,
+    pub added_latency_ms_p99: f64,
+    pub added_latency_ms_max: f64,
     /// CPU seconds of the producer's threads (and the sending thread), where threads can be
     /// told apart (Linux); the embedded local Kinesis's threads are not included.
     pub cpu_seconds_producer: Option<f64>,
@@ -173,6 +178,15 @@ pub(super) fn print_table(runs: &[RunReport]) {
         (
             "latency max",
             Box::new(|r| format!("{:.1} ms", r.latency_ms_max)),
+        ),
+        (
+            "added latency p50 / p99 / max",
+            Box::new(|r| {
+                format!(
+                    "{:.1} / {:.1} / {:.1} ms",
+                    r.added_latency_ms_p50, r.added_latency_ms_p99, r.added_latency_ms_max
+                )
+            }),
         ),
         (
             "CPU seconds, producer",
