@@ -15,7 +15,8 @@
 //! After criterion's figures, a summary line per case gives its median over a few more runs as a
 //! fraction of the floor's median, measured alternately with it.
 //!
-//! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md.
+//! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md. `KPL_ENGINE_MEMORY=1`
+//! prints the memory per shard only.
 #![allow(clippy::disallowed_methods)] // a benchmark times what it runs (clippy.toml keeps the library's stages off the clock)
 
 use std::hint::black_box;
@@ -182,6 +183,12 @@ fn run_once(
 fn engine(c: &mut Criterion) {
     let records = workload(RECORDS);
     let rt = runtime();
+    // First, while nothing else the runtime ran is still being freed (frees of memory made
+    // before counting started would be counted against it).
+    memory_per_shard(&rt, 1000);
+    if std::env::var("KPL_ENGINE_MEMORY").is_ok() {
+        return;
+    }
     // `KPL_ENGINE_ONCE=SHARDS:LEVEL` (LEVEL none or detailed) runs the workload once and stops:
     // for counting instructions with `valgrind --tool=callgrind`, which repeat where timings
     // on this machine drift by several percent between runs (see docs/benchmarks.md).
@@ -228,6 +235,8 @@ fn engine(c: &mut Criterion) {
         (64, true, Level::Detailed, Path::Send),
         (4, false, Level::Detailed, Path::SendAll),
         (64, false, Level::Detailed, Path::SendAll),
+        (1000, false, Level::Detailed, Path::Send),
+        (1000, false, Level::Detailed, Path::SendAll),
     ];
     let name = |(shards, ordered, metrics, path): (usize, bool, Level, Path)| {
         format!(
@@ -254,6 +263,13 @@ fn engine(c: &mut Criterion) {
             })
         });
     }
+    group.bench_function("producer_10_streams_of_100_shards_send_all", |b| {
+        b.iter_custom(|iters| {
+            (0..iters)
+                .map(|_| run_streams(&rt, 10, 100, &records))
+                .sum()
+        })
+    });
     group.finish();
     // Each case against the floor, measured alternately with it in this run.
     const RUNS: usize = 7;
@@ -280,7 +296,111 @@ fn engine(c: &mut Criterion) {
             floor.as_secs_f64() / took.as_secs_f64()
         );
     }
+    let (floor, took): (Vec<_>, Vec<_>) = (0..RUNS)
+        .map(|_| {
+            (
+                md5_floor(&keys, &packed),
+                run_streams(&rt, 10, 100, &records),
+            )
+        })
+        .unzip();
+    let (floor, took) = (median(floor), median(took));
+    println!(
+        "producer_10_streams_of_100_shards_send_all: {:.2} M records/s, floor {:.2} M/s: {:.2} of the floor (medians of {RUNS})",
+        RECORDS as f64 / took.as_secs_f64() / 1e6,
+        RECORDS as f64 / floor.as_secs_f64() / 1e6,
+        floor.as_secs_f64() / took.as_secs_f64()
+    );
     memory_per_buffered_record(&rt);
+}
+
+/// The same records over `streams` streams of `shards` shards each, in turn, through
+/// `send_all` in batches of [`BATCH`] (a batch per stream at a time); returns the time taken.
+fn run_streams(
+    rt: &tokio::runtime::Runtime,
+    streams: usize,
+    shards: usize,
+    records: &[UserRecord],
+) -> Duration {
+    let names: Vec<String> = (0..streams).map(|i| format!("bench-{i}")).collect();
+    let sink = names
+        .iter()
+        .fold(MemorySink::new(), |sink, name| {
+            sink.with_stream(name, shards)
+        })
+        .discarding();
+    let config = Config::builder().rate_limit(1_000_000).build().unwrap();
+    let producer = {
+        let _guard = rt.enter();
+        Producer::with_sink(config, sink)
+    };
+    for name in &names {
+        rt.block_on(producer.send(name, UserRecord::new("warm", "up").unwrap()))
+            .unwrap();
+    }
+    let parts: Vec<_> = records
+        .iter()
+        .cloned()
+        .map(|r| {
+            let (key, _, data) = r.into_parts();
+            (key, data)
+        })
+        .collect();
+    let start = Instant::now();
+    let mut parts = parts.into_iter();
+    let mut batches = Vec::with_capacity(records.len() / BATCH + 1);
+    for name in names.iter().cycle() {
+        let batch: Vec<UserRecord> = parts
+            .by_ref()
+            .take(BATCH)
+            .map(|(key, data)| UserRecord::new(key, data).unwrap())
+            .collect();
+        if batch.is_empty() {
+            break;
+        }
+        batches.push(producer.send_all(name, batch));
+    }
+    producer.flush();
+    rt.block_on(async {
+        for b in batches {
+            for outcome in b.await {
+                black_box(outcome.unwrap());
+            }
+        }
+    });
+    let elapsed = start.elapsed();
+    rt.block_on(producer.shutdown());
+    elapsed
+}
+
+/// The heap an idle producer keeps per shard of a stream of `shards` shards once its map is
+/// known and one record has gone through each shard (its aggregator, limiter, metrics series).
+fn memory_per_shard(rt: &tokio::runtime::Runtime, shards: usize) {
+    count(true);
+    let before = live_bytes();
+    let sink = MemorySink::new().with_stream("bench", shards).discarding();
+    let producer = {
+        let _guard = rt.enter();
+        Producer::with_sink(Config::default(), sink)
+    };
+    let futures: Vec<_> = (0..shards * 20)
+        .map(|i| producer.send("bench", UserRecord::new(format!("k{i}"), "x").unwrap()))
+        .collect();
+    producer.flush();
+    rt.block_on(async {
+        for f in futures {
+            f.await.unwrap();
+        }
+        // Past a metrics sample, so what the engine keeps per shard is all there.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    });
+    let after = live_bytes();
+    count(false);
+    println!(
+        "memory per shard: {:.0} bytes of heap ({shards} shards, idle, every shard used)",
+        (after - before) as f64 / shards as f64
+    );
+    rt.block_on(producer.shutdown());
 }
 
 #[path = "../tests/common/counting.rs"]
