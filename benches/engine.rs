@@ -271,18 +271,36 @@ fn engine(c: &mut Criterion) {
         })
     });
     group.finish();
-    // Each case against the floor, measured alternately with it in this run.
+    // Each case against the floor, measured alternately with it in this run: under `cargo
+    // bench` only (`cargo test` runs each benchmark once, as a test, without `--bench`).
+    if std::env::args().any(|a| a == "--bench") {
+        summary(&rt, &records, &cases, &name);
+    }
+    memory_per_buffered_record(&rt);
+}
+
+type Case = (usize, bool, Level, Path);
+
+/// Prints each case's median of 7 runs beside the floor's, run alternately with it.
+fn summary(
+    rt: &tokio::runtime::Runtime,
+    records: &[UserRecord],
+    cases: &[Case],
+    name: &dyn Fn(Case) -> String,
+) {
+    let keys: Vec<&str> = records.iter().map(|r| r.partition_key()).collect();
+    let packed = aggregates(records);
     const RUNS: usize = 7;
     let median = |mut v: Vec<Duration>| {
         v.sort();
         v[v.len() / 2]
     };
-    for case @ (shards, ordered, metrics, path) in cases {
+    for &case @ (shards, ordered, metrics, path) in cases {
         let (floor, took): (Vec<_>, Vec<_>) = (0..RUNS)
             .map(|_| {
                 (
                     md5_floor(&keys, &packed),
-                    run_once(&rt, shards, ordered, metrics, path, &records),
+                    run_once(rt, shards, ordered, metrics, path, records),
                 )
             })
             .unzip();
@@ -297,12 +315,7 @@ fn engine(c: &mut Criterion) {
         );
     }
     let (floor, took): (Vec<_>, Vec<_>) = (0..RUNS)
-        .map(|_| {
-            (
-                md5_floor(&keys, &packed),
-                run_streams(&rt, 10, 100, &records),
-            )
-        })
+        .map(|_| (md5_floor(&keys, &packed), run_streams(rt, 10, 100, records)))
         .unzip();
     let (floor, took) = (median(floor), median(took));
     println!(
@@ -311,7 +324,6 @@ fn engine(c: &mut Criterion) {
         RECORDS as f64 / floor.as_secs_f64() / 1e6,
         floor.as_secs_f64() / took.as_secs_f64()
     );
-    memory_per_buffered_record(&rt);
 }
 
 /// The same records over `streams` streams of `shards` shards each, in turn, through
