@@ -104,16 +104,26 @@ fn aggregates(records: &[UserRecord]) -> Vec<bytes::Bytes> {
     out
 }
 
-/// Sends every record from this thread and waits for every future; returns the time taken.
+/// Sends every record from this thread, over `streams` streams of `shards` shards each in turn
+/// (a record, or a batch, per stream at a time), and waits for every future; returns the time
+/// taken.
+#[allow(clippy::too_many_arguments)] // a benchmark case's parameters
 fn run_once(
     rt: &tokio::runtime::Runtime,
+    streams: usize,
     shards: usize,
     ordered: bool,
     metrics: Level,
     path: Path,
     records: &[UserRecord],
 ) -> Duration {
-    let sink = MemorySink::new().with_stream("bench", shards).discarding();
+    let names: Vec<String> = (0..streams).map(|i| format!("bench-{i}")).collect();
+    let sink = names
+        .iter()
+        .fold(MemorySink::new(), |sink, name| {
+            sink.with_stream(name, shards)
+        })
+        .discarding();
     // The in-memory sink never throttles: per-shard rate limiting off, to measure the engine.
     let config = Config::builder()
         .rate_limit(1_000_000)
@@ -125,9 +135,11 @@ fn run_once(
         let _guard = rt.enter();
         Producer::with_sink(config, sink)
     };
-    // Let the shard map arrive, so the measurement is the steady state.
-    rt.block_on(producer.send("bench", UserRecord::new("warm", "up").unwrap()))
-        .unwrap();
+    // Let the shard maps arrive, so the measurement is the steady state.
+    for name in &names {
+        rt.block_on(producer.send(name, UserRecord::new("warm", "up").unwrap()))
+            .unwrap();
+    }
     // The records are made inside the measurement: making one computes its partition key's
     // MD5 (for routing), which is the producer's work, done on the caller's thread.
     let parts: Vec<_> = records
@@ -144,7 +156,8 @@ fn run_once(
         Path::Send => {
             let futures: Vec<_> = parts
                 .into_iter()
-                .map(|p| producer.send("bench", make(p)))
+                .zip(names.iter().cycle())
+                .map(|(p, name)| producer.send(name, make(p)))
                 .collect();
             // End of the batch: send the partly filled aggregates now instead of measuring
             // RecordMaxBufferedTime (100 ms) of waiting for them.
@@ -158,12 +171,12 @@ fn run_once(
         Path::SendAll => {
             let mut parts = parts.into_iter();
             let mut batches = Vec::with_capacity(records.len() / BATCH + 1);
-            loop {
+            for name in names.iter().cycle() {
                 let batch: Vec<UserRecord> = parts.by_ref().take(BATCH).map(make).collect();
                 if batch.is_empty() {
                     break;
                 }
-                batches.push(producer.send_all("bench", batch));
+                batches.push(producer.send_all(name, batch));
             }
             producer.flush();
             rt.block_on(async {
@@ -199,7 +212,15 @@ fn engine(c: &mut Criterion) {
             Ok("send_all") => Path::SendAll,
             _ => Path::Send,
         };
-        let took = run_once(&rt, shards.parse().unwrap(), false, level, path, &records);
+        let took = run_once(
+            &rt,
+            1,
+            shards.parse().unwrap(),
+            false,
+            level,
+            path,
+            &records,
+        );
         println!("{RECORDS} records through {shards} shards at {level:?}: {took:?}");
         return;
     }
@@ -258,7 +279,7 @@ fn engine(c: &mut Criterion) {
         group.bench_function(name(case), |b| {
             b.iter_custom(|iters| {
                 (0..iters)
-                    .map(|_| run_once(&rt, shards, ordered, metrics, path, &records))
+                    .map(|_| run_once(&rt, 1, shards, ordered, metrics, path, &records))
                     .sum()
             })
         });
@@ -266,7 +287,17 @@ fn engine(c: &mut Criterion) {
     group.bench_function("producer_10_streams_of_100_shards_send_all", |b| {
         b.iter_custom(|iters| {
             (0..iters)
-                .map(|_| run_streams(&rt, 10, 100, &records))
+                .map(|_| {
+                    run_once(
+                        &rt,
+                        10,
+                        100,
+                        false,
+                        Level::Detailed,
+                        Path::SendAll,
+                        &records,
+                    )
+                })
                 .sum()
         })
     });
@@ -300,7 +331,7 @@ fn summary(
             .map(|_| {
                 (
                     md5_floor(&keys, &packed),
-                    run_once(rt, shards, ordered, metrics, path, records),
+                    run_once(rt, 1, shards, ordered, metrics, path, records),
                 )
             })
             .unzip();
@@ -315,7 +346,12 @@ fn summary(
         );
     }
     let (floor, took): (Vec<_>, Vec<_>) = (0..RUNS)
-        .map(|_| (md5_floor(&keys, &packed), run_streams(rt, 10, 100, records)))
+        .map(|_| {
+            (
+                md5_floor(&keys, &packed),
+                run_once(rt, 10, 100, false, Level::Detailed, Path::SendAll, records),
+            )
+        })
         .unzip();
     let (floor, took) = (median(floor), median(took));
     println!(
@@ -324,65 +360,6 @@ fn summary(
         RECORDS as f64 / floor.as_secs_f64() / 1e6,
         floor.as_secs_f64() / took.as_secs_f64()
     );
-}
-
-/// The same records over `streams` streams of `shards` shards each, in turn, through
-/// `send_all` in batches of [`BATCH`] (a batch per stream at a time); returns the time taken.
-fn run_streams(
-    rt: &tokio::runtime::Runtime,
-    streams: usize,
-    shards: usize,
-    records: &[UserRecord],
-) -> Duration {
-    let names: Vec<String> = (0..streams).map(|i| format!("bench-{i}")).collect();
-    let sink = names
-        .iter()
-        .fold(MemorySink::new(), |sink, name| {
-            sink.with_stream(name, shards)
-        })
-        .discarding();
-    let config = Config::builder().rate_limit(1_000_000).build().unwrap();
-    let producer = {
-        let _guard = rt.enter();
-        Producer::with_sink(config, sink)
-    };
-    for name in &names {
-        rt.block_on(producer.send(name, UserRecord::new("warm", "up").unwrap()))
-            .unwrap();
-    }
-    let parts: Vec<_> = records
-        .iter()
-        .cloned()
-        .map(|r| {
-            let (key, _, data) = r.into_parts();
-            (key, data)
-        })
-        .collect();
-    let start = Instant::now();
-    let mut parts = parts.into_iter();
-    let mut batches = Vec::with_capacity(records.len() / BATCH + 1);
-    for name in names.iter().cycle() {
-        let batch: Vec<UserRecord> = parts
-            .by_ref()
-            .take(BATCH)
-            .map(|(key, data)| UserRecord::new(key, data).unwrap())
-            .collect();
-        if batch.is_empty() {
-            break;
-        }
-        batches.push(producer.send_all(name, batch));
-    }
-    producer.flush();
-    rt.block_on(async {
-        for b in batches {
-            for outcome in b.await {
-                black_box(outcome.unwrap());
-            }
-        }
-    });
-    let elapsed = start.elapsed();
-    rt.block_on(producer.shutdown());
-    elapsed
 }
 
 /// The heap an idle producer keeps per shard of a stream of `shards` shards once its map is

@@ -292,16 +292,10 @@ impl Producer {
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
-        let (stream, stream_id) = self.stream_id(stream);
-        let records: Vec<UserRecord> = records.into_iter().collect();
-        let mut batch = Batch::new(records.len());
-        let mut rest = records.into_iter();
-        let refusal = self.admit(stream_id, &mut batch, Vec::new(), &mut rest);
-        let kind = refusal.unwrap_or_else(|| self.full_kind());
-        for record in rest {
-            batch.refuse(kind.clone(), record);
-        }
-        batch.future(stream)
+        let mut batch = self.admitting(stream, records);
+        // `None`: everything was taken, and nothing is left to refuse.
+        let refusal = self.admit(&mut batch).unwrap_or(PutErrorKind::Closed);
+        batch.future(refusal)
     }
 
     /// As [`send_all`](Self::send_all), but waits for room in the buffer for the records that do
@@ -324,7 +318,7 @@ impl Producer {
                 break;
             }
         }
-        batch.future()
+        batch.future(PutErrorKind::Closed)
     }
 
     /// As [`send_all_wait`](Self::send_all_wait), blocking the calling thread while the buffer is
@@ -342,10 +336,10 @@ impl Producer {
                 break;
             }
         }
-        batch.future()
+        batch.future(PutErrorKind::Closed)
     }
 
-    /// A batch to admit as room allows (`send_all_wait`, `send_all_blocking`).
+    /// A batch to admit as room allows.
     fn admitting(&self, stream: &str, records: impl IntoIterator<Item = UserRecord>) -> Admitting {
         let (stream, stream_id) = self.stream_id(stream);
         let records: Vec<UserRecord> = records.into_iter().collect();
@@ -361,8 +355,7 @@ impl Producer {
     /// Admits all of the batch there is room for; returns the next record, to wait for room
     /// for, or `None` when nothing is left to wait for (all admitted, or the producer closed).
     fn admit_next(&self, a: &mut Admitting) -> Option<UserRecord> {
-        let reserved = std::mem::take(&mut a.reserved);
-        let refusal = self.admit(a.stream_id, &mut a.batch, reserved, &mut a.rest)?;
+        let refusal = self.admit(a)?;
         let next = a.rest.next()?;
         if refusal == PutErrorKind::Closed {
             a.batch.refuse(PutErrorKind::Closed, next);
@@ -371,18 +364,20 @@ impl Producer {
         Some(next)
     }
 
-    /// Hands the engine, in one message, `reserved` (entries whose room is reserved already)
-    /// and as many of `rest` as there is room for: the room of all of them at once when it is
-    /// there, else of each in turn until one does not fit. Returns why the rest (from the first
-    /// left in `rest`) was not taken: the buffer is full, or the producer is closed; `None`
-    /// when everything was. Entries the engine cannot take (it stopped) resolve as stopped.
-    fn admit(
-        &self,
-        stream_id: usize,
-        batch: &mut Batch,
-        mut entries: Vec<Pending>,
-        rest: &mut std::vec::IntoIter<UserRecord>,
-    ) -> Option<PutErrorKind> {
+    /// Hands the engine, in one message, the entries whose room is reserved already and as
+    /// many of the records not yet admitted as there is room for: the room of all of them at
+    /// once when it is there, else of each in turn until one does not fit. Returns why the
+    /// rest was not taken: the buffer is full, or the producer is closed; `None` when
+    /// everything was. Entries the engine cannot take (it stopped) resolve as stopped.
+    fn admit(&self, a: &mut Admitting) -> Option<PutErrorKind> {
+        let Admitting {
+            stream_id,
+            batch,
+            rest,
+            reserved,
+            ..
+        } = a;
+        let mut entries = std::mem::take(reserved);
         let refusal = if self.refusal().is_some() {
             Some(PutErrorKind::Closed)
         } else {
@@ -401,7 +396,7 @@ impl Producer {
         };
         if !entries.is_empty() {
             let msg = Msg::Records {
-                stream: stream_id,
+                stream: *stream_id,
                 entries,
             };
             if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
@@ -624,10 +619,10 @@ impl Admitting {
         room
     }
 
-    /// The batch's future; what is left unadmitted (the producer closed) is refused.
-    fn future(mut self) -> BatchFuture {
+    /// The batch's future; what is left unadmitted is refused as `refusal`.
+    fn future(mut self, refusal: PutErrorKind) -> BatchFuture {
         for record in self.rest {
-            self.batch.refuse(PutErrorKind::Closed, record);
+            self.batch.refuse(refusal.clone(), record);
         }
         self.batch.future(self.stream)
     }

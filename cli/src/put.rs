@@ -1,14 +1,12 @@
 //! `kpl put`: send lines through the producer; failures go to a dead-letter file.
 
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
-use std::cell::RefCell;
-
-use kinesis_producer::Producer;
-use kinesis_producer::{BatchFuture, PutError, Receipt, UserRecord};
+use kinesis_producer::{BatchFuture, Producer, PutError, Receipt, UserRecord};
 
 use crate::conn::ConnArgs;
 use crate::io::{InputRecord, for_each_line_or_pause};

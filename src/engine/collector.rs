@@ -112,7 +112,7 @@ pub(super) fn take(
 /// What a lane offers a call next: its record at `index`, with its place in the queue's order.
 #[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
 struct Offer {
-    place: (bool, u64),
+    place: i64,
     lane: LaneId,
     index: usize,
     size: usize,

@@ -23,9 +23,10 @@ pub(super) struct ReadyQueue {
     /// Records for no shard of the current map: routed by Kinesis, under no limiter.
     other: Lane,
     generation: u64,
-    /// The order of records across lanes: taken at the back counting up, at the front down.
-    next_back: u64,
-    next_front: u64,
+    /// The order of records across lanes: places at the back count up from 0, places at the
+    /// front down from -1, so a place's value is its order.
+    next_back: i64,
+    next_front: i64,
     len: usize,
     bytes: usize,
 }
@@ -40,14 +41,14 @@ pub(super) enum LaneId {
 #[derive(Default)]
 struct Lane {
     /// The records, each with its place in the order of the whole queue.
-    items: VecDeque<(u64, Ready)>,
+    items: VecDeque<(i64, Ready)>,
     /// The running minimum of the deadlines: each entry (place, deadline) is earlier than
     /// every deadline after it in `items`, so the front is the lane's earliest.
-    earliest: VecDeque<(u64, Instant)>,
+    earliest: VecDeque<(i64, Instant)>,
 }
 
 impl Lane {
-    fn push_back(&mut self, at: u64, r: Ready) {
+    fn push_back(&mut self, at: i64, r: Ready) {
         while self.earliest.back().is_some_and(|(_, d)| *d >= r.deadline) {
             self.earliest.pop_back();
         }
@@ -55,7 +56,7 @@ impl Lane {
         self.items.push_back((at, r));
     }
 
-    fn push_front(&mut self, at: u64, r: Ready) {
+    fn push_front(&mut self, at: i64, r: Ready) {
         // Earlier than all after it only if no later deadline is earlier than its own.
         if self.earliest.front().is_none_or(|(_, d)| r.deadline <= *d) {
             self.earliest.push_front((at, r.deadline));
@@ -64,7 +65,7 @@ impl Lane {
     }
 
     /// Takes the record at `index` (0, the oldest, but for a stale lane's plain records).
-    fn remove(&mut self, index: usize) -> (u64, Ready) {
+    fn remove(&mut self, index: usize) -> (i64, Ready) {
         let (at, r) = self.items.remove(index).expect("an index in the lane");
         if index == 0 {
             if self.earliest.front().is_some_and(|(a, _)| *a == at) {
@@ -124,9 +125,7 @@ impl ReadyQueue {
 
     /// Queues `r` ahead of everything queued (an in-order retry, ahead of what is newer).
     pub(super) fn push_front(&mut self, r: Ready) {
-        // Front places count down from the top of the range, back ones up from 0: `order`
-        // puts the front ones first.
-        self.next_front = self.next_front.wrapping_sub(1);
+        self.next_front -= 1;
         let at = self.next_front;
         self.len += 1;
         self.bytes += r.record.size();
@@ -158,11 +157,7 @@ impl ReadyQueue {
 
     /// The earliest deadline queued.
     pub(super) fn earliest(&self) -> Option<Instant> {
-        self.lanes
-            .iter()
-            .chain(std::iter::once(&self.other))
-            .filter_map(Lane::earliest)
-            .min()
+        self.earliest_by_lane().min()
     }
 
     /// Each lane's earliest deadline (the wake-up skips lanes whose earliest has passed: what
@@ -177,13 +172,13 @@ impl ReadyQueue {
     /// Everything queued, oldest first, leaving lanes for the `shards` shards of the map of
     /// `generation` (a new map: what was queued is sorted out again by the caller).
     pub(super) fn take_all(&mut self, generation: u64, shards: usize) -> Vec<Ready> {
-        let mut all: Vec<(u64, Ready)> = self
+        let mut all: Vec<(i64, Ready)> = self
             .lanes
             .drain(..)
             .chain(std::iter::once(std::mem::take(&mut self.other)))
             .flat_map(|l| l.items)
             .collect();
-        all.sort_by_key(|(at, _)| self.order(*at));
+        all.sort_by_key(|(at, _)| *at);
         *self = ReadyQueue {
             lanes: std::iter::repeat_with(Lane::default).take(shards).collect(),
             generation,
@@ -192,22 +187,14 @@ impl ReadyQueue {
         all.into_iter().map(|(_, r)| r).collect()
     }
 
-    /// A place as a key that sorts the queue's order: front places (counting down from the
-    /// top) before back ones (counting up from 0), each in its own order.
-    fn order(&self, at: u64) -> (bool, u64) {
-        // Back places are below `next_back`; front ones are at or above `next_front`.
-        let front = at >= self.next_front && self.next_front != 0;
-        (!front, at)
-    }
-
     /// The place and size of the next record lane `id` offers, at `index` in it.
-    pub(super) fn head(&self, id: LaneId, index: usize) -> Option<((bool, u64), usize)> {
+    pub(super) fn head(&self, id: LaneId, index: usize) -> Option<(i64, usize)> {
         let lane = match id {
             LaneId::Shard(k) => self.lanes.get(k)?,
             LaneId::Other => &self.other,
         };
         let (at, r) = lane.items.get(index)?;
-        Some((self.order(*at), r.record.size()))
+        Some((*at, r.record.size()))
     }
 
     /// Takes the record at `index` of lane `id`.
