@@ -77,6 +77,14 @@ if [ -n "$cli_only" ]; then
 fi
 echo "==> cargo test (unit, property, golden, interop, CLI; benches run once as tests)"
 cargo test --workspace --all-targets
+echo "==> the Python package: pip install ./python (maturin builds it, release), pytest, its type stubs"
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r python/tests/requirements.txt
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python
+# The fixture starts `kpl local` from the binary cargo test just built.
+KPL_BIN="$PWD/target/debug/kpl" "$venv/bin/python" -m pytest -q python/tests
+# From a directory without the package's sources, so the installed module is what is checked.
+(cd target && "$venv/bin/python" -m mypy.stubtest kinesis_producer._native)
+"$venv/bin/python" -m mypy --strict python/kinesis_producer
 echo "==> doc tests"
 cargo test -p kinesis-producer --doc
 echo "==> the library's docs build without warnings (default features, as docs.rs and users build them)"

@@ -1,0 +1,68 @@
+"""Type stubs for the native module (Rust, built by maturin). `scripts/test.sh` checks them
+against the built module with mypy's stubtest."""
+
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
+
+__all__ = ["_exiting", "deaggregate", "Receipt", "ConfigError", "NativeProducer", "Waiting"]
+
+class ConfigError(ValueError):
+    """A producer setting is unknown or out of its range; the message names it and the range."""
+
+@final
+class Receipt:
+    """Where a user record was put."""
+
+    @property
+    def stream(self) -> str: ...
+    @property
+    def shard_id(self) -> str: ...
+    @property
+    def sequence_number(self) -> str:
+        """The sequence number of the Kinesis record that carries it."""
+    @property
+    def sub_sequence_number(self) -> int:
+        """Its index in that Kinesis record (0 when it was sent alone)."""
+    @property
+    def aggregated(self) -> bool:
+        """Whether it travelled in an aggregate."""
+    @property
+    def attempts(self) -> int:
+        """How many PutRecords attempts it took."""
+
+@final
+class Waiting:
+    """A send waiting for room in the buffer."""
+
+    def abort(self) -> None: ...
+
+_Failure = Tuple[str, str, Optional[str], str, str, bytes, Optional[str], Optional[str], int]
+_RecordArgs = Tuple[bytes, Optional[str], Optional[str]]
+
+@final
+class NativeProducer:
+    def __new__(
+        cls,
+        deliver: Callable[[List[Tuple[Any, bool, Any]]], None],
+        properties: List[Tuple[str, str]],
+        properties_file: Optional[str] = None,
+        region: Optional[str] = None,
+        endpoint_url: Optional[str] = None,
+    ) -> "NativeProducer": ...
+    def send(
+        self, stream: str, record_args: _RecordArgs, token: Any, room: str
+    ) -> Union[None, _Failure, Waiting]: ...
+    def send_many(
+        self, stream: str, records: List[_RecordArgs], token: Any, room: str
+    ) -> Optional[Waiting]: ...
+    def flush(self) -> None: ...
+    def flush_then(self, token: Any) -> None: ...
+    def flush_blocking(self, timeout: Optional[float] = None) -> bool: ...
+    def close_then(self, token: Any) -> None: ...
+    def close_blocking(self, timeout: Optional[float] = None) -> bool: ...
+    def outstanding(self) -> int: ...
+    def metrics(self, window: float = 60.0) -> List[Dict[str, Any]]: ...
+
+def deaggregate(
+    partition_key: str, data: bytes
+) -> List[Tuple[str, Optional[str], bytes, int, bool]]: ...
+def _exiting() -> None: ...

@@ -1,0 +1,64 @@
+//! Interpreter exit without a crash.
+//!
+//! CPython 3.9-3.13 ends a thread that waits to attach while the interpreter finalizes with
+//! `pthread_exit`, whose forced unwinding aborts the process when it meets Rust frames. So no
+//! thread of ours may be waiting to attach (the delivery threads) or about to re-attach (a
+//! caller blocked in a `_blocking` call, the GIL released) when finalization starts: each such
+//! stretch holds a [`Guard`], and [`exiting`], called at exit, stops new ones and waits until
+//! the last guard is gone.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
+use std::time::Duration;
+
+use pyo3::prelude::*;
+
+static EXITING: AtomicBool = AtomicBool::new(false);
+/// How many guards are held.
+static HELD: Mutex<usize> = Mutex::new(0);
+static RELEASED: Condvar = Condvar::new();
+
+/// How long exit waits for the guards: a caller still blocked after that (a flush on an
+/// endpoint that never answers, with no timeout) is left to CPython.
+const MOST_WAIT: Duration = Duration::from_secs(5);
+
+/// Held while a thread of ours may attach to the interpreter.
+pub(crate) struct Guard(());
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        *held -= 1;
+        RELEASED.notify_all();
+    }
+}
+
+fn take() -> Guard {
+    *HELD.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    Guard(())
+}
+
+/// A guard for the delivery thread's attachment, or `None` once the interpreter is exiting
+/// (the outcomes are then not delivered).
+pub(crate) fn attaching() -> Option<Guard> {
+    let guard = take();
+    // Checked after taking the guard: `exiting` sets the flag before it counts the guards, so
+    // either it sees this guard or this sees the flag.
+    (!EXITING.load(Ordering::SeqCst)).then_some(guard)
+}
+
+/// Runs `f` with the GIL released, counted as a thread that will re-attach.
+pub(crate) fn detach<T: Send, F: Send + FnOnce() -> T>(py: Python<'_>, f: F) -> T {
+    let _guard = take();
+    py.detach(f)
+}
+
+/// At exit, after the producers were closed: no delivery thread attaches from now on, and
+/// this waits (the GIL released, at most [`MOST_WAIT`]) for the threads that still might.
+pub(crate) fn exiting(py: Python<'_>) {
+    EXITING.store(true, Ordering::SeqCst);
+    py.detach(|| {
+        let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = RELEASED.wait_timeout_while(held, MOST_WAIT, |held| *held > 0);
+    });
+}
