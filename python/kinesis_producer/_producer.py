@@ -40,6 +40,14 @@ def _settle(batch: List[Any]) -> None:
             pass
 
 
+def _wait(done: "concurrent.futures.Future[None]", timeout: Optional[float]) -> bool:
+    try:
+        done.result(timeout)
+        return True
+    except concurrent.futures.TimeoutError:
+        return False
+
+
 def _abort_if_cancelled(waiting: Any) -> Any:
     def callback(fut: "asyncio.Future[Any]") -> None:
         if fut.cancelled():
@@ -48,11 +56,17 @@ def _abort_if_cancelled(waiting: Any) -> Any:
     return callback
 
 
-def _deliver_to_loops(batch: List[Any]) -> None:
-    """Hands a batch to the event loops its futures belong to (usually one)."""
+def _deliver(batch: List[Any]) -> None:
+    """Called by the delivery thread: resolves the ``concurrent.futures`` futures of a batch
+    here and hands the asyncio ones to the event loops they belong to (usually one)."""
     by_loop: Dict[Any, List[Any]] = {}
+    direct = []
     for item in batch:
-        by_loop.setdefault(item[0].get_loop(), []).append(item)
+        if isinstance(item[0], asyncio.Future):
+            by_loop.setdefault(item[0].get_loop(), []).append(item)
+        else:
+            direct.append(item)
+    _settle(direct)
     for loop, items in by_loop.items():
         try:
             loop.call_soon_threadsafe(_settle, items)
@@ -70,16 +84,13 @@ _open: "weakref.WeakSet[_Base]" = weakref.WeakSet()
 def _at_exit() -> None:
     for p in list(_open):
         try:
-            p._native.close_blocking(p._close_timeout)
+            p._close_and_wait(p._close_timeout)
         except Exception:  # noqa: BLE001 - exiting: nothing to report to
             pass
     _native._exiting()
 
 
 class _Base:
-    # How the delivery thread hands outcomes over: to the futures' event loops, or directly.
-    _deliver: Any = None
-
     def __init__(
         self,
         region: Optional[str] = None,
@@ -89,7 +100,7 @@ class _Base:
         close_timeout: Optional[float] = 30.0,
     ) -> None:
         self._native = _native.NativeProducer(
-            type(self)._deliver,
+            _deliver,
             properties(config),
             path(properties_file),
             region,
@@ -110,6 +121,14 @@ class _Base:
         for series in self._native.metrics(window):
             out.setdefault(series.pop("name"), []).append(series)
         return out
+
+    def _close_and_wait(self, timeout: Optional[float]) -> bool:
+        """Closes, and waits (the GIL released) until every record resolved and its outcome
+        was delivered, or ``timeout`` seconds pass; returns whether they all were."""
+        _open.discard(self)
+        done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._native.close_then(done)
+        return _wait(done, timeout)
 
     @property
     def outstanding(self) -> int:
@@ -138,8 +157,6 @@ class Producer(_Base):
     Raises:
         ConfigError: a property is unknown or out of its range (the message names it).
     """
-
-    _deliver = staticmethod(_deliver_to_loops)
 
     async def put(
         self,
@@ -240,8 +257,6 @@ class SyncProducer(_Base):
     call holds the GIL while it waits. Arguments as :class:`Producer`'s.
     """
 
-    _deliver = staticmethod(_settle)
-
     def put(
         self,
         stream: str,
@@ -283,14 +298,17 @@ class SyncProducer(_Base):
 
     def flush(self, timeout: Optional[float] = None) -> bool:
         """Sends everything buffered now and blocks until every record put before it has
-        resolved, or ``timeout`` seconds pass; returns whether they all resolved."""
-        return self._native.flush_blocking(timeout)
+        resolved (its future done), or ``timeout`` seconds pass; returns whether they all
+        did."""
+        done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._native.flush_then(done)
+        return _wait(done, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:
         """Stops taking records, sends everything buffered and blocks until every record has
-        resolved, or ``timeout`` seconds pass; returns whether they all resolved."""
-        _open.discard(self)
-        return self._native.close_blocking(timeout)
+        resolved (its future done), or ``timeout`` seconds pass; returns whether they all
+        did."""
+        return self._close_and_wait(timeout)
 
     def __enter__(self) -> "SyncProducer":
         return self

@@ -9,6 +9,9 @@ Data = Union[bytes, bytearray, memoryview, str, Any]
 Native = Tuple[bytes, Optional[str], Optional[str]]
 
 
+_KEYS = (str, type(None))
+
+
 def data_bytes(data: Data) -> bytes:
     """The bytes to send for ``data``."""
     if type(data) is bytes:
@@ -38,6 +41,9 @@ def key(value: Optional[str], name: str) -> Optional[str]:
 
 
 def record(data: Data, partition_key: Optional[str], explicit_hash_key: Optional[str]) -> Native:
+    if type(data) is bytes and explicit_hash_key is None and type(partition_key) in _KEYS:
+        # The common case, without the checks' calls.
+        return (data, partition_key, None)
     return (
         data_bytes(data),
         key(partition_key, "partition_key"),

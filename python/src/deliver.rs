@@ -6,6 +6,8 @@
 //! once for the lot, turns the outcomes into Python objects and hands the batch to the Python
 //! layer's `deliver` callable, which resolves the futures (on their event loop, for asyncio).
 
+use std::sync::Arc;
+
 use crossbeam_channel::{Receiver, Sender};
 use kinesis_producer::{PutError, PutErrorKind, Receipt as RustReceipt, RecordError};
 use pyo3::prelude::*;
@@ -16,26 +18,46 @@ use pyo3::types::{PyBytes, PyList, PyTuple};
 const MOST_PER_BATCH: usize = 4096;
 
 /// Where a user record was put.
-#[pyclass(frozen, get_all, module = "kinesis_producer")]
+// The strings are the Rust receipt's, shared (every record of an aggregate has the same shard
+// and sequence number): a receipt costs no string copies until Python reads a field.
+#[pyclass(frozen, module = "kinesis_producer")]
 #[derive(Debug)]
 pub struct Receipt {
-    /// The stream.
-    stream: String,
-    /// The shard that took the record.
-    shard_id: String,
-    /// The sequence number of the Kinesis record that carries it.
-    sequence_number: String,
+    stream: Arc<str>,
+    shard_id: Arc<str>,
+    sequence_number: Arc<str>,
     /// Its index in that Kinesis record (0 when it was sent alone); consumers see the same
     /// number after deaggregating.
+    #[pyo3(get)]
     sub_sequence_number: u64,
     /// Whether it travelled in an aggregate.
+    #[pyo3(get)]
     aggregated: bool,
     /// How many attempts it took.
+    #[pyo3(get)]
     attempts: usize,
 }
 
 #[pymethods]
 impl Receipt {
+    /// The stream.
+    #[getter]
+    fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The shard that took the record.
+    #[getter]
+    fn shard_id(&self) -> &str {
+        &self.shard_id
+    }
+
+    /// The sequence number of the Kinesis record that carries it.
+    #[getter]
+    fn sequence_number(&self) -> &str {
+        &self.sequence_number
+    }
+
     fn __repr__(&self) -> String {
         format!(
             "Receipt(stream={:?}, shard_id={:?}, sequence_number={:?}, sub_sequence_number={}, aggregated={}, attempts={})",
@@ -62,9 +84,9 @@ impl Receipt {
 impl From<RustReceipt> for Receipt {
     fn from(r: RustReceipt) -> Self {
         Receipt {
-            stream: r.stream.to_string(),
-            shard_id: r.shard_id.to_string(),
-            sequence_number: r.sequence_number.to_string(),
+            stream: r.stream,
+            shard_id: r.shard_id,
+            sequence_number: r.sequence_number,
             sub_sequence_number: r.sub_sequence_number,
             aggregated: r.aggregated,
             attempts: r.attempts.count(),
@@ -103,7 +125,7 @@ pub(crate) struct Delivery {
 }
 
 /// Starts the delivery thread of a producer; it ends when every sender is gone.
-pub(crate) fn start(deliver: Py<PyAny>) -> std::io::Result<Sender<Delivery>> {
+pub(crate) fn start(deliver: Py<PyAny>) -> std::io::Result<Sender<Vec<Delivery>>> {
     let (tx, rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("kinesis-producer-deliver".into())
@@ -111,14 +133,12 @@ pub(crate) fn start(deliver: Py<PyAny>) -> std::io::Result<Sender<Delivery>> {
     Ok(tx)
 }
 
-fn run(rx: &Receiver<Delivery>, deliver: &Py<PyAny>) {
+fn run(rx: &Receiver<Vec<Delivery>>, deliver: &Py<PyAny>) {
     // Blocks without the GIL until something resolves.
-    while let Ok(first) = rx.recv() {
-        let mut batch = Vec::with_capacity(64);
-        batch.push(first);
+    while let Ok(mut batch) = rx.recv() {
         while batch.len() < MOST_PER_BATCH {
             match rx.try_recv() {
-                Ok(d) => batch.push(d),
+                Ok(more) => batch.extend(more),
                 Err(_) => break,
             }
         }

@@ -7,6 +7,7 @@ use pyo3::prelude::*;
 mod deliver;
 mod exit;
 mod native;
+mod reaper;
 
 /// A Kinesis record's user records, as the KCL reads them: an aggregate's in sub-sequence
 /// order, anything else (including a record with the magic but a bad digest) as itself.

@@ -5,7 +5,7 @@
 //! producer's own runtime and reports through the delivery thread (the others, for asyncio and
 //! for futures): a Python thread is never blocked holding the GIL.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
@@ -15,6 +15,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 
 use crate::deliver::{self, Delivery, Failure, Outcome};
+use crate::reaper::Reaper;
 
 pyo3::create_exception!(
     kinesis_producer,
@@ -59,9 +60,11 @@ pub struct NativeProducer {
     handle: tokio::runtime::Handle,
     /// The runtime itself; taken (and shut down in the background) when this is dropped.
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    /// Where outcomes go; `None` once closed for good (the delivery thread then ends when the
-    /// last outcome in flight is delivered).
-    out: Mutex<Option<Sender<Delivery>>>,
+    /// Where outcomes go; `None` once dropped (the delivery thread then ends when the last
+    /// outcome in flight is delivered).
+    out: Mutex<Option<Sender<Vec<Delivery>>>>,
+    /// Awaits the records' futures.
+    reaper: Arc<Reaper>,
 }
 
 fn random_key() -> String {
@@ -136,7 +139,7 @@ fn invalid(
 }
 
 impl NativeProducer {
-    fn sender(&self) -> PyResult<Sender<Delivery>> {
+    fn sender(&self) -> PyResult<Sender<Vec<Delivery>>> {
         self.out
             .lock()
             .expect("never poisoned: no code panics holding it")
@@ -153,7 +156,7 @@ impl NativeProducer {
         let task = self.handle.spawn(async move {
             let outcome = future.await;
             // A send fails only when the delivery thread is gone (the interpreter exiting).
-            let _ = out.send(Delivery { token, outcome });
+            let _ = out.send(vec![Delivery { token, outcome }]);
         });
         Ok(Waiting {
             task: task.abort_handle(),
@@ -174,29 +177,6 @@ pub struct Waiting {
 impl Waiting {
     fn abort(&self) {
         self.task.abort();
-    }
-}
-
-impl NativeProducer {
-    /// Runs `wait` on the runtime, blocking the caller with the GIL released, for at most
-    /// `timeout` seconds (None: as long as it takes); returns whether it finished.
-    fn block_within<F>(&self, py: Python<'_>, timeout: Option<f64>, wait: F) -> PyResult<bool>
-    where
-        F: Future<Output = ()> + Send,
-    {
-        let timeout = duration(timeout)?;
-        let handle = self.handle.clone();
-        Ok(crate::exit::detach(py, move || {
-            handle.block_on(async move {
-                match timeout {
-                    Some(t) => tokio::time::timeout(t, wait).await.is_ok(),
-                    None => {
-                        wait.await;
-                        true
-                    }
-                }
-            })
-        }))
     }
 }
 
@@ -235,11 +215,13 @@ impl NativeProducer {
         let out = deliver::start(deliver).map_err(|e| {
             PyRuntimeError::new_err(format!("cannot start the producer's delivery thread: {e}"))
         })?;
+        let reaper = Reaper::start(runtime.handle(), out.clone());
         Ok(NativeProducer {
             producer,
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
             out: Mutex::new(Some(out)),
+            reaper,
         })
     }
 
@@ -290,9 +272,7 @@ impl NativeProducer {
             }
             Err(e) => return Ok(refused(py, e)?.map(Bound::into_any)),
         };
-        self.deliver_later(token, async move {
-            Outcome::One(future.await.map_err(|e| Failure::Put(Box::new(e))))
-        })?;
+        self.reaper.add(future, token);
         Ok(None)
     }
 
@@ -343,41 +323,30 @@ impl NativeProducer {
         self.producer.flush();
     }
 
-    /// Flushes; `token` is resolved when every record sent before has resolved.
+    /// Flushes; `token` is resolved once every record sent before has resolved, after their
+    /// own outcomes were delivered.
     fn flush_then(&self, token: Py<PyAny>) -> PyResult<()> {
         let producer = self.producer.clone();
+        let reaper = Arc::clone(&self.reaper);
         self.deliver_later(token, async move {
             producer.flush_and_wait().await;
+            reaper.settle().await;
             Outcome::Done
         })
         .map(drop)
-    }
-
-    /// Flushes and blocks (the GIL released) until every record sent before has resolved, or
-    /// `timeout` seconds pass; returns whether they all did.
-    #[pyo3(signature = (timeout=None))]
-    fn flush_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let producer = self.producer.clone();
-        self.block_within(py, timeout, async move { producer.flush_and_wait().await })
     }
 
     /// Shuts down: no more records are accepted, everything buffered is sent and every record
-    /// resolves; then `token` is resolved.
+    /// resolves; then, after their outcomes were delivered, `token` is resolved.
     fn close_then(&self, token: Py<PyAny>) -> PyResult<()> {
         let producer = self.producer.clone();
+        let reaper = Arc::clone(&self.reaper);
         self.deliver_later(token, async move {
             producer.shutdown().await;
+            reaper.settle().await;
             Outcome::Done
         })
         .map(drop)
-    }
-
-    /// Shuts down and blocks (the GIL released) until every record has resolved, or `timeout`
-    /// seconds pass; returns whether they all did.
-    #[pyo3(signature = (timeout=None))]
-    fn close_blocking(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<bool> {
-        let producer = self.producer.clone();
-        self.block_within(py, timeout, async move { producer.shutdown().await })
     }
 
     /// Records buffered or in flight: accepted and not yet resolved.
@@ -412,9 +381,25 @@ impl Drop for NativeProducer {
         // Closing the channel lets the delivery thread end once what is in flight is delivered.
         self.out.get_mut().map(Option::take).ok();
         if let Ok(Some(rt)) = self.runtime.get_mut().map(Option::take) {
-            // Not waiting here: this runs holding the GIL, which the runtime's tasks may need
-            // to hand their outcomes over.
-            rt.shutdown_background();
+            // Dropped without being closed: what it holds is still sent and every future
+            // resolves, as after `close`. Not waiting here, where the GIL is held (the delivery
+            // thread needs it to hand the outcomes over): the drain has a thread of its own.
+            let producer = self.producer.clone();
+            let reaper = Arc::clone(&self.reaper);
+            let drain = move || {
+                rt.block_on(async {
+                    producer.shutdown().await;
+                    reaper.settle().await;
+                });
+            };
+            if let Err(e) = std::thread::Builder::new()
+                .name("kinesis-producer-drain".into())
+                .spawn(drain)
+            {
+                eprintln!(
+                    "kinesis_producer: cannot start a thread to send what a dropped producer held: {e}"
+                );
+            }
         }
     }
 }

@@ -2,13 +2,14 @@
 
 import asyncio
 import collections
+import gc
 import socket
 import subprocess
 import sys
 import tempfile
 import textwrap
 
-from kinesis_producer import Producer
+from kinesis_producer import Producer, SyncProducer
 
 
 def test_cancelling_awaiting_puts_neither_loses_nor_doubles_their_records(
@@ -57,6 +58,19 @@ def test_a_put_cancelled_while_it_waits_for_room_is_not_sent(endpoint, new_strea
     assert sum(isinstance(r, asyncio.CancelledError) for r in results) == 9
     counts = collections.Counter(r.data for r in read_stream(stream))
     assert counts == collections.Counter(b"w%d" % i for i in [0, *range(10, 20)])
+
+
+def test_a_producer_dropped_without_close_still_puts_what_it_held(
+    endpoint, new_stream, read_stream
+):
+    stream = new_stream(1)
+    p = SyncProducer(endpoint_url=endpoint, config={"RecordMaxBufferedTime": 300})
+    futures = [p.put(stream, b"d%d" % i, partition_key="k") for i in range(100)]
+    del p
+    gc.collect()
+    receipts = [f.result(timeout=30) for f in futures]
+    assert all(r.shard_id == "shardId-000000000000" for r in receipts)
+    assert sorted(r.data for r in read_stream(stream)) == sorted(b"d%d" % i for i in range(100))
 
 
 def run_script(body: str, timeout: float = 120) -> subprocess.CompletedProcess:
