@@ -79,7 +79,9 @@ echo "==> cargo test (unit, property, golden, interop, CLI; benches run once as 
 cargo test --workspace --all-targets
 echo "==> the Python package: pip install ./python (maturin builds it, release), pytest, its type stubs"
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -r python/tests/requirements.txt
+started=$SECONDS
 "$venv/bin/python" -m pip install --quiet --disable-pip-version-check ./python
+echo "    (pip install ./python took $((SECONDS - started)) s)"
 # The fixture starts `kpl local` from the binary cargo test just built.
 KPL_BIN="$PWD/target/debug/kpl" "$venv/bin/python" -m pytest -q python/tests
 # From a directory without the package's sources, so the installed module is what is checked.

@@ -268,7 +268,8 @@ def report(rows, n):
     med = lambda runs, k: statistics.median(r[k] for r in runs)  # noqa: E731
     by = {(name, rl): runs for name, rl, runs in rows}
     print(f"\n{n:,} records per run, medians of {len(rows[0][2])} runs\n")
-    print("| contestant | RateLimit | confirmed | read back | Kinesis records | wall s | confirmed/s | CPU s | CPU µs per record |")
+    spread = lambda runs, k: f"{min(r[k] for r in runs):.2f}-{max(r[k] for r in runs):.2f}"  # noqa: E731
+    print("| contestant | RateLimit | confirmed | read back | Kinesis records | wall s (runs) | confirmed/s | CPU s (runs) | CPU µs per record |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, rl, runs in rows:
         wall, cpu = med(runs, "wall_s"), med(runs, "cpu_s")
@@ -276,7 +277,8 @@ def report(rows, n):
         print(
             f"| {name} | {rl if name.startswith(('ours', 'kpl')) else '-'} | {c:,} | "
             f"{min(r['read_back'] for r in runs):,} | {int(med(runs, 'kinesis_records')):,} | "
-            f"{wall:.2f} | {c / wall:,.0f} | {cpu:.2f} | {cpu / max(c, 1) * 1e6:.1f} |"
+            f"{wall:.2f} ({spread(runs, 'wall_s')}) | {c / wall:,.0f} | "
+            f"{cpu:.2f} ({spread(runs, 'cpu_s')}) | {cpu / max(c, 1) * 1e6:.1f} |"
         )
     aio = by.get(("aiokpl-futures", rows[0][1]))
     if aio:
