@@ -85,7 +85,7 @@ echo "    (pip install ./python took $((SECONDS - started)) s)"
 # The fixture starts `kpl local` from the binary cargo test just built.
 KPL_BIN="$PWD/target/debug/kpl" "$venv/bin/python" -m pytest -q python/tests
 # From a directory without the package's sources, so the installed module is what is checked.
-(cd target && "$venv/bin/python" -m mypy.stubtest kinesis_producer._native)
+(cd target && "$KPL_TEST_PYTHON" -m mypy.stubtest kinesis_producer._native)
 "$venv/bin/python" -m mypy --strict python/kinesis_producer
 echo "==> doc tests"
 cargo test -p kinesis-producer --doc
