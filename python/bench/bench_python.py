@@ -79,7 +79,7 @@ def run_ours(name, endpoint, stream, records, rate_limit):
                             outcomes.append(e)
                 else:
                     lists = await asyncio.gather(
-                        *[p.put_many(stream, [(d, k) for d, k in c]) for c in chunks]
+                        *[p.put_many(stream, c) for c in chunks]
                     )
                     outcomes = [o for lst in lists for o in lst]
                 t1, c1 = time.perf_counter(), time.process_time()
@@ -98,7 +98,7 @@ def run_ours(name, endpoint, stream, records, rate_limit):
                     except PutError as e:
                         outcomes.append(e)
             else:
-                futs = [p.put_many(stream, [(d, k) for d, k in c]) for c in chunks]
+                futs = [p.put_many(stream, c) for c in chunks]
                 outcomes = [o for f in futs for o in f.result()]
             t1, c1 = time.perf_counter(), time.process_time()
         wall, cpu = t1 - t0, c1 - c0

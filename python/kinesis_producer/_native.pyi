@@ -1,7 +1,7 @@
 """Type stubs for the native module (Rust, built by maturin). `scripts/test.sh` checks them
 against the built module with mypy's stubtest."""
 
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union, final
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, final
 
 __all__ = ["_exiting", "deaggregate", "Receipt", "ConfigError", "NativeProducer", "Waiting"]
 
@@ -42,7 +42,7 @@ _RecordArgs = Tuple[bytes, Optional[str], Optional[str]]
 class NativeProducer:
     def __new__(
         cls,
-        deliver: Callable[[List[Tuple[Any, bool, Any]]], None],
+        deliver: Callable[[List[Tuple[Any, Optional[bool], Any]]], None],
         properties: List[Tuple[str, str]],
         properties_file: Optional[str] = None,
         region: Optional[str] = None,
@@ -52,7 +52,12 @@ class NativeProducer:
         self, stream: str, record_args: _RecordArgs, token: Any, room: str
     ) -> Union[None, _Failure, Waiting]: ...
     def send_many(
-        self, stream: str, records: List[_RecordArgs], token: Any, room: str
+        self,
+        stream: str,
+        records: Iterable[Any],
+        entry: Callable[[Any], _RecordArgs],
+        token: Any,
+        room: str,
     ) -> Optional[Waiting]: ...
     def flush(self) -> None: ...
     def flush_then(self, token: Any) -> None: ...

@@ -10,29 +10,25 @@ from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 from . import _native
 from ._errors import PutError, from_native
 from ._native import Receipt
-from ._records import Data, entries, path, properties, record
+from ._records import Data, entry, path, properties, record
 
 Outcome = Union[Receipt, PutError]
 """One record's outcome in ``put_many``'s list: its receipt, or the error handing it back."""
 
 
-def _outcome(ok: bool, value: Any) -> Any:
-    if ok:
-        if isinstance(value, list):
-            return [v if o else from_native(v) for o, v in value]
-        return value
-    return from_native(value)
-
-
 def _settle(batch: List[Any]) -> None:
-    """Resolves the futures of a batch of outcomes from the delivery thread."""
+    """Resolves the futures of a batch of outcomes from the delivery thread: ``(future, ok,
+    value)`` where ``ok`` True gives ``value`` as the result, False a failure tuple to raise,
+    None a ``put_many`` list whose failure tuples become :class:`PutError` in their places."""
     for fut, ok, value in batch:
         if fut.done():
             # Cancelled by the caller: the record was still put (or failed) once; no one waits.
             continue
         try:
             if ok:
-                fut.set_result(_outcome(ok, value))
+                fut.set_result(value)
+            elif ok is None:
+                fut.set_result([from_native(v) if type(v) is tuple else v for v in value])
             else:
                 fut.set_exception(from_native(value))
         except (asyncio.InvalidStateError, concurrent.futures.InvalidStateError):
@@ -225,7 +221,7 @@ class Producer(_Base):
         Cancelling gives up the records still waiting for room; those the producer took are
         still put, once."""
         fut: "asyncio.Future[List[Outcome]]" = asyncio.get_running_loop().create_future()
-        waiting = self._native.send_many(stream, entries(records), fut, "await")
+        waiting = self._native.send_many(stream, records, entry, fut, "await")
         fut.add_done_callback(_abort_if_cancelled(waiting))
         return await fut
 
@@ -293,7 +289,9 @@ class SyncProducer(_Base):
         :meth:`Producer.put_many` takes them. Blocks while the buffer is full, or with
         ``block=False`` refuses what does not fit as :class:`BufferFull` in the list."""
         fut: "concurrent.futures.Future[List[Outcome]]" = concurrent.futures.Future()
-        self._native.send_many(stream, entries(records), fut, "block" if block else "refuse")
+        self._native.send_many(
+            stream, records, entry, fut, "block" if block else "refuse"
+        )
         return fut
 
     def flush(self, timeout: Optional[float] = None) -> bool:

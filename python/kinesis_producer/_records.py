@@ -1,7 +1,7 @@
 """Turning what Python callers pass into what the native module takes."""
 
 import os
-from typing import Any, Iterable, List, Mapping, Optional, Tuple, Union
+from typing import Any, List, Mapping, Optional, Tuple, Union
 
 Data = Union[bytes, bytearray, memoryview, str, Any]
 """Record data: bytes, a str (sent as UTF-8) or any object with the buffer protocol."""
@@ -54,7 +54,10 @@ def record(data: Data, partition_key: Optional[str], explicit_hash_key: Optional
 def entry(r: Any) -> Native:
     """One of ``put_many``'s records: data alone (a random partition key), a tuple
     ``(data, partition_key[, explicit_hash_key])``, or a dict as boto3's ``put_records`` takes
-    (``Data``, ``PartitionKey``, ``ExplicitHashKey``) or in snake case."""
+    (``Data``, ``PartitionKey``, ``ExplicitHashKey``) or in snake case.
+
+    The native module reads bytes and str, alone or in such a tuple with str keys, itself; it
+    calls this for every other form."""
     if isinstance(r, Mapping):
         data = r["Data"] if "Data" in r else r["data"]
         pk = r.get("PartitionKey", r.get("partition_key"))
@@ -68,10 +71,6 @@ def entry(r: Any) -> Native:
         padded = r + (None,) * (3 - len(r))
         return record(padded[0], padded[1], padded[2])
     return record(r, None, None)
-
-
-def entries(records: Iterable[Any]) -> List[Native]:
-    return [entry(r) for r in records]
 
 
 def properties(config: Optional[Mapping[str, Any]]) -> List[Tuple[str, str]]:

@@ -163,32 +163,35 @@ fn run(rx: &Receiver<Vec<Delivery>>, deliver: &Py<PyAny>) {
     }
 }
 
-/// `[(token, ok, value), ...]`: `value` is a `Receipt`, a failure tuple (see [`failure`]), a
-/// list of `(ok, value)` pairs for a batch, or `None` for a finished flush.
+/// `[(token, ok, value), ...]`: with `ok` True, `value` is a `Receipt`, a batch's list of
+/// receipts, or `None` for a finished flush; with `ok` False, a failure tuple (see
+/// [`failure`]); with `ok` None, a batch's list in which the failures are failure tuples (the
+/// Python layer turns those, and only those, into exceptions).
 fn to_python(py: Python<'_>, batch: Vec<Delivery>) -> PyResult<Bound<'_, PyList>> {
     let list = PyList::empty(py);
     for Delivery { token, outcome } in batch {
         let (ok, value) = match outcome {
-            Outcome::One(r) => one(py, r)?,
+            Outcome::One(Ok(receipt)) => (
+                Some(true),
+                Bound::new(py, Receipt::from(receipt))?.into_any(),
+            ),
+            Outcome::One(Err(f)) => (Some(false), failure(py, &f)?.into_any()),
             Outcome::Many(results) => {
-                let items = PyList::empty(py);
-                for r in results {
-                    items.append(one(py, r)?)?;
-                }
-                (true, items.into_any())
+                let all_ok = results.iter().all(Result::is_ok);
+                let items = results
+                    .into_iter()
+                    .map(|r| match r {
+                        Ok(receipt) => Bound::new(py, Receipt::from(receipt)).map(Bound::into_any),
+                        Err(f) => failure(py, &f).map(Bound::into_any),
+                    })
+                    .collect::<PyResult<Vec<_>>>()?;
+                (all_ok.then_some(true), PyList::new(py, items)?.into_any())
             }
-            Outcome::Done => (true, py.None().into_bound(py)),
+            Outcome::Done => (Some(true), py.None().into_bound(py)),
         };
         list.append((token, ok, value))?;
     }
     Ok(list)
-}
-
-fn one(py: Python<'_>, r: Result<RustReceipt, Failure>) -> PyResult<(bool, Bound<'_, PyAny>)> {
-    Ok(match r {
-        Ok(receipt) => (true, Bound::new(py, Receipt::from(receipt))?.into_any()),
-        Err(f) => (false, failure(py, &f)?.into_any()),
-    })
 }
 
 /// `(kind, sentence, code, message, stream, data, partition_key, explicit_hash_key, attempts)`,

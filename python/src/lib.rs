@@ -8,6 +8,7 @@ mod deliver;
 mod exit;
 mod native;
 mod reaper;
+mod records;
 
 /// A Kinesis record's user records, as the KCL reads them: an aggregate's in sub-sequence
 /// order, anything else (including a record with the magic but a bad digest) as itself.

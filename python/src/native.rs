@@ -9,13 +9,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crossbeam_channel::Sender;
-use kinesis_producer::{Config, HashKey, Producer, PutError, PutErrorKind, UserRecord};
+use kinesis_producer::{Config, Producer, PutError, PutErrorKind};
 use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
+use pyo3::types::{PyDict, PyList, PyTuple};
 
 use crate::deliver::{self, Delivery, Failure, Outcome};
 use crate::reaper::Reaper;
+use crate::records::{RecordArgs, invalid, record};
 
 pyo3::create_exception!(
     kinesis_producer,
@@ -23,10 +24,6 @@ pyo3::create_exception!(
     PyValueError,
     "A producer setting is unknown or out of its range; the message names it and the range."
 );
-
-/// One record as the Python layer passes it: data, partition key (None: a random one),
-/// explicit hash key.
-type RecordArgs<'py> = (Bound<'py, PyBytes>, Option<String>, Option<String>);
 
 /// How a send waits when the buffer is full.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -67,10 +64,6 @@ pub struct NativeProducer {
     reaper: Arc<Reaper>,
 }
 
-fn random_key() -> String {
-    format!("{:032x}", fastrand::u128(..))
-}
-
 /// The config the arguments describe: the properties file, then the properties one by one,
 /// then region and endpoint.
 fn config(
@@ -104,38 +97,6 @@ fn config(
         }
     }
     builder.build().map_err(|e| bad(&e))
-}
-
-/// The user record the arguments describe, or why it is not valid.
-fn record(
-    data: &[u8],
-    partition_key: Option<&str>,
-    explicit_hash_key: Option<&str>,
-) -> Result<UserRecord, kinesis_producer::RecordError> {
-    let record = match partition_key {
-        Some(k) => UserRecord::new(k, bytes::Bytes::copy_from_slice(data))?,
-        None => UserRecord::new(random_key(), bytes::Bytes::copy_from_slice(data))?,
-    };
-    Ok(match explicit_hash_key {
-        Some(k) => record.with_explicit_hash_key(k.parse::<HashKey>()?),
-        None => record,
-    })
-}
-
-fn invalid(
-    error: kinesis_producer::RecordError,
-    stream: &str,
-    data: &[u8],
-    partition_key: Option<String>,
-    explicit_hash_key: Option<String>,
-) -> Failure {
-    Failure::Invalid(Box::new(deliver::Invalid {
-        error,
-        stream: stream.to_owned(),
-        data: bytes::Bytes::copy_from_slice(data),
-        partition_key,
-        explicit_hash_key,
-    }))
 }
 
 impl NativeProducer {
@@ -276,28 +237,23 @@ impl NativeProducer {
         Ok(None)
     }
 
-    /// Sends records at once, their outcomes, in order, going to `token` as one list. A record
-    /// that is not valid is refused in its place in the list; with `room` "refuse" those that
-    /// do not fit are refused as `buffer_full`, otherwise they wait for room. With `room`
-    /// "await", returns the [`Waiting`] send (aborting it sends only what was accepted).
+    /// Sends records at once, their outcomes, in order, going to `token` as one list. Each
+    /// record is read as `records::many` says (`entry` turns the forms it does not know into
+    /// `(bytes, str | None, str | None)`). A record that is not valid is refused in its place in
+    /// the list; with `room` "refuse" those that do not fit are refused as `buffer_full`,
+    /// otherwise they wait for room. With `room` "await", returns the [`Waiting`] send
+    /// (aborting it sends only what was accepted).
     fn send_many(
         &self,
         py: Python<'_>,
         stream: &str,
-        records: Vec<RecordArgs<'_>>,
+        records: &Bound<'_, PyAny>,
+        entry: &Bound<'_, PyAny>,
         token: Py<PyAny>,
         room: &str,
     ) -> PyResult<Option<Waiting>> {
         let room = Room::parse(room)?;
-        let mut valid = Vec::with_capacity(records.len());
-        // Where the records that are not valid go in the outcomes, in order.
-        let mut refused = Vec::new();
-        for (i, (data, pk, ehk)) in records.into_iter().enumerate() {
-            match record(data.as_bytes(), pk.as_deref(), ehk.as_deref()) {
-                Ok(r) => valid.push(r),
-                Err(e) => refused.push((i, invalid(e, stream, data.as_bytes(), pk, ehk))),
-            }
-        }
+        let crate::records::Many { valid, refused } = crate::records::many(stream, records, entry)?;
         let producer = self.producer.clone();
         let stream = stream.to_owned();
         let batch = match room {

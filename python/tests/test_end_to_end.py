@@ -83,6 +83,52 @@ def test_a_missing_partition_key_gets_a_random_one(endpoint, new_stream, read_st
     assert all(isinstance(r, Receipt) for r in receipts + outcomes)
 
 
+def test_put_many_reads_every_record_form_as_put_does(endpoint, new_stream, read_stream):
+    # The native module reads bytes and str, alone or in tuples with str keys, itself; every
+    # other form goes through the Python layer's `entry`: both paths must agree.
+    from kinesis_producer import Record
+
+    stream = new_stream(2)
+    top = str(2**128 - 1)
+    forms = [
+        (b"bare", None),
+        ("str bare", None),
+        ((b"one",), None),
+        ((b"two", "k2"), "k2"),
+        (("str two", "k3"), "k3"),
+        ((b"none key", None), None),
+        ((b"hashed", "k5", top), "k5"),
+        ((b"int hash", "k6", 2**128 - 1), "k6"),
+        ((bytearray(b"bytearray"), "k7"), "k7"),
+        ((memoryview(b"memoryview"), "k8"), "k8"),
+        ({"Data": "dict", "PartitionKey": "k9", "ExplicitHashKey": top}, "k9"),
+        (Record(b"record", "k10", None), "k10"),
+    ]
+    wanted = [b"bare", b"str bare", b"one", b"two", b"str two", b"none key", b"hashed"]
+    wanted += [b"int hash", b"bytearray", b"memoryview", b"dict", b"record"]
+    with SyncProducer(endpoint_url=endpoint) as p:
+        outcomes = p.put_many(stream, [r for r, _ in forms]).result(timeout=30)
+        # Any iterable, read once.
+        from_generator = p.put_many(stream, (d for d in [b"g1", ("g2", "g")])).result(timeout=30)
+        # A form it does not know is refused before anything is sent.
+        with pytest.raises(TypeError, match="data must be bytes, str or an object"):
+            p.put_many(stream, [(b"fine", "k"), (5, "k")])
+        with pytest.raises(TypeError, match="partition_key must be a str or None, not int"):
+            p.put_many(stream, [(b"fine", 5)])
+        with pytest.raises(TypeError, match="not 4 items"):
+            p.put_many(stream, [(b"fine", "k", None, None)])
+    assert all(isinstance(o, Receipt) for o in outcomes + from_generator), outcomes
+    read = {r.data: r for r in read_stream(stream)}
+    assert sorted(read) == sorted(wanted + [b"g1", b"g2"])
+    for (_, key), data in zip(forms, wanted):
+        got = read[data].partition_key
+        assert got == key if key is not None else len(got) == 32, (data, got)
+    # The top of the hash key range belongs to the last shard, whatever the partition key.
+    last = max(o.shard_id for o in outcomes)
+    assert {outcomes[i].shard_id for i in (6, 7, 10)} == {last}
+    assert read[b"g2"].partition_key == "g"
+
+
 def test_many_threads_share_one_sync_producer(endpoint, new_stream, read_stream):
     stream = new_stream(4)
     sent = []
