@@ -262,6 +262,10 @@ def drive(args):
         proc.terminate()
         proc.wait(timeout=10)
     report(rows, args.records)
+    # What a future per record costs in CPython with no producer at all, in the same sitting.
+    floor = os.path.join(os.path.dirname(os.path.abspath(__file__)), "future_floor.py")
+    print("\nThe futures alone (future_floor.py, medians of 5):")
+    subprocess.run([sys.executable, floor, str(args.records)], check=True)
 
 
 def report(rows, n):
