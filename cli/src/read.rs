@@ -21,9 +21,11 @@ Examples:
   kpl read --stream events --from at-timestamp=2026-11-21T10:00:00Z
   kpl read --stream events --shard-id shardId-000000000001 --from at-sequence-number=4968...
   kpl read --stream events --endpoint-url http://127.0.0.1:4567 --base64
+  kpl read --stream events --limit 100000 > sample.jsonl   # a sample for kpl bench --input
 Prints one JSON line per user record: shard_id, sequence_number, sub_sequence_number,
-partition_key, explicit_hash_key (only in aggregates, where one was set), aggregated, and data
-(UTF-8) or data_base64. Shards are read parents first, each to its end (an open shard: until
+partition_key, explicit_hash_key (only in aggregates, where one was set), aggregated,
+arrival_timestamp (the Kinesis record's approximate arrival, epoch seconds), and data (UTF-8) or
+data_base64. Shards are read parents first, each to its end (an open shard: until
 caught up), so records of one partition key come out in order across resharding.";
 
 #[derive(clap::Args)]
@@ -43,6 +45,9 @@ pub struct Args {
     /// Print data as base64 always (by default, as text when it is valid UTF-8).
     #[arg(long)]
     base64: bool,
+    /// Stop after this many user records (counted with --count too).
+    #[arg(long, value_name = "N")]
+    limit: Option<u64>,
 }
 
 enum From {
@@ -158,7 +163,11 @@ async fn read(
     let order = lineage_order(shards);
     let mut progress = crate::progress::Progress::new("read", None);
     let shard_count = order.len();
-    for (n, shard) in order.into_iter().enumerate() {
+    let limit = args.limit.unwrap_or(u64::MAX);
+    'shards: for (n, shard) in order.into_iter().enumerate() {
+        if user_records >= limit {
+            break;
+        }
         let closed = shard
             .sequence_number_range
             .as_ref()
@@ -206,7 +215,11 @@ async fn read(
             });
             for r in page.records {
                 kinesis_records += 1;
+                let arrival = r.approximate_arrival_timestamp.map(|t| t.as_secs_f64());
                 for u in deaggregate(&r.partition_key, Bytes::from(r.data.into_inner())) {
+                    if user_records >= limit {
+                        break 'shards;
+                    }
                     user_records += 1;
                     if args.count {
                         continue;
@@ -220,6 +233,9 @@ async fn read(
                     });
                     if let Some(k) = &u.explicit_hash_key {
                         line["explicit_hash_key"] = k.clone().into();
+                    }
+                    if let Some(t) = arrival {
+                        line["arrival_timestamp"] = t.into();
                     }
                     match std::str::from_utf8(&u.data) {
                         Ok(text) if !args.base64 => line["data"] = text.into(),

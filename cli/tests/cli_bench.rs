@@ -3,19 +3,9 @@
 
 mod common;
 
-use common::{kpl, text};
+use common::{assert_refused, json_report, kpl, text};
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use serde_json::Value;
-
-fn json_report(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        text(&out.stdout),
-        text(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
-}
 
 fn u(v: &Value) -> u64 {
     v.as_u64().unwrap_or_else(|| panic!("not a count: {v}"))
@@ -228,17 +218,6 @@ fn bench_refuses_bad_flags_naming_the_value_and_the_limit() {
             "--chart out.gif: the file name must end in .svg or .png",
         ),
     ] {
-        let out = kpl(&[&["bench"][..], flags].concat(), b"");
-        assert_eq!(
-            out.status.code(),
-            Some(2),
-            "{flags:?}: {}",
-            text(&out.stderr)
-        );
-        assert!(
-            text(&out.stderr).contains(message),
-            "{flags:?}: {}",
-            text(&out.stderr)
-        );
+        assert_refused(&[&["bench"][..], flags].concat(), message);
     }
 }

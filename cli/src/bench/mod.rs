@@ -23,6 +23,7 @@ use crate::progress::Progress;
 mod chart;
 mod counting;
 mod outcomes;
+mod replay;
 mod report;
 mod usage;
 mod workload;
@@ -31,6 +32,7 @@ use counting::{Counters, counted};
 use outcomes::{Settled, chunk_outcomes};
 use report::{Report, RunReport, print_table};
 
+use replay::{Fingerprint, InputFormat, Pace, Replay};
 use workload::{SizeDist, Workload};
 
 pub const EXAMPLES: &str = "\
@@ -41,6 +43,8 @@ Examples:
   kpl bench --sink memory --records 1000000 --aggregation on   # the engine alone
   kpl bench --json --chart bench.svg                    # machine-readable, and a chart
   kpl bench --stream my-stream --region eu-west-1       # a real stream (it is written to!)
+  kpl bench --input events.jsonl --partition-key-field user   # your own records, as kpl put reads them
+  kpl read --stream live --limit 100000 > sample.jsonl && kpl bench --input sample.jsonl --pace original
 Size distributions: fixed:N (or N), uniform:MIN-MAX, lognormal:MEDIAN[:SIGMA] (bytes of data).
 PUT payload units are counted per Kinesis record put (one per started 25 KiB); the minimum is
 what the same user bytes (data + partition keys) would cost perfectly packed.";
@@ -79,15 +83,38 @@ pub struct Args {
     /// Where the records go (default: local, unless --endpoint-url or --region is given).
     #[arg(long, value_enum)]
     sink: Option<SinkKind>,
-    /// User records per run.
-    #[arg(long, default_value_t = 20_000, conflicts_with = "duration")]
-    records: u64,
+    /// User records per run (default 20,000; with --input, one pass over it, cycled or cut to
+    /// this number).
+    #[arg(long, conflicts_with = "duration")]
+    records: Option<u64>,
     /// Seconds per run, instead of a record count.
     #[arg(long, value_name = "SECS")]
     duration: Option<f64>,
     /// Offered user records per second; 0 sends as fast as the producer accepts them.
     #[arg(long, default_value_t = 0.0)]
     rate: f64,
+    /// Replay these records instead of the synthetic workload: sizes, partition keys and
+    /// explicit hash keys as they are (read into memory before the clock starts).
+    #[arg(long, value_name = "FILE")]
+    input: Option<std::path::PathBuf>,
+    /// How --input's lines are read: lines (data, random keys), jsonl (as `kpl put --json`,
+    /// with the field flags), read (what `kpl read` prints), or auto.
+    #[arg(long, value_enum, default_value_t = InputFormat::Auto, requires = "input")]
+    input_format: InputFormat,
+    /// With --input: original (the recorded arrival times, from `kpl read` output), as-fast,
+    /// or a number of records per second.
+    #[arg(long, value_name = "PACE", requires = "input", conflicts_with = "rate")]
+    pace: Option<Pace>,
+    /// With --input as JSON Lines: the field whose value is the partition key (otherwise a
+    /// random key), as `kpl put` takes it.
+    #[arg(long, value_name = "FIELD", requires = "input")]
+    partition_key_field: Option<String>,
+    /// With --input as JSON Lines: the field whose value is the explicit hash key.
+    #[arg(long, value_name = "FIELD", requires = "input")]
+    explicit_hash_key_field: Option<String>,
+    /// With --input as JSON Lines: send this field's value instead of the whole line.
+    #[arg(long, value_name = "FIELD", requires = "input")]
+    data_field: Option<String>,
     /// Bytes of data per record: fixed:N, uniform:MIN-MAX or lognormal:MEDIAN[:SIGMA].
     #[arg(long, default_value = "fixed:100")]
     size: SizeDist,
@@ -120,12 +147,42 @@ const PRODUCER_THREADS: &str = "kpl-producer";
 const SENDER_THREAD: &str = "kpl-bench-send";
 const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 const RATE_EVERY: u64 = 5;
+/// User records per run of the synthetic workload when neither --records nor --duration is given.
+const DEFAULT_RECORDS: u64 = 20_000;
 /// Records whose outcomes one task awaits; a slow sender hands a chunk over after CHUNK_AGE.
 const CHUNK: usize = 64;
 const CHUNK_AGE: Duration = Duration::from_millis(20);
 
-pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
+pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     check(&args)?;
+    let replay = match &args.input {
+        Some(path) => {
+            let fields = crate::lines::LineArgs {
+                json: false,
+                partition_key_field: args.partition_key_field.clone(),
+                explicit_hash_key_field: args.explicit_hash_key_field.clone(),
+                data_field: args.data_field.clone(),
+            };
+            let replay = Replay::load(path, args.input_format, &fields)?;
+            if args.pace == Some(Pace::Original) && !replay.has_timestamps() {
+                return Err(format!(
+                    "--pace original needs an arrival time on every record, and {} has none (records captured with `kpl read` have them)",
+                    path.display()
+                )
+                .into());
+            }
+            Some(Arc::new(replay))
+        }
+        None => None,
+    };
+    if args.duration.is_none() && args.records.is_none() {
+        args.records = Some(replay.as_ref().map_or(DEFAULT_RECORDS, |r| r.len()));
+    }
+    let pace = args.pace.unwrap_or(if args.rate > 0.0 {
+        Pace::Rate(args.rate)
+    } else {
+        Pace::AsFast
+    });
     args.metrics.install()?;
     let sink = args
         .sink
@@ -182,21 +239,35 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         ),
     };
     if !args.json {
-        println!(
-            "kpl bench: {}, data sizes {}, {} partition keys, {:.0}% with explicit hash keys, offered {}",
-            match args.duration {
-                Some(d) => format!("{d} s per run"),
-                None => format!("{} user records per run", args.records),
-            },
-            args.size,
-            args.keys,
-            args.ehk_share * 100.0,
-            if args.rate > 0.0 {
-                format!("{} records/s", args.rate)
-            } else {
-                "as fast as the producer takes them".into()
+        let length = match args.duration {
+            Some(d) => format!("{d} s per run"),
+            None => format!("{} user records per run", args.records.unwrap_or(0)),
+        };
+        let offered = match pace {
+            Pace::AsFast => "as fast as the producer takes them".to_string(),
+            Pace::Rate(r) => format!("{r} records/s"),
+            Pace::Original => "at the pace they arrived".to_string(),
+        };
+        match &replay {
+            Some(r) => {
+                let i = &r.summary;
+                println!(
+                    "kpl bench: {length}, replaying {} ({} records: {} partition keys, {} with explicit hash keys, data {} bytes median, {} largest), offered {offered}",
+                    i.path.display(),
+                    i.records,
+                    i.distinct_partition_keys,
+                    i.with_explicit_hash_key,
+                    i.data_bytes_p50,
+                    i.data_bytes_max
+                );
             }
-        );
+            None => println!(
+                "kpl bench: {length}, data sizes {}, {} partition keys, {:.0}% with explicit hash keys, offered {offered}",
+                args.size,
+                args.keys,
+                args.ehk_share * 100.0,
+            ),
+        }
         println!("  sink: {sink_text}; stream {:?}", args.stream);
     }
 
@@ -252,19 +323,44 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 counted(&producer_rt, config, inner, &counters)
             }
         };
-        let mut report = one_run(&args, aggregation, &producer, settle_rt.handle(), &counters)?;
+        let source = match &replay {
+            Some(r) => Source::Replay(Arc::clone(r)),
+            None => Source::Synthetic(Workload {
+                rng: fastrand::Rng::with_seed(args.seed),
+                size: args.size,
+                keys: args.keys,
+                ehk_share: args.ehk_share,
+            }),
+        };
+        let mut report = one_run(
+            &args,
+            aggregation,
+            &producer,
+            settle_rt.handle(),
+            &counters,
+            (source, pace),
+        )?;
         producer_rt.block_on(producer.shutdown());
         if let Some(kinesis) = local {
-            let (kinesis_records, user_records) = local_rt.block_on(async {
+            let (kinesis_records, read_back) = local_rt.block_on(async {
                 let read = kinesis.read_all(&args.stream).await?;
-                let users: usize = read
-                    .iter()
-                    .map(|r| deaggregate(&r.partition_key, r.data.clone()).len())
-                    .sum();
-                Ok::<_, SinkError>((read.len() as u64, users as u64))
+                let mut users = Fingerprint::default();
+                for r in &read {
+                    for u in deaggregate(&r.partition_key, r.data.clone()) {
+                        users.add(&u.partition_key, &u.data);
+                    }
+                }
+                Ok::<_, SinkError>((read.len() as u64, users))
             })?;
             report.read_back_kinesis_records = Some(kinesis_records);
-            report.read_back_user_records = Some(user_records);
+            report.read_back_user_records = Some(read_back.records);
+            // Replayed records are known: the stream must hold exactly those sent (when all
+            // of them were put), keys and data alike.
+            if let Some(r) = &replay
+                && report.user_records_failed == 0
+            {
+                report.read_back_exact = Some(r.fingerprint(report.user_records_sent) == read_back);
+            }
         }
         runs.push(report);
     }
@@ -273,14 +369,20 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mismatched = runs.iter().any(|r| {
         r.read_back_user_records
             .is_some_and(|n| n != r.user_records_put)
+            || r.read_back_exact == Some(false)
     });
     let report = Report {
         sink: sink_text,
         stream: &args.stream,
         shards: (sink != SinkKind::Kinesis).then_some(args.shards),
-        records: args.duration.is_none().then_some(args.records),
+        records: args.records,
         duration_seconds: args.duration,
-        offered_rate: (args.rate > 0.0).then_some(args.rate),
+        offered_rate: match pace {
+            Pace::Rate(r) => Some(r),
+            _ => None,
+        },
+        original_pace: pace == Pace::Original,
+        input: replay.as_ref().map(|r| r.summary.clone()),
         size: args.size,
         keys: args.keys,
         ehk_share: args.ehk_share,
@@ -346,7 +448,7 @@ fn check(args: &Args) -> Result<(), String> {
     if args.duration.is_some_and(|d| !(d > 0.0 && d <= 86_400.0)) {
         return Err("--duration must be more than 0 and at most 86400 seconds".into());
     }
-    if args.records == 0 && args.duration.is_none() {
+    if args.records == Some(0) {
         return Err("--records must be at least 1".into());
     }
     if let Some(path) = &args.chart {
@@ -355,12 +457,39 @@ fn check(args: &Args) -> Result<(), String> {
     Ok(())
 }
 
+/// Where a run's records come from.
+enum Source {
+    Synthetic(Workload),
+    Replay(Arc<Replay>),
+}
+
+impl Source {
+    /// The `i`-th record of the run.
+    fn record(&mut self, i: u64) -> kinesis_producer::UserRecord {
+        match self {
+            Source::Synthetic(w) => w.next(),
+            Source::Replay(r) => r.record(i),
+        }
+    }
+
+    /// When the `i`-th record is due after the start, at `pace`; `None`: at once.
+    fn due(&self, i: u64, pace: Pace) -> Option<Duration> {
+        match (pace, self) {
+            (Pace::AsFast, _) => None,
+            (Pace::Rate(rate), _) => Some(Duration::from_secs_f64(i as f64 / rate)),
+            (Pace::Original, Source::Replay(r)) => r.due(i),
+            (Pace::Original, Source::Synthetic(_)) => None,
+        }
+    }
+}
+
 fn one_run(
     args: &Args,
     aggregation: bool,
     producer: &Producer,
     settle: &tokio::runtime::Handle,
     counters: &Counters,
+    (mut source, pace): (Source, Pace),
 ) -> Result<RunReport, Box<dyn std::error::Error>> {
     let label = if aggregation {
         "aggregation on"
@@ -395,16 +524,9 @@ fn one_run(
         let (settled, delivered, settle) =
             (Arc::clone(&settled), Arc::clone(&delivered), settle.clone());
         let peak = Arc::clone(&peak);
-        let mut workload = Workload {
-            rng: fastrand::Rng::with_seed(args.seed),
-            size: args.size,
-            keys: args.keys,
-            ehk_share: args.ehk_share,
-        };
-        let (records, duration, rate) = (
-            args.records,
+        let (records, duration) = (
+            args.records.unwrap_or(DEFAULT_RECORDS),
             args.duration.map(Duration::from_secs_f64),
-            args.rate,
         );
         std::thread::Builder::new()
             .name(SENDER_THREAD.into())
@@ -421,13 +543,12 @@ fn one_run(
                     if !more {
                         break;
                     }
-                    if rate > 0.0 {
-                        let due = Duration::from_secs_f64(i as f64 / rate);
-                        if due > elapsed {
-                            std::thread::sleep(due - elapsed);
-                        }
+                    if let Some(due) = source.due(i, pace)
+                        && due > elapsed
+                    {
+                        std::thread::sleep(due - elapsed);
                     }
-                    let record = workload.next();
+                    let record = source.record(i);
                     sent_bytes.fetch_add(record.size() as u64, Relaxed);
                     chunk.push(producer.send_blocking(&stream, record));
                     if chunk.len() >= CHUNK || chunk_started.elapsed() >= CHUNK_AGE {
@@ -461,7 +582,10 @@ fn one_run(
     };
 
     // Sample progress, the rate and the producer's buffer until every future is settled.
-    let total = args.duration.is_none().then_some(args.records);
+    let total = args
+        .duration
+        .is_none()
+        .then_some(args.records.unwrap_or(DEFAULT_RECORDS));
     let mut progress = Progress::new("bench", total);
     let mut rate_over_time = Vec::new();
     let mut last = (Duration::ZERO, 0u64);
@@ -553,6 +677,7 @@ fn one_run(
         peak_buffered_bytes: peak.1.load(Relaxed),
         read_back_user_records: None,
         read_back_kinesis_records: None,
+        read_back_exact: None,
         rate_over_time,
         latency_quantiles_ms: if latencies.is_empty() {
             vec![]

@@ -59,6 +59,9 @@ pub struct RunReport {
     /// `user_records_put`.
     pub read_back_user_records: Option<u64>,
     pub read_back_kinesis_records: Option<u64>,
+    /// With --input and the local sink: whether the stream held exactly the records sent
+    /// (partition keys and data, as a multiset), when none failed.
+    pub read_back_exact: Option<bool>,
     /// Seconds since the start and user records put per second in the interval before.
     pub rate_over_time: Vec<(f64, f64)>,
     /// Latency of the records put, as 1001 quantiles (0, 0.001, ..., 1), in milliseconds.
@@ -73,6 +76,10 @@ pub(super) struct Report<'a> {
     pub(super) records: Option<u64>,
     pub(super) duration_seconds: Option<f64>,
     pub(super) offered_rate: Option<f64>,
+    /// Offered at the input's recorded pace (`--pace original`).
+    pub(super) original_pace: bool,
+    /// The replayed input (`--input`); the synthetic workload's fields below then do not apply.
+    pub(super) input: Option<super::replay::InputSummary>,
     pub(super) size: SizeDist,
     pub(super) keys: u64,
     pub(super) ehk_share: f64,
@@ -217,7 +224,14 @@ pub(super) fn print_table(runs: &[RunReport]) {
             "read back from the stream",
             Box::new(
                 |r| match (r.read_back_user_records, r.read_back_kinesis_records) {
-                    (Some(u), Some(k)) => format!("{u} user in {k} Kinesis"),
+                    (Some(u), Some(k)) => format!(
+                        "{u} user in {k} Kinesis{}",
+                        match r.read_back_exact {
+                            Some(true) => ", exactly those sent",
+                            Some(false) => ", NOT those sent",
+                            None => "",
+                        }
+                    ),
                     _ => "not read".into(),
                 },
             ),

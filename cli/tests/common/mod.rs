@@ -40,3 +40,26 @@ pub fn kpl_with(args: &[&str], stdin: &[u8], env: &[(&str, &str)]) -> std::proce
 pub fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
+
+/// The JSON a successful `kpl ... --json` printed; panics with its output otherwise.
+pub fn json_report(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&out.stdout)))
+}
+
+/// Runs `kpl` with `args` and checks it refused them as a usage error (exit status 2) with
+/// `message` in what it printed.
+pub fn assert_refused(args: &[&str], message: &str) {
+    let out = kpl(args, b"");
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+    assert!(
+        err.contains(message),
+        "{args:?}: wanted {message:?} in {err}"
+    );
+}
