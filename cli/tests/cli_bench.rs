@@ -221,3 +221,89 @@ fn bench_refuses_bad_flags_naming_the_value_and_the_limit() {
         assert_refused(&[&["bench"][..], flags].concat(), message);
     }
 }
+
+#[test]
+fn a_sweep_runs_each_value_as_a_single_run_at_that_value_does() {
+    // Aggregates close only when full (or at the end): how many there are is set by
+    // AggregationMaxSize alone, so a sweep's run and a single run at its value must agree.
+    let dir = std::env::temp_dir().join(format!("kpl-sweep-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let base = dir.join("base.properties");
+    std::fs::write(&base, "RecordMaxBufferedTime = 60000\n").unwrap();
+    let chart = dir.join("sweep.svg");
+    let workload = [
+        "bench",
+        "--sink",
+        "memory",
+        "--records",
+        "3000",
+        "--keys",
+        "50",
+        "--aggregation",
+        "on",
+        "--json",
+    ];
+    let base_arg = base.to_str().unwrap();
+    let chart_arg = chart.to_str().unwrap();
+    let sweep = json_report(&kpl(
+        &[
+            &workload[..],
+            &[
+                "--config",
+                base_arg,
+                "--sweep",
+                "AggregationMaxSize=4096,51200",
+                "--chart",
+                chart_arg,
+            ],
+        ]
+        .concat(),
+        b"",
+    ));
+    let runs = sweep["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2);
+    for (run, value) in runs.iter().zip(["4096", "51200"]) {
+        assert_eq!(run["setting"]["name"], "AggregationMaxSize");
+        assert_eq!(run["setting"]["value"], value);
+        assert_eq!(run["user_records_put"], 3000);
+        let single = dir.join(format!("single-{value}.properties"));
+        std::fs::write(
+            &single,
+            format!("RecordMaxBufferedTime = 60000\nAggregationMaxSize = {value}\n"),
+        )
+        .unwrap();
+        let alone = json_report(&kpl(
+            &[&workload[..], &["--config", single.to_str().unwrap()]].concat(),
+            b"",
+        ));
+        for figure in [
+            "kinesis_records_put",
+            "put_payload_units",
+            "bytes_sent",
+            "user_records_put",
+        ] {
+            assert_eq!(
+                run[figure], alone["runs"][0][figure],
+                "{figure} at AggregationMaxSize={value}"
+            );
+        }
+    }
+    assert!(
+        u(&runs[0]["kinesis_records_put"]) > u(&runs[1]["kinesis_records_put"]),
+        "smaller aggregates, more of them"
+    );
+    let svg = std::fs::read_to_string(&chart).unwrap();
+    for text in [
+        "PUT payload unit efficiency",
+        "AggregationMaxSize",
+        ">4096<",
+        ">51200<",
+    ] {
+        assert!(svg.contains(text), "{text} not in the chart");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_refused(
+        &["bench", "--sweep", "RecordMaxBufferedTme=10"],
+        "unknown property RecordMaxBufferedTme",
+    );
+}

@@ -1,4 +1,5 @@
-//! `kpl bench --chart`: user records/s over time and the latency distribution, per run.
+//! `kpl bench --chart`: user records/s over time and the latency distribution, per run; for a
+//! sweep, packing efficiency and p99 latency against the swept value.
 //!
 //! The SVG is written directly (two line charts need no font machinery; plotters would need
 //! fontconfig for its text); PNG is that SVG rendered by resvg with the system's fonts.
@@ -63,6 +64,9 @@ struct Panel<'a> {
     height: f64,
     x_max: f64,
     y_max: f64,
+    /// Labels of evenly spaced x positions (a sweep's values at 0.5, 1.5, ...): the x axis is
+    /// then these instead of numbers.
+    categories: &'a [String],
 }
 
 impl Panel<'_> {
@@ -95,18 +99,28 @@ impl Panel<'_> {
             );
             v += step;
         }
-        let step = tick_step(self.x_max);
-        let mut v = 0.0;
-        while v <= self.x_max + 1e-9 {
+        let ticks: Vec<(f64, String)> = if self.categories.is_empty() {
+            let step = tick_step(self.x_max);
+            let n = (self.x_max / step + 1e-9).floor() as usize;
+            (0..=n)
+                .map(|i| (i as f64 * step, label(i as f64 * step)))
+                .collect()
+        } else {
+            let at = |i: usize| i as f64 + 0.5;
+            self.categories
+                .iter()
+                .enumerate()
+                .map(|(i, c)| (at(i), c.clone()))
+                .collect()
+        };
+        for (v, text) in ticks {
             let x = self.x(v);
             let _ = writeln!(
                 svg,
-                r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{}" stroke="#333"/><text x="{x:.1}" y="{}" font-size="12" text-anchor="middle">{}</text>"##,
+                r##"<line x1="{x:.1}" y1="{bottom}" x2="{x:.1}" y2="{}" stroke="#333"/><text x="{x:.1}" y="{}" font-size="12" text-anchor="middle">{text}</text>"##,
                 bottom + 5.0,
                 bottom + 20.0,
-                label(v)
             );
-            v += step;
         }
         let _ = writeln!(
             svg,
@@ -170,6 +184,7 @@ pub fn svg(runs: &[RunReport]) -> String {
         x_max: max_of(&|r| r.rate_over_time.last().map_or(0.0, |p| p.0)).max(1e-3),
         y_max: (max_of(&|r| r.rate_over_time.iter().map(|p| p.1).fold(0.0, f64::max)) * 1.1)
             .max(1.0),
+        categories: &[],
     };
     rate.axes(&mut svg);
     for r in runs {
@@ -190,6 +205,7 @@ pub fn svg(runs: &[RunReport]) -> String {
         height: 220.0,
         x_max: (max_of(&p999) * 1.05).max(1.0),
         y_max: 100.0,
+        categories: &[],
     };
     latency.axes(&mut svg);
     for r in runs {
@@ -220,9 +236,112 @@ pub fn svg(runs: &[RunReport]) -> String {
     svg
 }
 
-/// Writes the chart of `runs` to `path`, as SVG or PNG by its extension.
+/// A sweep's chart as SVG text: PUT payload unit efficiency and p99 latency at each value of
+/// the swept property, a line per aggregation mode.
+pub fn sweep_svg(runs: &[RunReport]) -> String {
+    let Some(property) = runs
+        .iter()
+        .find_map(|r| r.setting.as_ref().map(|s| s.name.clone()))
+    else {
+        return svg(runs);
+    };
+    let mut values: Vec<String> = Vec::new();
+    for r in runs {
+        if let Some(s) = &r.setting
+            && !values.contains(&s.value)
+        {
+            values.push(s.value.clone());
+        }
+    }
+    let at = |r: &RunReport| {
+        r.setting
+            .as_ref()
+            .and_then(|s| values.iter().position(|v| *v == s.value))
+            .map_or(0.0, |i| i as f64 + 0.5)
+    };
+    let mut svg = String::new();
+    let _ = writeln!(
+        svg,
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+    );
+    let x_label = format!("{property} (each value a run)");
+    let efficiency = Panel {
+        title: "PUT payload unit efficiency (minimum units for the bytes / units used)",
+        x_label: &x_label,
+        y_label: "% efficiency",
+        top: 95.0,
+        height: 215.0,
+        x_max: values.len() as f64,
+        y_max: 100.0,
+        categories: &values,
+    };
+    let latency = Panel {
+        title: "Latency p99, send to receipt",
+        x_label: &x_label,
+        y_label: "milliseconds",
+        top: 420.0,
+        height: 220.0,
+        x_max: values.len() as f64,
+        y_max: (runs.iter().map(|r| r.latency_ms_p99).fold(0.0, f64::max) * 1.1).max(1.0),
+        categories: &values,
+    };
+    efficiency.axes(&mut svg);
+    latency.axes(&mut svg);
+    for aggregation in [true, false] {
+        let mode: Vec<&RunReport> = runs
+            .iter()
+            .filter(|r| r.aggregation == aggregation)
+            .collect();
+        let Some(first) = mode.first() else { continue };
+        let points = |f: &dyn Fn(&RunReport) -> f64| -> Vec<(f64, f64)> {
+            mode.iter().map(|r| (at(r), f(r))).collect()
+        };
+        // A dot at each run: the line only joins them.
+        for (panel, f) in [
+            (
+                &efficiency,
+                &(|r: &RunReport| r.payload_unit_efficiency_percent) as &dyn Fn(&RunReport) -> f64,
+            ),
+            (&latency, &|r: &RunReport| r.latency_ms_p99),
+        ] {
+            for r in &mode {
+                let _ = writeln!(
+                    svg,
+                    r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"#,
+                    panel.x(at(r)),
+                    panel.y(f(r)),
+                    colour(r)
+                );
+            }
+        }
+        efficiency.line(
+            &mut svg,
+            &points(&|r| r.payload_unit_efficiency_percent),
+            colour(first),
+        );
+        latency.line(&mut svg, &points(&|r| r.latency_ms_p99), colour(first));
+        let y = if aggregation { 16.0 } else { 34.0 };
+        let _ = writeln!(
+            svg,
+            r#"<rect x="{LEFT}" y="{y}" width="18" height="4" fill="{}"/><text x="{}" y="{}" font-size="13">{}</text>"#,
+            colour(first),
+            LEFT + 24.0,
+            y + 7.0,
+            name(first),
+        );
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
+
+/// Writes the chart of `runs` to `path`, as SVG or PNG by its extension: a sweep's chart when
+/// the runs were made at a sweep's values.
 pub fn write(path: &Path, runs: &[RunReport]) -> Result<(), String> {
-    let text = svg(runs);
+    let text = if runs.iter().any(|r| r.setting.is_some()) {
+        sweep_svg(runs)
+    } else {
+        svg(runs)
+    };
     let bytes = match format_of(path)? {
         Format::Svg => text.into_bytes(),
         Format::Png => png(&text)?,

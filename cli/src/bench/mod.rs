@@ -25,6 +25,7 @@ mod counting;
 mod outcomes;
 mod replay;
 mod report;
+mod sweep;
 mod usage;
 mod workload;
 
@@ -33,6 +34,7 @@ use outcomes::{Settled, chunk_outcomes};
 use report::{Report, RunReport, print_table};
 
 use replay::{Fingerprint, InputFormat, Pace, Replay};
+use sweep::{Setting, Sweep};
 use workload::{SizeDist, Workload};
 
 pub const EXAMPLES: &str = "\
@@ -44,6 +46,7 @@ Examples:
   kpl bench --json --chart bench.svg                    # machine-readable, and a chart
   kpl bench --stream my-stream --region eu-west-1       # a real stream (it is written to!)
   kpl bench --input events.jsonl --partition-key-field user   # your own records, as kpl put reads them
+  kpl bench --sweep RecordMaxBufferedTime=10,50,100,250,500 --aggregation on --chart sweep.svg
   kpl read --stream live --limit 100000 > sample.jsonl && kpl bench --input sample.jsonl --pace original
 Size distributions: fixed:N (or N), uniform:MIN-MAX, lognormal:MEDIAN[:SIGMA] (bytes of data).
 PUT payload units are counted per Kinesis record put (one per started 25 KiB); the minimum is
@@ -136,6 +139,11 @@ pub struct Args {
     /// Write a chart (rate over time, latency distribution): .svg, or .png.
     #[arg(long, value_name = "FILE")]
     chart: Option<std::path::PathBuf>,
+    /// Run the same workload at each value of one producer property (its KPL name), e.g.
+    /// RecordMaxBufferedTime=10,100,500, side by side (and --chart draws efficiency and p99
+    /// latency against the value).
+    #[arg(long, value_name = "NAME=V1,V2,...")]
+    sweep: Option<Sweep>,
     /// Seed of the workload generator: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -271,8 +279,16 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         println!("  sink: {sink_text}; stream {:?}", args.stream);
     }
 
+    // Without --sweep, one setting: the configuration as given.
+    let settings: Vec<Option<Setting>> = match &args.sweep {
+        Some(s) => s.settings().into_iter().map(Some).collect(),
+        None => vec![None],
+    };
     let mut runs = Vec::new();
-    for &aggregation in modes {
+    for (setting, &aggregation) in settings
+        .iter()
+        .flat_map(|s| modes.iter().map(move |m| (s, m)))
+    {
         let counters = Arc::new(Counters::default());
         let mut local = None;
         // Both runs get the same properties; only AggregationEnabled differs (and the in-memory
@@ -284,10 +300,16 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             } else {
                 "unaggregated"
             };
-            let builder = conn
+            let mut builder = conn
                 .builder(base)?
                 .aggregation_enabled(aggregation)
                 .metrics_dimension("run", run);
+            // The swept value goes over what --config says.
+            if let Some(s) = setting {
+                builder = builder
+                    .set_property(&s.name, &s.value)
+                    .map_err(|e| format!("--sweep {}={}: {e}", s.name, s.value))?;
+            }
             conn.build(if sink == SinkKind::Memory {
                 builder.rate_limit(1_000_000)
             } else {
@@ -340,6 +362,7 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             &counters,
             (source, pace),
         )?;
+        report.setting = setting.clone();
         producer_rt.block_on(producer.shutdown());
         if let Some(kinesis) = local {
             let (kinesis_records, read_back) = local_rt.block_on(async {
@@ -678,6 +701,7 @@ fn one_run(
         read_back_user_records: None,
         read_back_kinesis_records: None,
         read_back_exact: None,
+        setting: None,
         rate_over_time,
         latency_quantiles_ms: if latencies.is_empty() {
             vec![]

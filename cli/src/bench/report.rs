@@ -62,6 +62,8 @@ pub struct RunReport {
     /// With --input and the local sink: whether the stream held exactly the records sent
     /// (partition keys and data, as a multiset), when none failed.
     pub read_back_exact: Option<bool>,
+    /// The property value of a sweep this run was made at (`--sweep`).
+    pub setting: Option<super::sweep::Setting>,
     /// Seconds since the start and user records put per second in the interval before.
     pub rate_over_time: Vec<(f64, f64)>,
     /// Latency of the records put, as 1001 quantiles (0, 0.001, ..., 1), in milliseconds.
@@ -94,10 +96,14 @@ pub(super) fn print_table(runs: &[RunReport]) {
     let header: Vec<String> = runs
         .iter()
         .map(|r| {
-            if r.aggregation {
-                "aggregation on".to_string()
+            let mode = if r.aggregation {
+                "aggregation on"
             } else {
-                "aggregation off".to_string()
+                "aggregation off"
+            };
+            match &r.setting {
+                Some(s) => format!("{}={}, {mode}", s.name, s.value),
+                None => mode.to_string(),
             }
         })
         .collect();
