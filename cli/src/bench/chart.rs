@@ -167,13 +167,27 @@ fn name(r: &RunReport) -> &'static str {
     }
 }
 
-/// The chart as SVG text.
-pub fn svg(runs: &[RunReport]) -> String {
-    let mut svg = String::new();
+/// One line of the legend, at the top: row `row`, in `colour`.
+fn legend(svg: &mut String, row: usize, colour: &str, text: &str) {
+    let y = 16.0 + row as f64 * 18.0;
     let _ = writeln!(
         svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
+        r#"<rect x="{LEFT}" y="{y}" width="18" height="4" fill="{colour}"/><text x="{}" y="{}" font-size="13">{text}</text>"#,
+        LEFT + 24.0,
+        y + 7.0,
     );
+}
+
+/// The opening of a chart's SVG: its size and a white background.
+fn open_svg() -> String {
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{W}\" height=\"{H}\" viewBox=\"0 0 {W} {H}\" font-family=\"sans-serif\"><rect width=\"100%\" height=\"100%\" fill=\"white\"/>\n"
+    )
+}
+
+/// The chart as SVG text.
+pub fn svg(runs: &[RunReport]) -> String {
+    let mut svg = open_svg();
     let max_of = |f: &dyn Fn(&RunReport) -> f64| runs.iter().map(f).fold(0.0f64, f64::max);
     let rate = Panel {
         title: "User records put per second",
@@ -219,18 +233,14 @@ pub fn svg(runs: &[RunReport]) -> String {
         latency.line(&mut svg, &points, colour(r));
     }
     for (i, r) in runs.iter().enumerate() {
-        let y = 16.0 + i as f64 * 18.0;
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{LEFT}" y="{y}" width="18" height="4" fill="{}"/><text x="{}" y="{}" font-size="13">{}: {:.0} user records/s, p50 {:.0} ms, p99 {:.0} ms</text>"#,
-            colour(r),
-            LEFT + 24.0,
-            y + 7.0,
+        let text = format!(
+            "{}: {:.0} user records/s, p50 {:.0} ms, p99 {:.0} ms",
             name(r),
             r.user_records_per_second,
             r.latency_ms_p50,
             r.latency_ms_p99
         );
+        legend(&mut svg, i, colour(r), &text);
     }
     svg.push_str("</svg>\n");
     svg
@@ -259,11 +269,7 @@ pub fn sweep_svg(runs: &[RunReport]) -> String {
             .and_then(|s| values.iter().position(|v| *v == s.value))
             .map_or(0.0, |i| i as f64 + 0.5)
     };
-    let mut svg = String::new();
-    let _ = writeln!(
-        svg,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif"><rect width="100%" height="100%" fill="white"/>"#
-    );
+    let mut svg = open_svg();
     let x_label = format!("{property} (each value a run)");
     let efficiency = Panel {
         title: "PUT payload unit efficiency (minimum units for the bytes / units used)",
@@ -320,13 +326,10 @@ pub fn sweep_svg(runs: &[RunReport]) -> String {
             colour(first),
         );
         latency.line(&mut svg, &points(&|r| r.latency_ms_p99), colour(first));
-        let y = if aggregation { 16.0 } else { 34.0 };
-        let _ = writeln!(
-            svg,
-            r#"<rect x="{LEFT}" y="{y}" width="18" height="4" fill="{}"/><text x="{}" y="{}" font-size="13">{}</text>"#,
+        legend(
+            &mut svg,
+            usize::from(!aggregation),
             colour(first),
-            LEFT + 24.0,
-            y + 7.0,
             name(first),
         );
     }
