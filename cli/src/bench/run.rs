@@ -1,0 +1,261 @@
+//! One run of `kpl bench`: the sending thread offering the workload at its pace, the sampler
+//! watching progress and the producer's buffer, and the run's figures from what was counted.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+use kinesis_producer::{Buffered, Producer};
+
+use super::counting::Counters;
+use super::outcomes::{Settled, chunk_outcomes};
+use super::replay::{Pace, Replay};
+use super::report::RunReport;
+use super::workload::Workload;
+use super::{Args, DEFAULT_RECORDS, PRODUCER_THREADS, SENDER_THREAD, usage};
+use crate::progress::Progress;
+
+const SAMPLE_EVERY: Duration = Duration::from_millis(100);
+const RATE_EVERY: u64 = 5;
+/// Records whose outcomes one task awaits; a slow sender hands a chunk over after CHUNK_AGE.
+const CHUNK: usize = 64;
+const CHUNK_AGE: Duration = Duration::from_millis(20);
+
+/// Where a run's records come from.
+pub(super) enum Source {
+    Synthetic(Workload),
+    Replay(Arc<Replay>),
+}
+
+impl Source {
+    /// The `i`-th record of the run.
+    fn record(&mut self, i: u64) -> kinesis_producer::UserRecord {
+        match self {
+            Source::Synthetic(w) => w.next(),
+            Source::Replay(r) => r.record(i),
+        }
+    }
+
+    /// When the `i`-th record is due after the start, at `pace`; `None`: at once.
+    fn due(&self, i: u64, pace: Pace) -> Option<Duration> {
+        match (pace, self) {
+            (Pace::AsFast, _) => None,
+            (Pace::Rate(rate), _) => Some(Duration::from_secs_f64(i as f64 / rate)),
+            (Pace::Original, Source::Replay(r)) => r.due(i),
+            (Pace::Original, Source::Synthetic(_)) => None,
+        }
+    }
+}
+
+pub(super) fn one_run(
+    args: &Args,
+    aggregation: bool,
+    producer: &Producer,
+    settle: &tokio::runtime::Handle,
+    counters: &Counters,
+    (mut source, pace): (Source, Pace),
+) -> Result<RunReport, Box<dyn std::error::Error>> {
+    let label = if aggregation {
+        "aggregation on"
+    } else {
+        "aggregation off"
+    };
+    let sent = Arc::new(AtomicU64::new(0));
+    let sent_bytes = Arc::new(AtomicU64::new(0));
+    // Peak buffered records and bytes in the producer.
+    let peak = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
+    let delivered = Arc::new(AtomicU64::new(0));
+    let done_sending = Arc::new(AtomicBool::new(false));
+    let settled = Arc::new(std::sync::Mutex::new(Settled::default()));
+
+    usage::reset_peak_rss();
+    let cpu_before = (
+        usage::threads_cpu_seconds(&[PRODUCER_THREADS, SENDER_THREAD]),
+        usage::process_cpu_seconds(),
+    );
+    let start = Instant::now();
+
+    // The sender: its own thread, as an application's would be; `send_blocking` waits when
+    // the producer's buffer is full, so the offered rate never outruns the memory bound.
+    let sender = {
+        let producer = producer.clone();
+        let stream = args.stream.clone();
+        let (sent, sent_bytes, done_sending) = (
+            Arc::clone(&sent),
+            Arc::clone(&sent_bytes),
+            Arc::clone(&done_sending),
+        );
+        let (settled, delivered, settle) =
+            (Arc::clone(&settled), Arc::clone(&delivered), settle.clone());
+        let peak = Arc::clone(&peak);
+        let (records, duration) = (
+            args.records.unwrap_or(DEFAULT_RECORDS),
+            args.duration.map(Duration::from_secs_f64),
+        );
+        std::thread::Builder::new()
+            .name(SENDER_THREAD.into())
+            .spawn(move || {
+                let mut i = 0u64;
+                let mut chunk = Vec::with_capacity(CHUNK);
+                let mut chunk_started = Instant::now();
+                loop {
+                    let elapsed = start.elapsed();
+                    let more = match duration {
+                        Some(d) => elapsed < d,
+                        None => i < records,
+                    };
+                    if !more {
+                        break;
+                    }
+                    if let Some(due) = source.due(i, pace)
+                        && due > elapsed
+                    {
+                        std::thread::sleep(due - elapsed);
+                    }
+                    let record = source.record(i);
+                    sent_bytes.fetch_add(record.size() as u64, Relaxed);
+                    chunk.push(producer.send_blocking(&stream, record));
+                    if chunk.len() >= CHUNK || chunk_started.elapsed() >= CHUNK_AGE {
+                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        settle.spawn(chunk_outcomes(
+                            full,
+                            Arc::clone(&settled),
+                            Arc::clone(&delivered),
+                        ));
+                        chunk_started = Instant::now();
+                    }
+                    i += 1;
+                    sent.store(i, Relaxed);
+                    // The sampler looks every 100 ms; a short run would slip between looks.
+                    if i.is_multiple_of(256) {
+                        let Buffered { records, bytes, .. } = producer.buffered();
+                        peak.0.fetch_max(records as u64, Relaxed);
+                        peak.1.fetch_max(bytes as u64, Relaxed);
+                    }
+                }
+                if !chunk.is_empty() {
+                    settle.spawn(chunk_outcomes(
+                        chunk,
+                        Arc::clone(&settled),
+                        Arc::clone(&delivered),
+                    ));
+                }
+                producer.flush();
+                done_sending.store(true, Relaxed);
+            })?
+    };
+
+    // Sample progress, the rate and the producer's buffer until every future is settled.
+    let total = args
+        .duration
+        .is_none()
+        .then_some(args.records.unwrap_or(DEFAULT_RECORDS));
+    let mut progress = Progress::new("bench", total);
+    let mut rate_over_time = Vec::new();
+    let mut last = (Duration::ZERO, 0u64);
+    let mut tick = 0u64;
+    loop {
+        tick += 1;
+        std::thread::sleep(SAMPLE_EVERY);
+        let Buffered { records, bytes, .. } = producer.buffered();
+        peak.0.fetch_max(records as u64, Relaxed);
+        peak.1.fetch_max(bytes as u64, Relaxed);
+        let now = start.elapsed();
+        let done = delivered.load(Relaxed);
+        let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
+        // A point every RATE_EVERY samples: shorter windows only show batching noise.
+        let finished = done_sending.load(Relaxed) && done == sent.load(Relaxed);
+        if tick.is_multiple_of(RATE_EVERY) || finished {
+            rate_over_time.push((now.as_secs_f64(), rate));
+            last = (now, done);
+        }
+        let sent_now = sent.load(Relaxed);
+        progress.update(done, || {
+            format!("{label}: {sent_now} sent, {done} settled, {rate:.0} records/s")
+        });
+        if done_sending.load(Relaxed) && done == sent_now {
+            break;
+        }
+    }
+    sender.join().map_err(|_| "the sending thread panicked")?;
+    let settled = std::mem::take(&mut *settled.lock().expect("no settling task panics"));
+    let seconds = settled
+        .last_at
+        .map_or(Duration::ZERO, |t| t.duration_since(start))
+        .as_secs_f64();
+    progress.finish();
+    let cpu_producer = usage::threads_cpu_seconds(&[PRODUCER_THREADS, SENDER_THREAD])
+        .zip(cpu_before.0)
+        .map(|(after, before)| after - before);
+    let cpu_process = usage::process_cpu_seconds()
+        .zip(cpu_before.1)
+        .map(|(after, before)| after - before);
+
+    let mut latencies = settled.latencies_ms;
+    latencies.sort_by(f64::total_cmp);
+    let pct = |p: f64| quantile(&latencies, p);
+    let mut added = settled.added_ms;
+    added.sort_by(f64::total_cmp);
+    let quantiles = (0..=1000)
+        .map(|i| pct(i as f64 / 1000.0))
+        .collect::<Vec<_>>();
+    let g = |c: &AtomicU64| c.load(Relaxed);
+    let kinesis_records = g(&counters.entries_put);
+    let bytes_sent = g(&counters.bytes_put);
+    // The user records put weigh what was sent less what failed (handed back with its error).
+    let user_bytes = sent_bytes.load(Relaxed) - settled.failed_bytes;
+    let units = g(&counters.units_put);
+    Ok(RunReport {
+        aggregation,
+        user_records_sent: sent.load(Relaxed),
+        user_records_put: settled.put,
+        user_records_failed: settled.failed,
+        failures: settled.failures,
+        first_error: settled.first_error,
+        seconds,
+        user_records_per_second: settled.put as f64 / seconds.max(1e-9),
+        kinesis_records_put: kinesis_records,
+        put_records_calls: g(&counters.calls),
+        entries_sent: g(&counters.entries_sent),
+        user_records_per_kinesis_record: settled.put as f64 / kinesis_records.max(1) as f64,
+        user_bytes,
+        bytes_sent,
+        put_payload_units: units,
+        min_put_payload_units: user_bytes.div_ceil(25 * 1024),
+        payload_unit_efficiency_percent: user_bytes.div_ceil(25 * 1024) as f64
+            / units.max(1) as f64
+            * 100.0,
+        throttled_entries: g(&counters.throttled),
+        other_failed_entries: g(&counters.entries_failed),
+        user_records_retried: settled.retried,
+        latency_ms_p50: pct(0.5),
+        latency_ms_p99: pct(0.99),
+        latency_ms_max: latencies.last().copied().unwrap_or(0.0),
+        added_latency_ms_p50: quantile(&added, 0.5),
+        added_latency_ms_p99: quantile(&added, 0.99),
+        added_latency_ms_max: added.last().copied().unwrap_or(0.0),
+        cpu_seconds_producer: cpu_producer,
+        cpu_seconds_process: cpu_process,
+        peak_rss_bytes: usage::peak_rss_bytes(),
+        peak_buffered_records: peak.0.load(Relaxed),
+        peak_buffered_bytes: peak.1.load(Relaxed),
+        read_back_user_records: None,
+        read_back_kinesis_records: None,
+        read_back_exact: None,
+        setting: None,
+        rate_over_time,
+        latency_quantiles_ms: if latencies.is_empty() {
+            vec![]
+        } else {
+            quantiles
+        },
+    })
+}
+
+/// The `p` quantile of `sorted` (nearest rank), 0 when empty.
+fn quantile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
