@@ -307,3 +307,67 @@ fn a_sweep_runs_each_value_as_a_single_run_at_that_value_does() {
         "unknown property RecordMaxBufferedTme",
     );
 }
+
+#[test]
+fn a_fleet_counts_each_producer_and_its_parts_add_up_to_the_whole() {
+    let run = |extra: &[&str]| {
+        json_report(&kpl(
+            &[
+                &[
+                    "bench",
+                    "--records",
+                    "4000",
+                    "--rate",
+                    "4000",
+                    "--producers",
+                    "4",
+                    "--shards",
+                    "4",
+                    "--json",
+                ][..],
+                extra,
+            ]
+            .concat(),
+            b"",
+        ))
+    };
+    let spread = run(&[]);
+    for r in spread["runs"].as_array().unwrap() {
+        let shares = r["producers"].as_array().unwrap();
+        assert_eq!(shares.len(), 4);
+        for (figure, whole) in [
+            ("user_records_sent", "user_records_sent"),
+            ("user_records_put", "user_records_put"),
+            ("kinesis_records_put", "kinesis_records_put"),
+            ("put_records_calls", "put_records_calls"),
+            ("entries_sent", "entries_sent"),
+            ("throttled_entries", "throttled_entries"),
+            ("put_payload_units", "put_payload_units"),
+        ] {
+            let parts: u64 = shares.iter().map(|s| u(&s[figure])).sum();
+            assert_eq!(parts, u(&r[whole]), "{figure}: {r}");
+        }
+        assert_eq!(u(&r["user_records_put"]), 4000);
+        assert_eq!(u(&r["read_back_user_records"]), 4000);
+        // Each in turn: a quarter each.
+        assert!(
+            shares.iter().all(|s| u(&s["user_records_sent"]) == 1000),
+            "{r}"
+        );
+    }
+    // With four producers and four shards, key affinity gives each producer one shard's keys:
+    // its aggregates per shard fill four times as fast as when every producer sends to every
+    // shard, so there are far fewer of them.
+    let affinity = run(&["--key-affinity", "--aggregation", "on"]);
+    let packed = |r: &Value| u(&r["runs"][0]["kinesis_records_put"]);
+    assert!(
+        packed(&affinity) * 2 < packed(&spread),
+        "affinity {} against spread {}",
+        packed(&affinity),
+        packed(&spread)
+    );
+    assert_refused(
+        &["bench", "--producers", "0"],
+        "--producers 0 is out of range: 1 to 64",
+    );
+}

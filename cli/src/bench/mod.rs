@@ -8,17 +8,18 @@
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use kinesis_producer::ConfigBuilder;
 use kinesis_producer::aggregation::deaggregate;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::sink::SinkError;
 use kinesis_producer::sink::aws::AwsSink;
 use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::{ConfigBuilder, Producer};
 
 use crate::conn::ConnArgs;
 
 mod chart;
 mod counting;
+mod fleet;
 mod outcomes;
 mod replay;
 mod report;
@@ -142,6 +143,16 @@ pub struct Args {
     /// latency against the value).
     #[arg(long, value_name = "NAME=V1,V2,...")]
     sweep: Option<Sweep>,
+    /// Producers sharing the stream, each with its own buffers and rate limiter (as N
+    /// processes of an application): records go to each in turn, so every key reaches every
+    /// producer, unless --key-affinity.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    producers: u32,
+    /// With --producers: each producer owns a range of the hash key space (the k-th of N equal
+    /// ranges; with as many shards as producers, its own shards) and sends only the records of
+    /// its keys.
+    #[arg(long)]
+    key_affinity: bool,
     /// Seed of the workload generator: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -270,6 +281,17 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             ),
         }
         println!("  sink: {sink_text}; stream {:?}", args.stream);
+        if args.producers > 1 {
+            println!(
+                "  {} producers sharing the stream, {}",
+                args.producers,
+                if args.key_affinity {
+                    "each owning a range of the hash key space (--key-affinity)"
+                } else {
+                    "records to each in turn (every key reaches every producer)"
+                }
+            );
+        }
     }
 
     // Without --sweep, one setting: the configuration as given.
@@ -282,7 +304,10 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .iter()
         .flat_map(|s| modes.iter().map(move |m| (s, m)))
     {
-        let counters = Arc::new(Counters::default());
+        let fleet = args.producers as usize;
+        // Each producer counted apart (its share, its throttling); the run's counts add them.
+        let counters: Vec<Arc<Counters>> =
+            (0..fleet).map(|_| Arc::new(Counters::default())).collect();
         let mut local = None;
         // Both runs get the same properties; only AggregationEnabled differs (and the in-memory
         // sink, which has no shard limits, runs without the rate limiter).
@@ -309,34 +334,45 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 builder
             })
         };
-        let producer = match sink {
+        // The fleet shares one stream: one local or in-memory Kinesis for all of them.
+        let producers: Vec<Producer> = match sink {
             SinkKind::Local => {
                 let kinesis = local_rt.block_on(LocalKinesis::start(LocalOptions {
                     enforce_limits: true,
                     port: 0,
                 }))?;
                 local_rt.block_on(kinesis.create_stream(&args.stream, args.shards as i32))?;
-                let config = config(kinesis.config())?;
-                let inner = AwsSink::from_client(kinesis.client().clone());
+                let producers = counters
+                    .iter()
+                    .map(|c| {
+                        let config = config(kinesis.config())?;
+                        let inner = AwsSink::from_client(kinesis.client().clone());
+                        Ok(counted(&producer_rt, config, inner, c))
+                    })
+                    .collect::<Result<_, String>>()?;
                 local = Some(kinesis);
-                counted(&producer_rt, config, inner, &counters)
+                producers
             }
             SinkKind::Memory => {
                 let inner = MemorySink::new()
                     .with_stream(&args.stream, args.shards as usize)
                     .discarding();
-                counted(
-                    &producer_rt,
-                    config(ConfigBuilder::default())?,
-                    inner,
-                    &counters,
-                )
+                counters
+                    .iter()
+                    .map(|c| {
+                        let config = config(ConfigBuilder::default())?;
+                        Ok(counted(&producer_rt, config, inner.clone(), c))
+                    })
+                    .collect::<Result<_, String>>()?
             }
-            SinkKind::Kinesis => {
-                let config = config(ConfigBuilder::default())?;
-                let inner = producer_rt.block_on(AwsSink::new(&config));
-                counted(&producer_rt, config, inner, &counters)
-            }
+            SinkKind::Kinesis => counters
+                .iter()
+                .map(|c| {
+                    let config = config(ConfigBuilder::default())?;
+                    let inner = producer_rt.block_on(AwsSink::new(&config));
+                    Ok(counted(&producer_rt, config, inner, c))
+                })
+                .collect::<Result<_, String>>()?,
         };
         let source = match &replay {
             Some(r) => Source::Replay(Arc::clone(r)),
@@ -350,13 +386,15 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         let mut report = one_run(
             &args,
             aggregation,
-            &producer,
+            &producers,
             settle_rt.handle(),
             &counters,
             (source, pace),
         )?;
         report.setting = setting.clone();
-        producer_rt.block_on(producer.shutdown());
+        for producer in producers {
+            producer_rt.block_on(producer.shutdown());
+        }
         if let Some(kinesis) = local {
             let (kinesis_records, read_back) = local_rt.block_on(async {
                 let read = kinesis.read_all(&args.stream).await?;
@@ -456,6 +494,12 @@ fn check(args: &Args) -> Result<(), String> {
         return Err(format!(
             "--shards {} is out of range: 1 to 1000",
             args.shards
+        ));
+    }
+    if args.producers == 0 || args.producers > 64 {
+        return Err(format!(
+            "--producers {} is out of range: 1 to 64 producers",
+            args.producers
         ));
     }
     if !args.rate.is_finite() || args.rate < 0.0 {

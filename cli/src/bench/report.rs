@@ -62,6 +62,8 @@ pub struct RunReport {
     /// With --input and the local sink: whether the stream held exactly the records sent
     /// (partition keys and data, as a multiset), when none failed.
     pub read_back_exact: Option<bool>,
+    /// With `--producers N` (N > 1): each producer's part, in order.
+    pub producers: Vec<super::fleet::ProducerShare>,
     /// The property value of a sweep this run was made at (`--sweep`).
     pub setting: Option<super::sweep::Setting>,
     /// Seconds since the start and user records put per second in the interval before.
@@ -266,6 +268,29 @@ pub(super) fn print_table(runs: &[RunReport]) {
             print!("  {cell:>column$}");
         }
         println!();
+    }
+    for (r, h) in runs.iter().zip(&header) {
+        if r.producers.is_empty() {
+            continue;
+        }
+        println!();
+        println!("  {h}, per producer:");
+        for (i, p) in r.producers.iter().enumerate() {
+            println!(
+                "    producer {}: {} sent, {} put ({:.1}% of all), {} failed; {} Kinesis records in {} calls, {} PUT payload units; {} entries throttled ({:.1}% of its {})",
+                i + 1,
+                p.user_records_sent,
+                p.user_records_put,
+                p.share_percent,
+                p.user_records_failed,
+                p.kinesis_records_put,
+                p.put_records_calls,
+                p.put_payload_units,
+                p.throttled_entries,
+                p.throttled_percent,
+                p.entries_sent,
+            );
+        }
     }
     if let [on, off] = runs {
         println!();

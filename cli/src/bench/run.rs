@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use kinesis_producer::{Buffered, Producer};
 
 use super::counting::Counters;
+use super::fleet::{ProducerShare, owner};
 use super::outcomes::{Settled, chunk_outcomes};
 use super::replay::{Pace, Replay};
 use super::report::RunReport;
@@ -50,11 +51,12 @@ impl Source {
 pub(super) fn one_run(
     args: &Args,
     aggregation: bool,
-    producer: &Producer,
+    producers: &[Producer],
     settle: &tokio::runtime::Handle,
-    counters: &Counters,
+    counters: &[Arc<Counters>],
     (mut source, pace): (Source, Pace),
 ) -> Result<RunReport, Box<dyn std::error::Error>> {
+    let fleet = producers.len();
     let label = if aggregation {
         "aggregation on"
     } else {
@@ -66,7 +68,10 @@ pub(super) fn one_run(
     let peak = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let delivered = Arc::new(AtomicU64::new(0));
     let done_sending = Arc::new(AtomicBool::new(false));
-    let settled = Arc::new(std::sync::Mutex::new(Settled::default()));
+    // Each producer's outcomes, counted apart so that its share can be told.
+    let settled: Vec<_> = (0..fleet)
+        .map(|_| Arc::new(std::sync::Mutex::new(Settled::default())))
+        .collect();
 
     usage::reset_peak_rss();
     let cpu_before = (
@@ -78,7 +83,8 @@ pub(super) fn one_run(
     // The sender: its own thread, as an application's would be; `send_blocking` waits when
     // the producer's buffer is full, so the offered rate never outruns the memory bound.
     let sender = {
-        let producer = producer.clone();
+        let producers = producers.to_vec();
+        let affinity = args.key_affinity;
         let stream = args.stream.clone();
         let (sent, sent_bytes, done_sending) = (
             Arc::clone(&sent),
@@ -86,7 +92,7 @@ pub(super) fn one_run(
             Arc::clone(&done_sending),
         );
         let (settled, delivered, settle) =
-            (Arc::clone(&settled), Arc::clone(&delivered), settle.clone());
+            (settled.clone(), Arc::clone(&delivered), settle.clone());
         let peak = Arc::clone(&peak);
         let (records, duration) = (
             args.records.unwrap_or(DEFAULT_RECORDS),
@@ -96,8 +102,11 @@ pub(super) fn one_run(
             .name(SENDER_THREAD.into())
             .spawn(move || {
                 let mut i = 0u64;
-                let mut chunk = Vec::with_capacity(CHUNK);
-                let mut chunk_started = Instant::now();
+                // Per producer: its chunk of futures, when that chunk began, and its count.
+                let mut chunks: Vec<(Vec<_>, Instant)> = (0..fleet)
+                    .map(|_| (Vec::with_capacity(CHUNK), Instant::now()))
+                    .collect();
+                let mut sent_by = vec![0u64; fleet];
                 loop {
                     let elapsed = start.elapsed();
                     let more = match duration {
@@ -114,34 +123,42 @@ pub(super) fn one_run(
                     }
                     let record = source.record(i);
                     sent_bytes.fetch_add(record.size() as u64, Relaxed);
-                    chunk.push(producer.send_blocking(&stream, record));
+                    let p = owner(&record, i, fleet, affinity);
+                    sent_by[p] += 1;
+                    let (chunk, chunk_started) = &mut chunks[p];
+                    chunk.push(producers[p].send_blocking(&stream, record));
                     if chunk.len() >= CHUNK || chunk_started.elapsed() >= CHUNK_AGE {
-                        let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                        let full = std::mem::replace(chunk, Vec::with_capacity(CHUNK));
                         settle.spawn(chunk_outcomes(
                             full,
-                            Arc::clone(&settled),
+                            Arc::clone(&settled[p]),
                             Arc::clone(&delivered),
                         ));
-                        chunk_started = Instant::now();
+                        *chunk_started = Instant::now();
                     }
                     i += 1;
                     sent.store(i, Relaxed);
                     // The sampler looks every 100 ms; a short run would slip between looks.
                     if i.is_multiple_of(256) {
-                        let Buffered { records, bytes, .. } = producer.buffered();
-                        peak.0.fetch_max(records as u64, Relaxed);
-                        peak.1.fetch_max(bytes as u64, Relaxed);
+                        let (records, bytes) = buffered(&producers);
+                        peak.0.fetch_max(records, Relaxed);
+                        peak.1.fetch_max(bytes, Relaxed);
                     }
                 }
-                if !chunk.is_empty() {
-                    settle.spawn(chunk_outcomes(
-                        chunk,
-                        Arc::clone(&settled),
-                        Arc::clone(&delivered),
-                    ));
+                for (p, (chunk, _)) in chunks.into_iter().enumerate() {
+                    if !chunk.is_empty() {
+                        settle.spawn(chunk_outcomes(
+                            chunk,
+                            Arc::clone(&settled[p]),
+                            Arc::clone(&delivered),
+                        ));
+                    }
                 }
-                producer.flush();
+                for producer in &producers {
+                    producer.flush();
+                }
                 done_sending.store(true, Relaxed);
+                sent_by
             })?
     };
 
@@ -157,9 +174,9 @@ pub(super) fn one_run(
     loop {
         tick += 1;
         std::thread::sleep(SAMPLE_EVERY);
-        let Buffered { records, bytes, .. } = producer.buffered();
-        peak.0.fetch_max(records as u64, Relaxed);
-        peak.1.fetch_max(bytes as u64, Relaxed);
+        let (records, bytes) = buffered(producers);
+        peak.0.fetch_max(records, Relaxed);
+        peak.1.fetch_max(bytes, Relaxed);
         let now = start.elapsed();
         let done = delivered.load(Relaxed);
         let rate = (done - last.1) as f64 / (now - last.0).as_secs_f64();
@@ -177,8 +194,33 @@ pub(super) fn one_run(
             break;
         }
     }
-    sender.join().map_err(|_| "the sending thread panicked")?;
-    let settled = std::mem::take(&mut *settled.lock().expect("no settling task panics"));
+    let sent_by = sender.join().map_err(|_| "the sending thread panicked")?;
+    let g = |c: &AtomicU64| c.load(Relaxed);
+    // Each producer's part, then the whole run's outcomes merged from theirs.
+    let mut shares = Vec::with_capacity(fleet);
+    let mut all = Settled::default();
+    for ((s, c), sent) in settled.iter().zip(counters).zip(sent_by) {
+        let s = std::mem::take(&mut *s.lock().expect("no settling task panics"));
+        shares.push(ProducerShare {
+            user_records_sent: sent,
+            user_records_put: s.put,
+            user_records_failed: s.failed,
+            kinesis_records_put: g(&c.entries_put),
+            put_records_calls: g(&c.calls),
+            entries_sent: g(&c.entries_sent),
+            throttled_entries: g(&c.throttled),
+            put_payload_units: g(&c.units_put),
+            share_percent: 0.0,
+            throttled_percent: g(&c.throttled) as f64 / g(&c.entries_sent).max(1) as f64 * 100.0,
+        });
+        all.merge(s);
+    }
+    for share in &mut shares {
+        share.share_percent = share.user_records_put as f64 / all.put.max(1) as f64 * 100.0;
+    }
+    let settled = all;
+    // The fleet's counts: each producer's, added up.
+    let sum = |f: fn(&Counters) -> &AtomicU64| counters.iter().map(|c| g(f(c))).sum::<u64>();
     let seconds = settled
         .last_at
         .map_or(Duration::ZERO, |t| t.duration_since(start))
@@ -199,12 +241,11 @@ pub(super) fn one_run(
     let quantiles = (0..=1000)
         .map(|i| pct(i as f64 / 1000.0))
         .collect::<Vec<_>>();
-    let g = |c: &AtomicU64| c.load(Relaxed);
-    let kinesis_records = g(&counters.entries_put);
-    let bytes_sent = g(&counters.bytes_put);
+    let kinesis_records = sum(|c| &c.entries_put);
+    let bytes_sent = sum(|c| &c.bytes_put);
     // The user records put weigh what was sent less what failed (handed back with its error).
     let user_bytes = sent_bytes.load(Relaxed) - settled.failed_bytes;
-    let units = g(&counters.units_put);
+    let units = sum(|c| &c.units_put);
     Ok(RunReport {
         aggregation,
         user_records_sent: sent.load(Relaxed),
@@ -215,8 +256,8 @@ pub(super) fn one_run(
         seconds,
         user_records_per_second: settled.put as f64 / seconds.max(1e-9),
         kinesis_records_put: kinesis_records,
-        put_records_calls: g(&counters.calls),
-        entries_sent: g(&counters.entries_sent),
+        put_records_calls: sum(|c| &c.calls),
+        entries_sent: sum(|c| &c.entries_sent),
         user_records_per_kinesis_record: settled.put as f64 / kinesis_records.max(1) as f64,
         user_bytes,
         bytes_sent,
@@ -225,8 +266,8 @@ pub(super) fn one_run(
         payload_unit_efficiency_percent: user_bytes.div_ceil(25 * 1024) as f64
             / units.max(1) as f64
             * 100.0,
-        throttled_entries: g(&counters.throttled),
-        other_failed_entries: g(&counters.entries_failed),
+        throttled_entries: sum(|c| &c.throttled),
+        other_failed_entries: sum(|c| &c.entries_failed),
         user_records_retried: settled.retried,
         latency_ms_p50: pct(0.5),
         latency_ms_p99: pct(0.99),
@@ -242,6 +283,7 @@ pub(super) fn one_run(
         read_back_user_records: None,
         read_back_kinesis_records: None,
         read_back_exact: None,
+        producers: if fleet > 1 { shares } else { Vec::new() },
         setting: None,
         rate_over_time,
         latency_quantiles_ms: if latencies.is_empty() {
@@ -258,4 +300,12 @@ fn quantile(sorted: &[f64], p: f64) -> f64 {
         .get(((sorted.len().max(1) - 1) as f64 * p).round() as usize)
         .copied()
         .unwrap_or(0.0)
+}
+
+/// Records and bytes buffered across the fleet.
+fn buffered(producers: &[Producer]) -> (u64, u64) {
+    producers.iter().fold((0, 0), |(r, b), p| {
+        let Buffered { records, bytes, .. } = p.buffered();
+        (r + records as u64, b + bytes as u64)
+    })
 }
