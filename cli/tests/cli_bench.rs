@@ -371,3 +371,65 @@ fn a_fleet_counts_each_producer_and_its_parts_add_up_to_the_whole() {
         "--producers 0 is out of range: 1 to 64",
     );
 }
+
+#[test]
+fn the_bill_is_the_runs_own_counts_at_the_bill_rate_and_the_prices_given() {
+    let r = json_report(&kpl(
+        &[
+            "bench",
+            "--sink",
+            "memory",
+            "--records",
+            "3000",
+            "--size",
+            "uniform:100-3000",
+            "--bill-rate",
+            "1500",
+            "--price-shard-hour",
+            "0.02",
+            "--json",
+        ],
+        b"",
+    ));
+    assert_eq!(r["bill_user_records_per_second"], 1500.0);
+    assert_eq!(r["prices"]["shard_hour"], 0.02);
+    assert_eq!(r["prices"]["million_put_payload_units"], 0.014);
+    assert!(
+        r["prices"]["source"]
+            .as_str()
+            .unwrap()
+            .contains("--price-*")
+    );
+    let f = |v: &Value| v.as_f64().unwrap();
+    let month = 730.0 * 3600.0;
+    for run in r["runs"].as_array().unwrap() {
+        // By hand from the run's own counts: per user record, times 1,500 a second.
+        let per_second = |n: &Value| f(n) / f(&run["user_records_put"]) * 1500.0;
+        let shards = (per_second(&run["kinesis_records_put"]) / 1000.0)
+            .ceil()
+            .max((per_second(&run["bytes_sent"]) / 1_048_576.0).ceil())
+            .max(1.0);
+        let b = &run["bill"];
+        assert_eq!(f(&b["shards_needed"]), shards, "{run}");
+        let want =
+            shards * 730.0 * 0.02 + per_second(&run["put_payload_units"]) * month / 1e6 * 0.014;
+        assert!(
+            (f(&b["provisioned_monthly_usd"]) - want).abs() < 1e-6,
+            "{b} against {want}"
+        );
+        let gib = per_second(&run["kib_written"]) * month / 1_048_576.0;
+        let want = 730.0 * 0.04 + gib * 0.08;
+        assert!(
+            (f(&b["on_demand_monthly_usd"]) - want).abs() < 1e-6,
+            "{b} against {want}"
+        );
+    }
+    // Unaggregated, every record is at least a PUT payload unit and a KiB: it costs more.
+    let (on, off) = (&r["runs"][0]["bill"], &r["runs"][1]["bill"]);
+    assert!(f(&on["provisioned_monthly_usd"]) < f(&off["provisioned_monthly_usd"]));
+    assert!(f(&on["on_demand_monthly_usd"]) < f(&off["on_demand_monthly_usd"]));
+    assert_refused(
+        &["bench", "--price-gb-written=-1"],
+        "--price-gb-written -1 must be a price of 0 dollars or more",
+    );
+}

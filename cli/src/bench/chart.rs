@@ -234,11 +234,14 @@ pub fn svg(runs: &[RunReport]) -> String {
     }
     for (i, r) in runs.iter().enumerate() {
         let text = format!(
-            "{}: {:.0} user records/s, p50 {:.0} ms, p99 {:.0} ms",
+            "{}: {:.0} user records/s, p50 {:.0} ms, p99 {:.0} ms; a month: ${:.2} provisioned ({} shards), ${:.2} on demand",
             name(r),
             r.user_records_per_second,
             r.latency_ms_p50,
-            r.latency_ms_p99
+            r.latency_ms_p99,
+            r.bill.provisioned_monthly_usd,
+            r.bill.shards_needed,
+            r.bill.on_demand_monthly_usd
         );
         legend(&mut svg, i, colour(r), &text);
     }

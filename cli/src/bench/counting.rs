@@ -16,6 +16,8 @@ pub(super) struct Counters {
     pub(super) entries_put: AtomicU64,
     pub(super) bytes_put: AtomicU64,
     pub(super) units_put: AtomicU64,
+    /// KiB put, each Kinesis record rounded up to a whole KiB (what on-demand streams bill).
+    pub(super) kib_put: AtomicU64,
     pub(super) throttled: AtomicU64,
     pub(super) entries_failed: AtomicU64,
 }
@@ -52,6 +54,7 @@ impl<S: Sink> Sink for Counting<S> {
                             c.entries_put.fetch_add(1, Relaxed);
                             c.bytes_put.fetch_add(*size as u64, Relaxed);
                             c.units_put.fetch_add(put_payload_units(*size), Relaxed);
+                            c.kib_put.fetch_add(size.div_ceil(1024) as u64, Relaxed);
                         }
                         EntryResult::Failed { code, .. } if is_throttle(code) => {
                             c.throttled.fetch_add(1, Relaxed);

@@ -17,6 +17,7 @@ use kinesis_producer::{ConfigBuilder, Producer};
 
 use crate::conn::ConnArgs;
 
+mod bill;
 mod chart;
 mod counting;
 mod fleet;
@@ -153,6 +154,23 @@ pub struct Args {
     /// its keys.
     #[arg(long)]
     key_affinity: bool,
+    /// The user records per second the monthly bill is for (default: the offered --rate, else
+    /// the first run's measured rate); every run is billed at it, from its own Kinesis records,
+    /// bytes and PUT payload units per user record.
+    #[arg(long, value_name = "RATE")]
+    bill_rate: Option<f64>,
+    /// The bill's price of a provisioned shard-hour, in US dollars (default: us-east-1's).
+    #[arg(long, value_name = "USD")]
+    price_shard_hour: Option<f64>,
+    /// The bill's price of a million PUT payload units (provisioned), in US dollars.
+    #[arg(long, value_name = "USD")]
+    price_put_million: Option<f64>,
+    /// The bill's price of an on-demand stream-hour, in US dollars.
+    #[arg(long, value_name = "USD")]
+    price_stream_hour: Option<f64>,
+    /// The bill's price of a GB written to an on-demand stream, in US dollars.
+    #[arg(long, value_name = "USD")]
+    price_gb_written: Option<f64>,
     /// Seed of the workload generator: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -195,6 +213,7 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         Pace::AsFast
     });
+    let prices = prices(&args);
     args.metrics.install()?;
     let sink = args
         .sink
@@ -419,6 +438,26 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         runs.push(report);
     }
 
+    // Every run billed at one user rate, from its own costs per user record.
+    let bill_rate = args
+        .bill_rate
+        .or(match pace {
+            Pace::Rate(r) => Some(r),
+            _ => None,
+        })
+        .unwrap_or_else(|| runs.first().map_or(0.0, |r| r.user_records_per_second));
+    for r in &mut runs {
+        let per_user = |n: u64| n as f64 / r.user_records_put.max(1) as f64 * bill_rate;
+        r.bill = bill::bill(
+            bill::Traffic {
+                kinesis_records_per_second: per_user(r.kinesis_records_put),
+                bytes_per_second: per_user(r.bytes_sent),
+                put_payload_units_per_second: per_user(r.put_payload_units),
+                kib_per_second: per_user(r.kib_written),
+            },
+            &prices,
+        );
+    }
     let failed: u64 = runs.iter().map(|r| r.user_records_failed).sum();
     let mismatched = runs.iter().any(|r| {
         r.read_back_user_records
@@ -437,6 +476,8 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         },
         original_pace: pace == Pace::Original,
         input: replay.as_ref().map(|r| r.summary.clone()),
+        prices,
+        bill_user_records_per_second: bill_rate,
         size: args.size,
         keys: args.keys,
         ehk_share: args.ehk_share,
@@ -476,6 +517,30 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The bill's prices: us-east-1's, each overridden by its flag.
+fn prices(args: &Args) -> bill::Prices {
+    let d = bill::US_EAST_1;
+    let given = [
+        args.price_shard_hour,
+        args.price_put_million,
+        args.price_stream_hour,
+        args.price_gb_written,
+    ];
+    bill::Prices {
+        shard_hour: args.price_shard_hour.unwrap_or(d.shard_hour),
+        million_put_payload_units: args
+            .price_put_million
+            .unwrap_or(d.million_put_payload_units),
+        on_demand_stream_hour: args.price_stream_hour.unwrap_or(d.on_demand_stream_hour),
+        on_demand_gb_written: args.price_gb_written.unwrap_or(d.on_demand_gb_written),
+        source: if given.iter().any(Option::is_some) {
+            "us-east-1 list prices read 2026-12-03, some replaced by --price-* flags"
+        } else {
+            d.source
+        },
+    }
+}
+
 /// Flags that clap cannot check by itself.
 fn check(args: &Args) -> Result<(), String> {
     if !(0.0..=1.0).contains(&args.ehk_share) {
@@ -495,6 +560,21 @@ fn check(args: &Args) -> Result<(), String> {
             "--shards {} is out of range: 1 to 1000",
             args.shards
         ));
+    }
+    if args.bill_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        return Err("--bill-rate must be a number of user records per second above 0".into());
+    }
+    for (flag, price) in [
+        ("--price-shard-hour", args.price_shard_hour),
+        ("--price-put-million", args.price_put_million),
+        ("--price-stream-hour", args.price_stream_hour),
+        ("--price-gb-written", args.price_gb_written),
+    ] {
+        if let Some(p) = price
+            && !(p.is_finite() && p >= 0.0)
+        {
+            return Err(format!("{flag} {p} must be a price of 0 dollars or more"));
+        }
     }
     if args.producers == 0 || args.producers > 64 {
         return Err(format!(

@@ -62,6 +62,11 @@ pub struct RunReport {
     /// With --input and the local sink: whether the stream held exactly the records sent
     /// (partition keys and data, as a multiset), when none failed.
     pub read_back_exact: Option<bool>,
+    /// KiB put, each Kinesis record rounded up to a whole KiB (what on-demand streams bill).
+    pub kib_written: u64,
+    /// A month of this run's traffic on Kinesis, provisioned and on demand, at the report's
+    /// `bill_user_records_per_second` (every run at the same rate, so the bills compare).
+    pub bill: super::bill::Bill,
     /// With `--producers N` (N > 1): each producer's part, in order.
     pub producers: Vec<super::fleet::ProducerShare>,
     /// The property value of a sweep this run was made at (`--sweep`).
@@ -88,6 +93,11 @@ pub(super) struct Report<'a> {
     pub(super) keys: u64,
     pub(super) ehk_share: f64,
     pub(super) seed: u64,
+    /// The prices the bills are at.
+    pub(super) prices: super::bill::Prices,
+    /// The user records per second every run's bill is for: --bill-rate, else the offered
+    /// --rate, else the first run's measured rate.
+    pub(super) bill_user_records_per_second: f64,
     pub(super) runs: Vec<RunReport>,
 }
 
@@ -244,6 +254,32 @@ pub(super) fn print_table(runs: &[RunReport]) {
                 },
             ),
         ),
+        (
+            "a month at the bill's rate: shards needed",
+            Box::new(|r| r.bill.shards_needed.to_string()),
+        ),
+        (
+            "  provisioned (shards + PUT units)",
+            Box::new(|r| {
+                format!(
+                    "${:.2} + ${:.2} = ${:.2}",
+                    r.bill.provisioned_shard_hours_usd,
+                    r.bill.provisioned_put_payload_units_usd,
+                    r.bill.provisioned_monthly_usd
+                )
+            }),
+        ),
+        (
+            "  on demand (stream + data written)",
+            Box::new(|r| {
+                format!(
+                    "${:.2} + ${:.2} = ${:.2}",
+                    r.bill.on_demand_stream_hours_usd,
+                    r.bill.on_demand_data_written_usd,
+                    r.bill.on_demand_monthly_usd
+                )
+            }),
+        ),
     ];
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     let cells: Vec<Vec<String>> = rows
@@ -300,6 +336,15 @@ pub(super) fn print_table(runs: &[RunReport]) {
             (1.0 - on.put_payload_units as f64 / off.put_payload_units.max(1) as f64) * 100.0,
             on.put_payload_units,
             off.put_payload_units,
+        );
+        println!(
+            "  a month at the same user rate: ${:.2} provisioned with aggregation against ${:.2} without ({} shards against {}); ${:.2} against ${:.2} on demand.",
+            on.bill.provisioned_monthly_usd,
+            off.bill.provisioned_monthly_usd,
+            on.bill.shards_needed,
+            off.bill.shards_needed,
+            on.bill.on_demand_monthly_usd,
+            off.bill.on_demand_monthly_usd,
         );
     }
 }

@@ -246,6 +246,7 @@ pub(super) fn one_run(
     // The user records put weigh what was sent less what failed (handed back with its error).
     let user_bytes = sent_bytes.load(Relaxed) - settled.failed_bytes;
     let units = sum(|c| &c.units_put);
+
     Ok(RunReport {
         aggregation,
         user_records_sent: sent.load(Relaxed),
@@ -283,6 +284,8 @@ pub(super) fn one_run(
         read_back_user_records: None,
         read_back_kinesis_records: None,
         read_back_exact: None,
+        kib_written: sum(|c| &c.kib_put),
+        bill: Default::default(),
         producers: if fleet > 1 { shares } else { Vec::new() },
         setting: None,
         rate_over_time,
