@@ -62,6 +62,12 @@ command -v openssl >/dev/null || missing="$missing openssl"
 KPL_TINYPROXY="$(command -v tinyproxy || echo /usr/bin/tinyproxy)"
 export KPL_TINYPROXY
 
+# cli/tests/cli_report.rs renders `kpl bench --report` in a real browser: Debian's chromium,
+# headless, loading only the file.
+command -v chromium >/dev/null || apt_install "the HTML report test" chromium
+KPL_CHROMIUM="$(command -v chromium)"
+export KPL_CHROMIUM
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy (both packages, all targets, warnings are errors)"

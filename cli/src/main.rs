@@ -51,10 +51,11 @@ enum Command {
     /// Run a local Kinesis (in memory, on 127.0.0.1) for development.
     #[command(after_help = local::EXAMPLES)]
     Local(local::Args),
-    /// Measure what aggregation saves: a synthetic workload with aggregation on and off, side by
-    /// side (local Kinesis with shard limits by default, in-memory, or a real endpoint).
+    /// Measure what aggregation saves: a synthetic workload or your own records, with
+    /// aggregation on and off side by side, swept settings, a fleet, and the monthly bill (local
+    /// Kinesis with shard limits by default, in-memory, or a real endpoint).
     #[command(after_help = bench::EXAMPLES)]
-    Bench(bench::Args),
+    Bench(Box<bench::Args>),
     /// Run the producer end to end on an embedded local Kinesis and show what aggregation saves.
     #[command(after_help = demo::EXAMPLES)]
     Demo(demo::Args),
@@ -84,7 +85,7 @@ fn main() -> ExitCode {
         Command::Aggregate(args) => aggregate::run(args),
         Command::Inspect(args) => inspect::run(args),
         Command::Demo(args) => demo::run(args),
-        Command::Bench(args) => bench::run(args),
+        Command::Bench(args) => bench::run(*args),
         Command::Put(args) => put::run(args),
         Command::Local(args) => local::run(args),
         Command::Read(args) => read::run(args),

@@ -340,6 +340,55 @@ pub fn sweep_svg(runs: &[RunReport]) -> String {
     svg
 }
 
+/// A fleet's chart as SVG text: each producer's share of the records put and the share of its
+/// entries throttled, as bars.
+pub fn fleet_svg(run: &RunReport) -> String {
+    let mut svg = open_svg();
+    let n = run.producers.len().max(1);
+    let names: Vec<String> = (1..=n).map(|i| format!("producer {i}")).collect();
+    let panels = [
+        (
+            "Share of the user records put",
+            95.0,
+            &(|p: &super::fleet::ProducerShare| p.share_percent)
+                as &dyn Fn(&super::fleet::ProducerShare) -> f64,
+        ),
+        ("Entries throttled, of its entries sent", 430.0, &|p| {
+            p.throttled_percent
+        }),
+    ];
+    for (title, top, value) in panels {
+        let panel = Panel {
+            title,
+            x_label: "",
+            y_label: "%",
+            top,
+            height: 215.0,
+            x_max: n as f64,
+            y_max: 100.0,
+            categories: &names,
+        };
+        panel.axes(&mut svg);
+        let width = (panel.x(1.0) - panel.x(0.0)) * 0.6;
+        for (i, p) in run.producers.iter().enumerate() {
+            let v = value(p);
+            let _ = writeln!(
+                svg,
+                r#"<rect x="{:.1}" y="{:.1}" width="{width:.1}" height="{:.1}" fill="{}"/><text x="{:.1}" y="{:.1}" font-size="12" text-anchor="middle">{v:.1}%</text>"#,
+                panel.x(i as f64 + 0.5) - width / 2.0,
+                panel.y(v),
+                panel.y(0.0) - panel.y(v),
+                colour(run),
+                panel.x(i as f64 + 0.5),
+                panel.y(v) - 4.0,
+            );
+        }
+    }
+    legend(&mut svg, 0, colour(run), name(run));
+    svg.push_str("</svg>\n");
+    svg
+}
+
 /// Writes the chart of `runs` to `path`, as SVG or PNG by its extension: a sweep's chart when
 /// the runs were made at a sweep's values.
 pub fn write(path: &Path, runs: &[RunReport]) -> Result<(), String> {

@@ -21,6 +21,7 @@ mod bill;
 mod chart;
 mod counting;
 mod fleet;
+mod html;
 mod outcomes;
 mod replay;
 mod report;
@@ -171,6 +172,11 @@ pub struct Args {
     /// The bill's price of a GB written to an on-demand stream, in US dollars.
     #[arg(long, value_name = "USD")]
     price_gb_written: Option<f64>,
+    /// Write the whole report as one self-contained HTML page (no network needed to view it):
+    /// the workload, the runs side by side, the bill, the sweep and fleet charts, the rate and
+    /// latency charts.
+    #[arg(long, value_name = "FILE.html")]
+    report: Option<std::path::PathBuf>,
     /// Seed of the workload generator: the same seed gives the same records.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -269,7 +275,7 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 .unwrap_or("the default AWS region")
         ),
     };
-    if !args.json {
+    let workload_text = {
         let length = match args.duration {
             Some(d) => format!("{d} s per run"),
             None => format!("{} user records per run", args.records.unwrap_or(0)),
@@ -279,10 +285,10 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             Pace::Rate(r) => format!("{r} records/s"),
             Pace::Original => "at the pace they arrived".to_string(),
         };
-        match &replay {
+        let mut text = match &replay {
             Some(r) => {
                 let i = &r.summary;
-                println!(
+                format!(
                     "kpl bench: {length}, replaying {} ({} records: {} partition keys, {} with explicit hash keys, data {} bytes median, {} largest), offered {offered}",
                     i.path.display(),
                     i.records,
@@ -290,27 +296,31 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     i.with_explicit_hash_key,
                     i.data_bytes_p50,
                     i.data_bytes_max
-                );
+                )
             }
-            None => println!(
+            None => format!(
                 "kpl bench: {length}, data sizes {}, {} partition keys, {:.0}% with explicit hash keys, offered {offered}",
                 args.size,
                 args.keys,
                 args.ehk_share * 100.0,
             ),
-        }
-        println!("  sink: {sink_text}; stream {:?}", args.stream);
+        };
         if args.producers > 1 {
-            println!(
-                "  {} producers sharing the stream, {}",
+            text.push_str(&format!(
+                "; {} producers sharing the stream, {}",
                 args.producers,
                 if args.key_affinity {
                     "each owning a range of the hash key space (--key-affinity)"
                 } else {
                     "records to each in turn (every key reaches every producer)"
                 }
-            );
+            ));
         }
+        text
+    };
+    if !args.json {
+        println!("{workload_text}");
+        println!("  sink: {sink_text}; stream {:?}", args.stream);
     }
 
     // Without --sweep, one setting: the configuration as given.
@@ -487,12 +497,18 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     if let Some(path) = &args.chart {
         chart::write(path, &report.runs)?;
     }
+    if let Some(path) = &args.report {
+        html::write(path, &report, &workload_text)?;
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else {
         print_table(&report.runs);
         if let Some(path) = &args.chart {
             println!("  chart written to {}", path.display());
+        }
+        if let Some(path) = &args.report {
+            println!("  report written to {}", path.display());
         }
     }
     for r in &report.runs {

@@ -104,9 +104,9 @@ pub(super) struct Report<'a> {
 /// How a table cell is computed from a run.
 pub(super) type Cell = Box<dyn Fn(&RunReport) -> String>;
 
-pub(super) fn print_table(runs: &[RunReport]) {
-    let header: Vec<String> = runs
-        .iter()
+/// Each run's column heading: its mode, and its sweep setting.
+pub(super) fn headings(runs: &[RunReport]) -> Vec<String> {
+    runs.iter()
         .map(|r| {
             let mode = if r.aggregation {
                 "aggregation on"
@@ -118,12 +118,16 @@ pub(super) fn print_table(runs: &[RunReport]) {
                 None => mode.to_string(),
             }
         })
-        .collect();
+        .collect()
+}
+
+/// The table's rows: a name and how the cell of a run is written.
+pub(super) fn rows() -> Vec<(&'static str, Cell)> {
     let opt = |v: Option<f64>, unit: &str| match v {
         Some(v) => format!("{v:.2}{unit}"),
         None => "n/a".to_string(),
     };
-    let rows: Vec<(&str, Cell)> = vec![
+    vec![
         (
             "user records put",
             Box::new(|r| r.user_records_put.to_string()),
@@ -280,7 +284,12 @@ pub(super) fn print_table(runs: &[RunReport]) {
                 )
             }),
         ),
-    ];
+    ]
+}
+
+pub(super) fn print_table(runs: &[RunReport]) {
+    let header = headings(runs);
+    let rows = rows();
     let width = rows.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
     let cells: Vec<Vec<String>> = rows
         .iter()
