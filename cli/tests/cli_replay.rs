@@ -175,3 +175,89 @@ fn a_bad_input_is_refused_naming_the_file_the_line_and_why() {
         assert_refused(&[&["bench"][..], &flags].concat(), &message);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_sweep_and_fleet_against_an_endpoint_put_exactly_the_input_each_run() {
+    // A real endpoint (the embedded Kinesis over HTTP, as any endpoint is reached): kpl bench
+    // writes into the stream it is given, each run after the other, and `kpl read` reads it all
+    // back; a run per sweep value and mode, so the stream holds the input that many times.
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("mine", 3).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let body: String = (0..300)
+        .map(|i| format!("{{\"user\":\"u{}\",\"n\":{i}}}\n", i % 17))
+        .collect();
+    let input = temp_file("endpoint.jsonl", &body);
+    let page = input.with_extension("html");
+    let (report, read) = tokio::task::spawn_blocking(move || {
+        let report = json_report(&kpl(
+            &[
+                "bench",
+                "--endpoint-url",
+                &endpoint,
+                "--stream",
+                "mine",
+                "--input",
+                input.to_str().unwrap(),
+                "--partition-key-field",
+                "user",
+                "--producers",
+                "2",
+                "--sweep",
+                "CollectionMaxCount=10,500",
+                "--report",
+                page.to_str().unwrap(),
+                "--json",
+            ],
+            b"",
+        ));
+        assert!(
+            std::fs::read_to_string(&page)
+                .unwrap()
+                .contains("The fleet")
+        );
+        let read = kpl(
+            &["read", "--stream", "mine", "--endpoint-url", &endpoint],
+            b"",
+        );
+        assert!(read.status.success(), "{}", text(&read.stderr));
+        (report, text(&read.stdout))
+    })
+    .await
+    .unwrap();
+    let runs = report["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "two values, two modes");
+    for run in runs {
+        assert_eq!(run["user_records_put"], 300, "{run}");
+        let shares = run["producers"].as_array().unwrap();
+        let put: u64 = shares
+            .iter()
+            .map(|s| s["user_records_put"].as_u64().unwrap())
+            .sum();
+        assert_eq!(put, 300);
+    }
+    let mut got: Vec<(String, String)> = read
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["partition_key"].as_str().unwrap().to_owned(),
+                v["data"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let once: Vec<(String, String)> = body
+        .lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (v["user"].as_str().unwrap().to_owned(), l.to_owned())
+        })
+        .collect();
+    let mut want: Vec<(String, String)> = (0..4).flat_map(|_| once.clone()).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(
+        got, want,
+        "the stream holds the input once per run, keys and data"
+    );
+}
