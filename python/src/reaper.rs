@@ -97,28 +97,21 @@ impl Reaper {
         // Whether the last round took new futures: more are likely coming.
         let mut busy = false;
         loop {
-            if busy {
+            // A busy reaper comes back after a TICK; an idle one is asleep from here: a put
+            // after this point wakes it (through the permit, if it comes before the wait).
+            let wait = busy || {
+                self.asleep.store(true, Ordering::Release);
+                let inbox = self.inbox();
+                inbox.futures.is_empty() && inbox.barriers.is_empty()
+            };
+            if wait {
                 tokio::select! {
-                    () = tokio::time::sleep(TICK) => {}
+                    () = tokio::time::sleep(TICK), if busy => {}
                     () = self.wake.notified() => {}
                     Some(d) = waiting.next(), if !waiting.is_empty() => batch.push(d),
                 }
-            } else {
-                // Asleep from here: a put after this point wakes it (through the permit, if it
-                // comes before the wait begins).
-                self.asleep.store(true, Ordering::Release);
-                let empty = {
-                    let inbox = self.inbox();
-                    inbox.futures.is_empty() && inbox.barriers.is_empty()
-                };
-                if empty {
-                    tokio::select! {
-                        () = self.wake.notified() => {}
-                        Some(d) = waiting.next(), if !waiting.is_empty() => batch.push(d),
-                    }
-                }
-                self.asleep.store(false, Ordering::Release);
             }
+            self.asleep.store(false, Ordering::Release);
             let Inbox { futures, barriers } = std::mem::take(&mut *self.inbox());
             busy = !futures.is_empty();
             for (future, token) in futures {

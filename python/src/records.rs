@@ -78,39 +78,18 @@ pub(crate) fn many(
         let item = item?;
         let (data, pk, ehk) = match common(&item)? {
             Some(parts) => parts,
-            None => {
-                let (data, pk, ehk): RecordArgs<'_> = entry.call1((item,))?.extract()?;
-                (DataRef::Bytes(data), pk, ehk)
-            }
+            None => entry.call1((item,))?.extract()?,
         };
-        match record(&data, pk.as_deref(), ehk.as_deref()) {
+        match record(data.as_bytes(), pk.as_deref(), ehk.as_deref()) {
             Ok(r) => valid.push(r),
-            Err(e) => refused.push((i, invalid(e, stream, &data, pk, ehk))),
+            Err(e) => refused.push((i, invalid(e, stream, data.as_bytes(), pk, ehk))),
         }
     }
     Ok(Many { valid, refused })
 }
 
-/// A record's data: a Python `bytes` (read in place) or a `str` encoded as UTF-8.
-enum DataRef<'py> {
-    Bytes(Bound<'py, PyBytes>),
-    Owned(Vec<u8>),
-}
-
-impl std::ops::Deref for DataRef<'_> {
-    type Target = [u8];
-    fn deref(&self) -> &[u8] {
-        match self {
-            DataRef::Bytes(b) => b.as_bytes(),
-            DataRef::Owned(v) => v,
-        }
-    }
-}
-
-type Parts<'py> = (DataRef<'py>, Option<String>, Option<String>);
-
 /// The record's parts when it is in a common form; `None` for the Python layer to read.
-fn common<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Parts<'py>>> {
+fn common<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<RecordArgs<'py>>> {
     if let Some(data) = data(item)? {
         return Ok(Some((data, None, None)));
     }
@@ -124,31 +103,28 @@ fn common<'py>(item: &Bound<'py, PyAny>) -> PyResult<Option<Parts<'py>>> {
     let Some(data) = data(&tuple.get_item(0)?)? else {
         return Ok(None);
     };
-    let Some(pk) = (if n > 1 {
-        key(&tuple.get_item(1)?)?
-    } else {
-        Some(None)
-    }) else {
-        return Ok(None);
+    // A key past the tuple's end is None; one of another type is for the Python layer.
+    let key_at = |i: usize| {
+        if i < n {
+            key(&tuple.get_item(i)?)
+        } else {
+            Ok(Some(None))
+        }
     };
-    let Some(ehk) = (if n > 2 {
-        key(&tuple.get_item(2)?)?
-    } else {
-        Some(None)
-    }) else {
+    let (Some(pk), Some(ehk)) = (key_at(1)?, key_at(2)?) else {
         return Ok(None);
     };
     Ok(Some((data, pk, ehk)))
 }
 
-/// bytes as they are, a str as UTF-8; `None` for any other type.
-fn data<'py>(value: &Bound<'py, PyAny>) -> PyResult<Option<DataRef<'py>>> {
+/// bytes as they are, a str encoded as UTF-8; `None` for any other type.
+fn data<'py>(value: &Bound<'py, PyAny>) -> PyResult<Option<Bound<'py, PyBytes>>> {
     if let Ok(b) = value.cast::<PyBytes>() {
-        return Ok(Some(DataRef::Bytes(b.clone())));
+        return Ok(Some(b.clone()));
     }
     if let Ok(s) = value.cast::<PyString>() {
         // Raises UnicodeEncodeError for a lone surrogate, as `str.encode("utf-8")` does.
-        return Ok(Some(DataRef::Owned(s.to_cow()?.into_owned().into_bytes())));
+        return Ok(Some(s.encode_utf8()?));
     }
     Ok(None)
 }
