@@ -3,8 +3,8 @@
 //! that a producer's figure against the same endpoint can be read against what the endpoint
 //! (and the machine it shares) allows at all.
 //!
-//! The workload is the seed workload of `scripts/bench-cli.sh`: JSON events of about 60 bytes
-//! over 1,000 user keys, packed into aggregates of the KPL's default AggregationMaxSize (51,200
+//! The workload has the shape of `scripts/bench-cli.sh`'s seed workload (its JSON events of
+//! about 60 bytes over 1,000 user keys, drawn here with a seed of its own), packed into aggregates of the KPL's default AggregationMaxSize (51,200
 //! bytes; one aggregator across all keys, as the endpoint does not look inside them), put with
 //! PutRecords of at most 500 records and 5 MiB
 //! (the KPL's CollectionMaxCount and CollectionMaxSize), `CONCURRENCY` calls in flight (24 by

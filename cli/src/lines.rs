@@ -43,13 +43,17 @@ fn random_key() -> String {
 }
 
 impl LineArgs {
-    /// The record a line (without its line ending) stands for, or why it is not one.
-    pub fn record(&self, line: &[u8]) -> Result<UserRecord, String> {
-        let json = self.json
+    /// Whether lines are read as JSON: asked for, or implied by a field flag.
+    pub fn is_json(&self) -> bool {
+        self.json
             || self.partition_key_field.is_some()
             || self.explicit_hash_key_field.is_some()
-            || self.data_field.is_some();
-        if !json {
+            || self.data_field.is_some()
+    }
+
+    /// The record a line (without its line ending) stands for, or why it is not one.
+    pub fn record(&self, line: &[u8]) -> Result<UserRecord, String> {
+        if !self.is_json() {
             return UserRecord::new(random_key(), line.to_vec()).map_err(|e| e.to_string());
         }
         let wanted = Wanted {

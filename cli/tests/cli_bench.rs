@@ -137,6 +137,14 @@ fn bench_on_the_embedded_default_reads_back_every_record_and_draws_charts() {
     let drawn = std::fs::read_to_string(&svg).unwrap();
     assert!(drawn.starts_with("<svg"), "{drawn}");
     assert!(drawn.contains("aggregation on") && drawn.contains("aggregation off"));
+    // The legend carries each run's bill.
+    for run in report["runs"].as_array().unwrap() {
+        let month = format!(
+            "${:.2} provisioned",
+            run["bill"]["provisioned_monthly_usd"].as_f64().unwrap()
+        );
+        assert!(drawn.contains(&month), "{month} not in the chart");
+    }
 
     let png = dir.join("bench.png");
     let out = kpl(
@@ -229,7 +237,12 @@ fn a_sweep_runs_each_value_as_a_single_run_at_that_value_does() {
     let dir = std::env::temp_dir().join(format!("kpl-sweep-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let base = dir.join("base.properties");
-    std::fs::write(&base, "RecordMaxBufferedTime = 60000\n").unwrap();
+    // The swept property is in the file too: the sweep's value goes over it.
+    std::fs::write(
+        &base,
+        "RecordMaxBufferedTime = 60000\nAggregationMaxSize = 1048576\n",
+    )
+    .unwrap();
     let chart = dir.join("sweep.svg");
     let workload = [
         "bench",

@@ -96,6 +96,24 @@ async fn a_sample_captured_with_kpl_read_replays_at_its_recorded_pace() {
             b"",
         );
         assert!(read.status.success(), "{}", text(&read.stderr));
+        let counted = kpl(
+            &[
+                "read",
+                "--stream",
+                "live",
+                "--endpoint-url",
+                &endpoint,
+                "--count",
+                "--limit",
+                "50",
+            ],
+            b"",
+        );
+        assert!(
+            text(&counted.stdout).ends_with(" 50 user records\n"),
+            "--count counts to the limit: {}",
+            text(&counted.stdout)
+        );
         text(&read.stdout)
     })
     .await

@@ -371,14 +371,12 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                     port: 0,
                 }))?;
                 local_rt.block_on(kinesis.create_stream(&args.stream, args.shards as i32))?;
-                let producers = counters
-                    .iter()
-                    .map(|c| {
-                        let config = config(kinesis.config())?;
-                        let inner = AwsSink::from_client(kinesis.client().clone());
-                        Ok(counted(&producer_rt, config, inner, c))
-                    })
-                    .collect::<Result<_, String>>()?;
+                let producers = fleet_of(&producer_rt, &counters, || {
+                    Ok((
+                        config(kinesis.config())?,
+                        AwsSink::from_client(kinesis.client().clone()),
+                    ))
+                })?;
                 local = Some(kinesis);
                 producers
             }
@@ -386,22 +384,15 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
                 let inner = MemorySink::new()
                     .with_stream(&args.stream, args.shards as usize)
                     .discarding();
-                counters
-                    .iter()
-                    .map(|c| {
-                        let config = config(ConfigBuilder::default())?;
-                        Ok(counted(&producer_rt, config, inner.clone(), c))
-                    })
-                    .collect::<Result<_, String>>()?
+                fleet_of(&producer_rt, &counters, || {
+                    Ok((config(ConfigBuilder::default())?, inner.clone()))
+                })?
             }
-            SinkKind::Kinesis => counters
-                .iter()
-                .map(|c| {
-                    let config = config(ConfigBuilder::default())?;
-                    let inner = producer_rt.block_on(AwsSink::new(&config));
-                    Ok(counted(&producer_rt, config, inner, c))
-                })
-                .collect::<Result<_, String>>()?,
+            SinkKind::Kinesis => fleet_of(&producer_rt, &counters, || {
+                let config = config(ConfigBuilder::default())?;
+                let inner = producer_rt.block_on(AwsSink::new(&config));
+                Ok((config, inner))
+            })?,
         };
         let source = match &replay {
             Some(r) => Source::Replay(Arc::clone(r)),
@@ -451,10 +442,7 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // Every run billed at one user rate, from its own costs per user record.
     let bill_rate = args
         .bill_rate
-        .or(match pace {
-            Pace::Rate(r) => Some(r),
-            _ => None,
-        })
+        .or(pace.rate())
         .unwrap_or_else(|| runs.first().map_or(0.0, |r| r.user_records_per_second));
     for r in &mut runs {
         let per_user = |n: u64| n as f64 / r.user_records_put.max(1) as f64 * bill_rate;
@@ -469,21 +457,14 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         );
     }
     let failed: u64 = runs.iter().map(|r| r.user_records_failed).sum();
-    let mismatched = runs.iter().any(|r| {
-        r.read_back_user_records
-            .is_some_and(|n| n != r.user_records_put)
-            || r.read_back_exact == Some(false)
-    });
+    let mismatched = runs.iter().any(read_back_differs);
     let report = Report {
         sink: sink_text,
         stream: &args.stream,
         shards: (sink != SinkKind::Kinesis).then_some(args.shards),
         records: args.records,
         duration_seconds: args.duration,
-        offered_rate: match pace {
-            Pace::Rate(r) => Some(r),
-            _ => None,
-        },
+        offered_rate: pace.rate(),
         original_pace: pace == Pace::Original,
         input: replay.as_ref().map(|r| r.summary.clone()),
         prices,
@@ -533,15 +514,42 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Whether what a run read back from the stream is not what it put: as many user records, and,
+/// for a replay, exactly those. Such a run makes `kpl bench` exit 1.
+fn read_back_differs(r: &report::RunReport) -> bool {
+    r.read_back_user_records
+        .is_some_and(|n| n != r.user_records_put)
+        || r.read_back_exact == Some(false)
+}
+
+/// A producer per counter, each with the configuration and sink `make` gives it.
+fn fleet_of<S: kinesis_producer::sink::Sink>(
+    rt: &tokio::runtime::Runtime,
+    counters: &[Arc<Counters>],
+    mut make: impl FnMut() -> Result<(kinesis_producer::Config, S), String>,
+) -> Result<Vec<Producer>, String> {
+    counters
+        .iter()
+        .map(|c| {
+            let (config, sink) = make()?;
+            Ok(counted(rt, config, sink, c))
+        })
+        .collect()
+}
+
+/// The `--price-*` flags, by name.
+fn price_flags(args: &Args) -> [(&'static str, Option<f64>); 4] {
+    [
+        ("--price-shard-hour", args.price_shard_hour),
+        ("--price-put-million", args.price_put_million),
+        ("--price-stream-hour", args.price_stream_hour),
+        ("--price-gb-written", args.price_gb_written),
+    ]
+}
+
 /// The bill's prices: us-east-1's, each overridden by its flag.
 fn prices(args: &Args) -> bill::Prices {
     let d = bill::US_EAST_1;
-    let given = [
-        args.price_shard_hour,
-        args.price_put_million,
-        args.price_stream_hour,
-        args.price_gb_written,
-    ];
     bill::Prices {
         shard_hour: args.price_shard_hour.unwrap_or(d.shard_hour),
         million_put_payload_units: args
@@ -549,7 +557,7 @@ fn prices(args: &Args) -> bill::Prices {
             .unwrap_or(d.million_put_payload_units),
         on_demand_stream_hour: args.price_stream_hour.unwrap_or(d.on_demand_stream_hour),
         on_demand_gb_written: args.price_gb_written.unwrap_or(d.on_demand_gb_written),
-        source: if given.iter().any(Option::is_some) {
+        source: if price_flags(args).iter().any(|(_, p)| p.is_some()) {
             "us-east-1 list prices read 2026-12-03, some replaced by --price-* flags"
         } else {
             d.source
@@ -580,12 +588,7 @@ fn check(args: &Args) -> Result<(), String> {
     if args.bill_rate.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
         return Err("--bill-rate must be a number of user records per second above 0".into());
     }
-    for (flag, price) in [
-        ("--price-shard-hour", args.price_shard_hour),
-        ("--price-put-million", args.price_put_million),
-        ("--price-stream-hour", args.price_stream_hour),
-        ("--price-gb-written", args.price_gb_written),
-    ] {
+    for (flag, price) in price_flags(args) {
         if let Some(p) = price
             && !(p.is_finite() && p >= 0.0)
         {
@@ -611,4 +614,25 @@ fn check(args: &Args) -> Result<(), String> {
         chart::format_of(path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::read_back_differs;
+    use super::report::RunReport;
+
+    #[test]
+    fn a_run_differs_when_the_stream_holds_other_records_than_it_put() {
+        let run = |read_back: u64, exact: Option<bool>| RunReport {
+            user_records_put: 10,
+            read_back_user_records: Some(read_back),
+            read_back_exact: exact,
+            ..RunReport::default()
+        };
+        assert!(!read_back_differs(&run(10, None)));
+        assert!(!read_back_differs(&run(10, Some(true))));
+        assert!(read_back_differs(&run(9, None)));
+        // As many records, not the same ones (a replay knows which).
+        assert!(read_back_differs(&run(10, Some(false))));
+    }
 }

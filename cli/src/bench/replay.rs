@@ -39,6 +39,16 @@ pub enum Pace {
     Original,
 }
 
+impl Pace {
+    /// The offered records per second, when the pace is a rate.
+    pub fn rate(self) -> Option<f64> {
+        match self {
+            Pace::Rate(r) => Some(r),
+            _ => None,
+        }
+    }
+}
+
 impl std::str::FromStr for Pace {
     type Err = String;
 
@@ -88,9 +98,12 @@ impl Replay {
     /// The file cannot be read, a line is not a record (named by its number, with why), or
     /// the file holds no record.
     pub fn load(path: &Path, format: InputFormat, fields: &LineArgs) -> Result<Replay, String> {
-        let any_field = fields.partition_key_field.is_some()
-            || fields.explicit_hash_key_field.is_some()
-            || fields.data_field.is_some();
+        let any_field = fields.is_json();
+        // JSON Lines read with the field flags, whether or not a flag implies JSON.
+        let jsonl = LineArgs {
+            json: true,
+            ..fields.clone()
+        };
         let mut format = format;
         let mut records = Vec::new();
         let mut offsets: Vec<Option<f64>> = Vec::new();
@@ -99,7 +112,12 @@ impl Replay {
             if format == InputFormat::Auto {
                 format = detect(line, any_field);
             }
-            match read_line(line, format, fields) {
+            let read = match format {
+                InputFormat::Read => read_line(line),
+                InputFormat::Jsonl => jsonl.record(line).map(|r| (r, None)),
+                InputFormat::Lines | InputFormat::Auto => fields.record(line).map(|r| (r, None)),
+            };
+            match read {
                 Ok((record, arrival)) => {
                     records.push(record);
                     offsets.push(arrival);
@@ -202,29 +220,19 @@ fn detect(line: &[u8], any_field: bool) -> InputFormat {
     }
 }
 
-fn read_line(
-    line: &[u8],
-    format: InputFormat,
-    fields: &LineArgs,
-) -> Result<(UserRecord, Option<f64>), String> {
-    match format {
-        InputFormat::Read => {
-            let value: serde_json::Value =
-                serde_json::from_slice(line).map_err(|e| format!("not JSON: {e}"))?;
-            let arrival = value.get("arrival_timestamp").and_then(|t| t.as_f64());
-            let input: InputRecord = serde_json::from_value(value)
-                .map_err(|e| format!("not a record as `kpl read` prints it: {e}"))?;
-            Ok((input.into_user_record()?, arrival))
-        }
-        InputFormat::Jsonl => {
-            let fields = LineArgs {
-                json: true,
-                ..fields.clone()
-            };
-            Ok((fields.record(line)?, None))
-        }
-        InputFormat::Lines | InputFormat::Auto => Ok((fields.record(line)?, None)),
-    }
+/// A line `kpl read` printed: the record as `kpl aggregate` reads it, and its arrival time.
+#[derive(serde::Deserialize)]
+struct ReadLine {
+    #[serde(flatten)]
+    record: InputRecord,
+    arrival_timestamp: Option<f64>,
+}
+
+/// A line `kpl read` printed, as the record and its arrival time.
+fn read_line(line: &[u8]) -> Result<(UserRecord, Option<f64>), String> {
+    let read: ReadLine = serde_json::from_slice(line)
+        .map_err(|e| format!("not a record as `kpl read` prints it: {e}"))?;
+    Ok((read.record.into_user_record()?, read.arrival_timestamp))
 }
 
 fn running_max(offsets: &[f64]) -> Vec<f64> {
@@ -329,6 +337,15 @@ mod tests {
         let due: Vec<f64> = (0..6).map(|i| r.due(i).unwrap().as_secs_f64()).collect();
         // Gaps of 2 s; a pass takes its 4 s span plus one mean gap (2 s).
         assert_eq!(due, vec![0.0, 2.0, 4.0, 6.0, 8.0, 10.0]);
+        // Out of order (shards read one after another): no record waits for an earlier time.
+        let read = [10, 14, 12, 16]
+            .map(|t| {
+                format!("{{\"partition_key\":\"p\",\"data\":\"x\",\"arrival_timestamp\":{t}}}\n")
+            })
+            .concat();
+        let r = load(&read, InputFormat::Read, None).unwrap();
+        let due: Vec<f64> = (0..4).map(|i| r.due(i).unwrap().as_secs_f64()).collect();
+        assert_eq!(due, vec![0.0, 4.0, 4.0, 6.0]);
     }
 
     #[test]

@@ -92,6 +92,10 @@ mod tests {
             ),
             ("CollectionMaxCount=100,,200", "a value is empty"),
             ("AggregationEnabled=true,false", "use --aggregation"),
+            (
+                "CollectionMaxCount=1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21",
+                "21 values; at most 20",
+            ),
         ] {
             let err = bad.parse::<Sweep>().unwrap_err();
             assert!(err.contains(why), "{bad}: {err}");
