@@ -167,6 +167,9 @@ fn name(r: &RunReport) -> &'static str {
     }
 }
 
+/// A figure of a run (or of a producer's part), as a chart plots it.
+type Figure<T> = fn(&T) -> f64;
+
 /// One line of the legend, at the top: row `row`, in `colour`.
 fn legend(svg: &mut String, row: usize, colour: &str, text: &str) {
     let y = 16.0 + row as f64 * 18.0;
@@ -302,33 +305,24 @@ pub fn sweep_svg(runs: &[RunReport]) -> String {
             .filter(|r| r.aggregation == aggregation)
             .collect();
         let Some(first) = mode.first() else { continue };
-        let points = |f: &dyn Fn(&RunReport) -> f64| -> Vec<(f64, f64)> {
-            mode.iter().map(|r| (at(r), f(r))).collect()
-        };
-        // A dot at each run: the line only joins them.
-        for (panel, f) in [
-            (
-                &efficiency,
-                &(|r: &RunReport| r.payload_unit_efficiency_percent) as &dyn Fn(&RunReport) -> f64,
-            ),
-            (&latency, &|r: &RunReport| r.latency_ms_p99),
-        ] {
-            for r in &mode {
+        let value: [(&Panel<'_>, Figure<RunReport>); 2] = [
+            (&efficiency, |r| r.payload_unit_efficiency_percent),
+            (&latency, |r| r.latency_ms_p99),
+        ];
+        for (panel, f) in value {
+            let points: Vec<(f64, f64)> = mode.iter().map(|r| (at(r), f(r))).collect();
+            panel.line(&mut svg, &points, colour(first));
+            // A dot at each run: the line only joins them.
+            for (x, y) in points {
                 let _ = writeln!(
                     svg,
                     r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{}"/>"#,
-                    panel.x(at(r)),
-                    panel.y(f(r)),
-                    colour(r)
+                    panel.x(x),
+                    panel.y(y),
+                    colour(first)
                 );
             }
         }
-        efficiency.line(
-            &mut svg,
-            &points(&|r| r.payload_unit_efficiency_percent),
-            colour(first),
-        );
-        latency.line(&mut svg, &points(&|r| r.latency_ms_p99), colour(first));
         legend(
             &mut svg,
             usize::from(!aggregation),
@@ -350,10 +344,9 @@ pub fn fleet_svg(run: &RunReport) -> String {
         (
             "Share of the user records put",
             95.0,
-            &(|p: &super::fleet::ProducerShare| p.share_percent)
-                as &dyn Fn(&super::fleet::ProducerShare) -> f64,
+            (|p| p.share_percent) as Figure<super::fleet::ProducerShare>,
         ),
-        ("Entries throttled, of its entries sent", 430.0, &|p| {
+        ("Entries throttled, of its entries sent", 430.0, |p| {
             p.throttled_percent
         }),
     ];
