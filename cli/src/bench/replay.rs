@@ -299,6 +299,11 @@ mod tests {
         assert_eq!(r.len(), 3, "blank lines are not records");
         assert_eq!(&r.record(1).data()[..], b"bb");
         assert_eq!(&r.record(4).data()[..], b"bb", "cycled");
+        assert_eq!(
+            r.record(4).partition_key(),
+            r.record(1).partition_key(),
+            "a line's random key is drawn once, when the file is read"
+        );
         assert!(!r.has_timestamps());
 
         let r = load(
