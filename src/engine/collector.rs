@@ -46,6 +46,7 @@ pub(super) fn should_send(s: &StreamState, limits: CallLimits, now: Instant) -> 
     let limited = s.limited_until.is_some_and(|t| t > now);
     !s.ready.is_empty()
         && !limited
+        && !s.held()
         && (s.forced > 0
             || s.ready.len() >= limits.max_count
             || s.ready.bytes() >= limits.max_size

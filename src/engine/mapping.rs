@@ -202,14 +202,27 @@ impl<S: Sink> Engine<S> {
     pub(super) fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
         let s = &mut self.streams[i];
         tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
+        if s.ordered {
+            let shards = map
+                .shards()
+                .iter()
+                .map(|sh| ShardState::new(&sh.shard_id, &self.config, s.limits, now))
+                .collect();
+            let old = std::mem::replace(&mut s.shards, shards);
+            s.map = Some(map);
+            s.flush_unmapped = false;
+            return self.hold_for_new_map(i, old, now);
+        }
         // Nothing not yet sent keeps its old packing: an aggregate built for an old shard may
         // straddle the new ones, and would reach consumers that drop what lies outside the
         // shard that takes it. Its user records are packed again for the new map. (Aggregates
         // already in flight are checked against the shard that takes them: see `verify`.)
+        // What is queued is older than what is still aggregating: it is packed again first.
         let mut repack: Vec<(Vec<Pending>, Instant)> = Vec::new();
+        let mut aggregating: Vec<(Vec<Pending>, Instant)> = Vec::new();
         for shard in &mut s.shards {
             if let Some(a) = shard.aggregator.flush() {
-                repack.push((a.entries, Instant::from_std(a.deadline)));
+                aggregating.push((a.entries, Instant::from_std(a.deadline)));
             }
         }
         s.aggregators_due = None;
@@ -235,6 +248,7 @@ impl<S: Sink> Engine<S> {
             }
         }
         s.map = Some(map);
+        repack.extend(aggregating);
         for (entries, deadline) in repack {
             for pending in entries {
                 self.route(i, pending, deadline);
@@ -306,8 +320,13 @@ impl<S: Sink> Engine<S> {
                 "re-sending the records of aggregates that straddled the shard that took them"
             );
         }
-        for pending in resend {
-            self.route(i, pending, now);
+        if self.streams[i].ordered {
+            // Older than what is queued for their keys: routed again with it, in order.
+            reroute_later(&mut self.streams[i], resend, now);
+        } else {
+            for pending in resend {
+                self.route(i, pending, now);
+            }
         }
         let s = &mut self.streams[i];
         if !s.unverified.is_empty() {

@@ -53,6 +53,7 @@ mod batch;
 mod collector;
 mod epochs;
 mod mapping;
+mod order;
 mod pending;
 mod protocol;
 mod ready;
@@ -67,6 +68,7 @@ pub(crate) use batch::Batch;
 pub use batch::BatchFuture;
 use collector::{CallLimits, Taken};
 use epochs::Epochs;
+use order::reroute_later;
 pub(crate) use pending::Pending;
 pub use pending::RecordFuture;
 use pending::{Put, Resolution};
@@ -119,6 +121,8 @@ pub(crate) struct Engine<S> {
     closing: bool,
     shutdown_waiters: Vec<oneshot::Sender<()>>,
     retry_seq: u64,
+    /// Records taken in so far: each record's place in that order (`Pending::seq`).
+    taken_in: u64,
     /// The one source of retry jitter (a test can seed the retrier with its own).
     rng: fastrand::Rng,
     metrics: Recorder,
@@ -145,6 +149,7 @@ impl<S: Sink> Engine<S> {
             closing: false,
             shutdown_waiters: Vec::new(),
             retry_seq: 0,
+            taken_in: 0,
             rng: fastrand::Rng::new(),
             origin,
         }
@@ -231,6 +236,7 @@ impl<S: Sink> Engine<S> {
                     && s.retrying.is_empty()
                     && s.unverified.is_empty()
                     && s.ordered_retries.is_empty()
+                    && s.reroute.is_empty()
                     && s.shards.iter().all(|h| h.aggregator.is_empty())
             })
     }
@@ -239,7 +245,9 @@ impl<S: Sink> Engine<S> {
         let i = self.streams.len();
         self.metrics.add_stream(Arc::clone(&name));
         let limits = self.config.aggregation.for_stream(MAX_RECORD_SIZE);
-        self.streams.push(StreamState::new(name, limits, now));
+        let mut s = StreamState::new(name, limits, now);
+        s.ordered = self.config.per_key_ordering;
+        self.streams.push(s);
         self.by_id.insert(id, i);
     }
 
@@ -286,7 +294,8 @@ impl<S: Sink> Engine<S> {
 
     /// Takes a record from a handle in at `now`.
     fn take_in(&mut self, i: usize, mut pending: Pending, now: Instant) {
-        pending.arrive(now, self.epochs.add());
+        self.taken_in += 1;
+        pending.arrive(now, self.epochs.add(), self.taken_in);
         self.metrics.received(i, now);
         let deadline = now + self.config.record_max_buffered_time;
         self.route(i, pending, deadline);
@@ -401,6 +410,9 @@ impl<S: Sink> Engine<S> {
                     k += 1;
                 }
             }
+            if self.can_reroute(i, now) {
+                self.reroute(i, now);
+            }
             // Retries whose backoff is over go back through aggregation, due at once.
             let mut due = Vec::new();
             while self.streams[i].retrying.peek().is_some_and(|r| r.at <= now) {
@@ -452,6 +464,8 @@ impl<S: Sink> Engine<S> {
             return false;
         }
         s.forced = s.forced.saturating_sub(batch.len());
+        s.in_flight += batch.len();
+        let (sent, generation) = (batch.len(), s.generation());
         let entries: Vec<PutEntry> = batch
             .iter()
             .map(|r| PutEntry {
@@ -502,6 +516,8 @@ impl<S: Sink> Engine<S> {
             } = settle_put(&budget, batch, now, finished, result, metrics);
             PutDone {
                 stream: i,
+                entries: sent,
+                generation,
                 failed,
                 resolved,
                 outcomes,
@@ -521,6 +537,10 @@ impl<S: Sink> Engine<S> {
             self.epochs.resolve_many(epoch, count);
         }
         let s = &mut self.streams[done.stream];
+        s.in_flight -= done.entries;
+        if done.generation < s.generation() {
+            s.draining = s.draining.saturating_sub(done.entries);
+        }
         if !done.stale.is_empty() {
             tracing::info!(stream = %s.name, misrouted = done.misrouted.len(), "records landed on unexpected shards; refreshing the shard map");
             request_refresh(s, done.finished);

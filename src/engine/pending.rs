@@ -154,6 +154,9 @@ pub(crate) struct Pending {
     failed: Option<Box<Attempts>>,
     arrival: Instant,
     epoch: u64,
+    /// Its place in the order the engine took records in: with per-key ordering, records sent
+    /// again after a resharding are routed in this order, whatever queue they come from.
+    seq: u64,
 }
 
 /// The arrival of a record still in the channel: any instant will do, as `arrive` sets the
@@ -199,13 +202,20 @@ impl Pending {
             // Set by `arrive`; until then the record is in the channel.
             arrival: not_arrived(),
             epoch: 0,
+            seq: 0,
         }
     }
 
-    /// The engine took the record in at `now`, counted in flush epoch `epoch`.
-    pub(crate) fn arrive(&mut self, now: Instant, epoch: u64) {
+    /// The engine took the record in at `now`, counted in flush epoch `epoch`, as the `seq`th.
+    pub(crate) fn arrive(&mut self, now: Instant, epoch: u64, seq: u64) {
         self.arrival = now;
         self.epoch = epoch;
+        self.seq = seq;
+    }
+
+    /// Its place in the order the engine took records in.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
     }
 
     pub(crate) fn arrival(&self) -> Instant {
@@ -468,7 +478,7 @@ mod tests {
     fn a_put_record_resolves_to_a_receipt_with_every_attempt() {
         let (mut pending, mut future) = Pending::new(record(), "s".into());
         let t0 = Instant::now();
-        pending.arrive(t0, 3);
+        pending.arrive(t0, 3, 1);
         assert!(poll(&mut future).is_pending());
         let error = Arc::new(AttemptError::new("InternalFailure", "boom"));
         pending.record_failure(t0, Duration::from_millis(5), error);

@@ -41,6 +41,10 @@ pub(crate) enum Msg {
 /// the attempt recorded), and how many records of each epoch it resolved.
 pub(super) struct PutDone {
     pub(super) stream: usize,
+    /// The Kinesis records the call carried, and the generation of the stream's shard map when
+    /// it was sent.
+    pub(super) entries: usize,
+    pub(super) generation: u64,
     pub(super) failed: Vec<NotPut>,
     pub(super) resolved: Vec<(u64, u64)>,
     pub(super) outcomes: Vec<ShardOutcome>,

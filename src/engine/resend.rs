@@ -108,6 +108,12 @@ impl<S: Sink> Engine<S> {
             self.free_shard(i, shard);
             return;
         };
+        let s = &mut self.streams[i];
+        if s.current(shard).is_none() {
+            // Sent under an older map: its keys may belong to other shards now, with newer
+            // records of theirs queued there. It is routed again ahead of them (`order.rs`).
+            return reroute_later(s, keep, at);
+        }
         if keep.len() < before {
             // A subset of an aggregate, in the same order, is smaller than the aggregate.
             let records: Vec<UserRecord> = keep.iter().map(|p| p.record().clone()).collect();

@@ -173,6 +173,21 @@ pub(super) struct StreamState {
     pub(super) unverified: Vec<Misrouted>,
     /// When a record held back by its shard's limiter can go, if any is.
     pub(super) limited_until: Option<Instant>,
+    /// Kinesis records of this stream in PutRecords calls not answered yet.
+    pub(super) in_flight: usize,
+    /// Per-key ordering (`PerKeyOrdering`): the fields below are used only with it.
+    pub(super) ordered: bool,
+    /// Of the Kinesis records in flight, those sent under an older shard map than the current
+    /// one. Their keys may belong to other shards now, which no busy flag covers, so nothing of
+    /// the stream is sent until they are answered (see `order.rs`).
+    pub(super) draining: usize,
+    /// User records to be routed again, in the order they were taken in, ahead of everything
+    /// queued for their keys: what a new map made stale, old-map records that failed, records
+    /// of aggregates that straddled the shard that took them. Nothing of the stream is sent
+    /// while any wait (see `order.rs`).
+    pub(super) reroute: Vec<Pending>,
+    /// Not before this (the backoff of the failed records among them).
+    pub(super) reroute_at: Instant,
 }
 
 impl StreamState {
@@ -198,7 +213,20 @@ impl StreamState {
             limited_until: None,
             unverified: Vec::new(),
             ordered_retries: Vec::new(),
+            in_flight: 0,
+            ordered: false,
+            draining: 0,
+            reroute: Vec::new(),
+            reroute_at: now,
         }
+    }
+
+    /// Per-key ordering: whether nothing of the stream may be sent now, because records older
+    /// than what is queued must first be answered (sent under an older map, or put on a shard
+    /// no listing has named yet) or routed again.
+    pub(super) fn held(&self) -> bool {
+        self.ordered
+            && (self.draining > 0 || !self.unverified.is_empty() || !self.reroute.is_empty())
     }
 
     /// Whether a listing is needed to settle something (records waiting for the first map,

@@ -43,6 +43,9 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
     for (t, _) in &s.ordered_retries {
         at(*t);
     }
+    if !s.reroute.is_empty() && s.draining == 0 && s.unverified.is_empty() {
+        at(s.reroute_at);
+    }
     if w.can_send {
         // While a shard is over its rate nothing is sent before `limited_until` (see
         // `should_send`), so the deadlines of the queue need no walk: with hundreds of

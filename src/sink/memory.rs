@@ -36,6 +36,8 @@ pub type EntryFault = Box<dyn FnMut(&PutEntry) -> Option<(String, String)> + Sen
 struct MemShard {
     shard: Shard,
     next_sequence: u64,
+    /// The shards it was split or merged from (the KCL reads them wholly before it).
+    parents: Vec<String>,
 }
 
 #[derive(Default)]
@@ -98,6 +100,7 @@ impl MemorySink {
                     closed: false,
                 },
                 next_sequence: 0,
+                parents: Vec::new(),
             })
             .collect();
         self.lock().streams.insert(stream.to_owned(), shards);
@@ -130,6 +133,7 @@ impl MemorySink {
         );
         parent.shard.closed = true;
         let (start, end) = (parent.shard.start, parent.shard.end);
+        let parents = vec![parent.shard.shard_id.clone()];
         let lower = format!("shardId-{next:012}");
         let upper = format!("shardId-{:012}", next + 1);
         for (id, start, end) in [
@@ -144,9 +148,68 @@ impl MemorySink {
                     closed: false,
                 },
                 next_sequence: 0,
+                parents: parents.clone(),
             });
         }
         (lower, upper)
+    }
+
+    /// Merges two open shards with adjacent ranges, as MergeShards does: both close, one new
+    /// shard takes their joint range. Returns the child's id.
+    pub fn merge_shards(&self, stream: &str, shard_id: &str, adjacent_id: &str) -> String {
+        let mut state = self.lock();
+        let shards = state
+            .streams
+            .get_mut(stream)
+            .expect("a stream of this sink");
+        let next = shards.len();
+        let open = |id: &str| {
+            shards
+                .iter()
+                .position(|s| s.shard.shard_id == id && !s.shard.closed)
+                .expect("an open shard of this stream")
+        };
+        let (a, b) = (open(shard_id), open(adjacent_id));
+        let (low, high) = if shards[a].shard.start < shards[b].shard.start {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        assert_eq!(
+            shards[low].shard.end.0.checked_add(1),
+            Some(shards[high].shard.start.0),
+            "adjacent ranges"
+        );
+        shards[a].shard.closed = true;
+        shards[b].shard.closed = true;
+        let child = format!("shardId-{next:012}");
+        let shard = Shard {
+            shard_id: child.clone(),
+            start: shards[low].shard.start,
+            end: shards[high].shard.end,
+            closed: false,
+        };
+        let parents = vec![shard_id.to_owned(), adjacent_id.to_owned()];
+        shards.push(MemShard {
+            shard,
+            next_sequence: 0,
+            parents,
+        });
+        child
+    }
+
+    /// The parents of every shard of `stream` that has any (split or merged from them).
+    pub fn parents(&self, stream: &str) -> HashMap<String, Vec<String>> {
+        self.lock()
+            .streams
+            .get(stream)
+            .map(|s| {
+                s.iter()
+                    .filter(|m| !m.parents.is_empty())
+                    .map(|m| (m.shard.shard_id.clone(), m.parents.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Every shard's id and range, closed ones included.

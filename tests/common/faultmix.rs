@@ -28,7 +28,7 @@ use kinesis_producer::{Config, Producer, UserRecord};
 use serde_json::{Value, json};
 
 #[path = "harness.rs"]
-mod harness;
+pub mod harness;
 
 /// The embedded Kinesis as AWS limits it: each shard at 1000 records/s and 1 MiB/s.
 pub const LIMITED: LocalOptions = LocalOptions {
@@ -94,37 +94,73 @@ pub fn is_put_records(req: &Request) -> bool {
         .is_some_and(|t| t.as_bytes().ends_with(b".PutRecords"))
 }
 
-async fn inject(faults: Arc<Injected>, req: Request, next: Next) -> Response<Body> {
+/// The shares of PutRecords calls met by each fault, and of the other calls' entries
+/// throttled one by one.
+#[derive(Debug, Clone, Copy)]
+pub struct Mix {
+    pub throttled_calls: f64,
+    pub errors_500: f64,
+    /// Half dropped before the write, half after it.
+    pub dropped: f64,
+    pub throttled_entries: f64,
+}
+
+/// The mix the module docs describe.
+pub const MIX: Mix = Mix {
+    throttled_calls: 0.20,
+    errors_500: 0.15,
+    dropped: 0.10,
+    throttled_entries: 0.30,
+};
+
+/// The fault layer over the embedded Kinesis: `mix`, counted in `faults`.
+pub fn layer(app: axum::Router, faults: Arc<Injected>, mix: Mix) -> axum::Router {
+    app.layer(axum::middleware::from_fn(move |req, next| {
+        inject(Arc::clone(&faults), mix, req, next)
+    }))
+}
+
+async fn inject(faults: Arc<Injected>, mix: Mix, req: Request, next: Next) -> Response<Body> {
     if !is_put_records(&req) {
         return next.run(req).await;
     }
     let call = faults.calls.fetch_add(1, Ordering::Relaxed);
-    // Calls 1 to 4 meet one fault class each (whole-call throttling, a 500, a drop before the
-    // write, one after it), so that a short run with few calls (aggregated records make few)
-    // is sure to see every class; the others are drawn at random. (Not from call 0: the first
-    // call carries what gathered while the first shard map came, and throttling all of it on
-    // purpose at every run measured one cold-start case, not the mix.)
-    let roll = match call {
-        1 => 0.10,
-        2 => 0.30,
-        3 => 0.37,
-        4 => 0.42,
+    // The upper bounds of the classes: whole-call throttling, a 500, a drop before the write,
+    // one after it.
+    let bounds = [
+        mix.throttled_calls,
+        mix.throttled_calls + mix.errors_500,
+        mix.throttled_calls + mix.errors_500 + mix.dropped / 2.0,
+        mix.throttled_calls + mix.errors_500 + mix.dropped,
+    ];
+    // Calls 1 to 4 meet one fault class each (the middle of its share), so that a short run
+    // with few calls (aggregated records make few) is sure to see every class of the mix; the
+    // others are drawn at random. (Not from call 0: the first call carries what gathered while
+    // the first shard map came, and throttling all of it on purpose at every run measured one
+    // cold-start case, not the mix.)
+    let forced = (1..=4).contains(&call).then(|| {
+        let k = call as usize - 1;
+        let low = if k == 0 { 0.0 } else { bounds[k - 1] };
+        (low + bounds[k]) / 2.0
+    });
+    let roll = match forced {
+        Some(r) if bounds.iter().any(|&b| r < b) => r,
         _ => fastrand::f64(),
     };
-    if roll < 0.20 {
+    if roll < bounds[0] {
         faults.throttled_calls.fetch_add(1, Ordering::Relaxed);
         return throttled("Rate exceeded for stream (injected).");
     }
-    if roll < 0.35 {
+    if roll < bounds[1] {
         faults.errors_500.fetch_add(1, Ordering::Relaxed);
         return server_error("Internal service failure (injected).");
     }
-    if roll < 0.40 {
+    if roll < bounds[2] {
         faults.dropped.fetch_add(1, Ordering::Relaxed);
         return dropped();
     }
-    let after_write = roll < 0.45;
-    // Entry throttling: take 30% of the entries out, forward the rest.
+    let after_write = roll < bounds[3];
+    // Entry throttling: take that share of the entries out, forward the rest.
     let (parts, body) = req.into_parts();
     let bytes = axum::body::to_bytes(body, usize::MAX).await.unwrap();
     let mut request: Value = serde_json::from_slice(&bytes).unwrap();
@@ -132,7 +168,10 @@ async fn inject(faults: Arc<Injected>, req: Request, next: Next) -> Response<Bod
     faults
         .entries
         .fetch_add(records.len() as u64, Ordering::Relaxed);
-    let throttled: Vec<bool> = records.iter().map(|_| fastrand::f64() < 0.30).collect();
+    let throttled: Vec<bool> = records
+        .iter()
+        .map(|_| fastrand::f64() < mix.throttled_entries)
+        .collect();
     let kept: Vec<Value> = records
         .iter()
         .zip(&throttled)
@@ -228,15 +267,12 @@ pub async fn run_clean(n: usize) -> FaultRun {
 async fn run_with(n: usize, faulty: bool) -> FaultRun {
     let faults = Arc::new(Injected::default());
     let f = Arc::clone(&faults);
-    let kinesis = LocalKinesis::start_with(LIMITED, move |app| {
-        if faulty {
-            app.layer(axum::middleware::from_fn(move |req, next| {
-                inject(Arc::clone(&f), req, next)
-            }))
-        } else {
-            app
-        }
-    })
+    let kinesis = LocalKinesis::start_with(
+        LIMITED,
+        move |app| {
+            if faulty { layer(app, f, MIX) } else { app }
+        },
+    )
     .await
     .unwrap();
     kinesis.create_stream("faults", 4).await.unwrap();

@@ -198,3 +198,55 @@ pub fn kcl_view<S: Stored>(
     }
     kept
 }
+
+/// Each partition key's user records in the order a KCL consumer processes them, by data:
+/// - a shard is processed only once all its parents are processed to their end
+///   (`BlockOnParentShardTask`, software.amazon.kinesis.lifecycle in amazon-kinesis-client:
+///   a child's consumer waits until every parent's checkpoint is SHARD_END), so along one key's
+///   lineage a parent's records come wholly before its children's; `parents` gives each shard's
+///   parents (split or merge);
+/// - within a shard, by sequence number, and within a Kinesis record by sub-sequence number;
+/// - an aggregate with any record outside the shard's range is dropped whole (`kcl.rs`).
+///
+/// One key's records that a KCL consumer keeps lie on shards whose ranges hold the key, and
+/// those form one chain of parents and children, so sorting by depth in the lineage (longest
+/// path from a shard with no parents) orders them as the consumer does.
+pub fn kcl_order_by_key<S: Stored>(
+    records: &[S],
+    ranges: &HashMap<String, (HashKey, HashKey)>,
+    parents: &HashMap<String, Vec<String>>,
+) -> HashMap<String, Vec<Bytes>> {
+    fn depth(
+        shard: &str,
+        parents: &HashMap<String, Vec<String>>,
+        memo: &mut HashMap<String, usize>,
+    ) -> usize {
+        if let Some(&d) = memo.get(shard) {
+            return d;
+        }
+        let d = parents.get(shard).map_or(0, |ps| {
+            1 + ps
+                .iter()
+                .map(|p| depth(p, parents, memo))
+                .max()
+                .unwrap_or(0)
+        });
+        memo.insert(shard.to_owned(), d);
+        d
+    }
+    let mut memo = HashMap::new();
+    let mut rows = Vec::new();
+    for r in records {
+        let d = depth(r.shard_id(), parents, &mut memo);
+        for u in kcl_records(r, ranges) {
+            let seq = (u.sequence_number.len(), u.sequence_number.clone());
+            rows.push((d, r.shard_id().to_owned(), seq, u.sub_sequence_number, u));
+        }
+    }
+    rows.sort_by(|a, b| (a.0, &a.1, &a.2, a.3).cmp(&(b.0, &b.1, &b.2, b.3)));
+    let mut by_key: HashMap<String, Vec<Bytes>> = HashMap::new();
+    for (_, _, _, _, u) in rows {
+        by_key.entry(u.partition_key).or_default().push(u.data);
+    }
+    by_key
+}
