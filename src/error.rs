@@ -141,10 +141,17 @@ pub enum ConfigError {
         reason: String,
     },
     /// A property name the producer does not know (often a typo).
-    #[error("unknown property {name}; the known properties are {known}")]
+    #[error(
+        "unknown property {name}; {}the KPL ignores a name it does not know, with a warning \
+         (`ConfigBuilder::ignore_unknown_properties`, or kpl's `--ignore-unknown-properties`, \
+         does the same); the known properties are {known}",
+        closest.map(|c| format!("did you mean {c}? If not, ")).unwrap_or_default()
+    )]
     UnknownProperty {
         /// The name given.
         name: String,
+        /// The known name closest to it, if one is close.
+        closest: Option<&'static str>,
         /// Every known name, comma-separated.
         known: String,
     },

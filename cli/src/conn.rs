@@ -21,6 +21,10 @@ pub struct ConnArgs {
     /// A KPL-style .properties file (`Name = value` lines, KPL property names).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Ignore a property name in --config that no KPL or producer property has, with a warning,
+    /// as the KPL does (by default it is an error naming the closest known property).
+    #[arg(long)]
+    pub ignore_unknown_properties: bool,
 }
 
 impl ConnArgs {
@@ -31,7 +35,7 @@ impl ConnArgs {
 
     /// `base` with the properties file and these flags applied.
     pub fn builder(&self, base: ConfigBuilder) -> Result<ConfigBuilder, String> {
-        let mut builder = base;
+        let mut builder = base.ignore_unknown_properties(self.ignore_unknown_properties);
         if let Some(path) = &self.config {
             builder = builder.properties_file(path).map_err(|e| e.to_string())?;
         }

@@ -215,7 +215,27 @@ fn a_properties_file_uses_kpl_names_and_refuses_unknown_ones() {
     );
     assert_eq!(out.status.code(), Some(2));
     let err = text(&out.stderr);
-    assert!(err.contains("bad.properties line 3: unknown property RecordMaxBufferedTme; the known properties are AggregationEnabled,"), "{err}");
+    assert!(err.contains("bad.properties line 3: unknown property RecordMaxBufferedTme; did you mean RecordMaxBufferedTime? If not, the KPL ignores a name it does not know, with a warning"), "{err}");
+    // The KPL's way, one flag away: the name is ignored, with a warning.
+    let out = kpl(
+        &[
+            "put",
+            "--stream",
+            "s",
+            "--endpoint-url",
+            "http://127.0.0.1:9",
+            "--config",
+            bad.to_str().unwrap(),
+            "--ignore-unknown-properties",
+        ],
+        b"",
+    );
+    let err = text(&out.stderr);
+    assert!(!err.contains("unknown property"), "{err}");
+    assert!(
+        err.contains("RecordMaxBufferedTme (no KPL or producer property has this name)"),
+        "{err}"
+    );
     let range = dir.join("range.properties");
     std::fs::write(&range, "CollectionMaxCount: 501\n").unwrap();
     let out = kpl(
@@ -224,7 +244,7 @@ fn a_properties_file_uses_kpl_names_and_refuses_unknown_ones() {
     );
     assert!(
         text(&out.stderr)
-            .contains("range.properties: CollectionMaxCount is 501; the range is 1..=500"),
+            .contains("range.properties line 1: CollectionMaxCount is 501; the range is 1..=500"),
         "{}",
         text(&out.stderr)
     );

@@ -72,6 +72,7 @@ pub struct Config {
     pub(crate) fail_if_throttled: bool,
     pub(crate) per_key_ordering: bool,
     pub(crate) rate_limit: u32,
+    pub(crate) max_user_record_size: Option<usize>,
     pub(crate) max_buffered_records: usize,
     pub(crate) max_buffered_bytes: usize,
     /// `KinesisPort` given without an endpoint: the port of the regional endpoint.
@@ -164,6 +165,13 @@ impl Config {
     pub fn per_key_ordering(&self) -> bool {
         self.per_key_ordering
     }
+    /// `MaxUserRecordSize`: the largest user record (data plus partition key) accepted, if set;
+    /// unset, each stream's own per-record limit decides (see
+    /// [`ConfigBuilder::max_user_record_size`]).
+    pub fn max_user_record_size(&self) -> Option<usize> {
+        self.max_user_record_size
+    }
+
     /// `RateLimit`: the percentage of each shard's write limits (1000 records/s, 1 MiB/s) the
     /// producer aims at (default 150).
     pub fn rate_limit(&self) -> u32 {
@@ -274,6 +282,9 @@ pub struct ConfigBuilder {
     /// `UserRecordTimeoutInMillis`; 0 is off.
     user_record_timeout_ms: u64,
     ignored: Vec<IgnoredProperty>,
+    /// A name no property has is ignored (with a warning), as the KPL does, not refused.
+    ignore_unknown: bool,
+    max_user_record_size: Option<u64>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
     fail_if_throttled: bool,
@@ -282,6 +293,10 @@ pub struct ConfigBuilder {
     max_buffered_records: u64,
     max_buffered_bytes: u64,
 }
+
+/// The longest `RecordMaxBufferedTime` applied, in milliseconds (an hour); the KPL's setter takes
+/// more, and a longer one here is an hour.
+pub(crate) const MAX_BUFFERED_TIME_MS: u64 = 3_600_000;
 
 /// Default `MetricsNamespace`: the KPL's.
 pub const DEFAULT_METRICS_NAMESPACE: &str = "KinesisProducerLibrary";
@@ -324,6 +339,8 @@ impl Default for ConfigBuilder {
             ca_cert_path: None,
             user_record_timeout_ms: 0,
             ignored: Vec::new(),
+            ignore_unknown: false,
+            max_user_record_size: None,
             credentials: None,
             shard_map_refresh_interval_ms: 60_000,
             fail_if_throttled: false,
@@ -385,12 +402,33 @@ impl ConfigBuilder {
         aggregation_max_size: aggregation_max_size, u64
     );
     setter!(
-        /// `MaxRecordSize` (also `MaxUserRecordSize`): the most a record may be, data plus
-        /// partition key, in bytes (1048576..=10485760, default 10485760). Each stream's own
-        /// limit (its `MaxRecordSizeInKiB`, read with DescribeStreamSummary with each shard map;
-        /// 1 MiB unless raised) applies under it.
+        /// `MaxRecordSize`: the most a Kinesis record may be, data plus partition key, in bytes
+        /// (1048576..=10485760, default 10485760). Each stream's own limit (its
+        /// `MaxRecordSizeInKiB`, read with DescribeStreamSummary with each shard map; 1 MiB
+        /// unless raised) applies under it.
         max_record_size: max_record_size, u64
     );
+
+    /// `MaxUserRecordSize` (KPL 1.0.7): the largest user record accepted, data plus partition
+    /// key, in bytes (64..=10485760). A larger one fails as
+    /// [`PutErrorKind::InvalidRecord`](crate::PutErrorKind::InvalidRecord) with
+    /// [`RecordError::RecordTooLarge`](crate::RecordError::RecordTooLarge). The KPL's default is
+    /// 1048576; unset here, each stream's own limit decides (1 MiB unless the stream was raised),
+    /// so a raised stream takes larger records without a setting, and a KPL file that sets the
+    /// default keeps the KPL's behaviour.
+    pub fn max_user_record_size(mut self, value: u64) -> Self {
+        self.max_user_record_size = Some(value);
+        self
+    }
+
+    /// Whether a property name no KPL or producer property has is ignored with a warning, as
+    /// the KPL's `fromProperties` does (it is then listed by
+    /// [`Config::ignored_properties`]), rather than refused with an error naming the closest
+    /// known property (the default: a typo in a KPL file otherwise goes unnoticed).
+    pub fn ignore_unknown_properties(mut self, value: bool) -> Self {
+        self.ignore_unknown = value;
+        self
+    }
     setter!(
         /// `CollectionMaxCount`: most entries in one PutRecords call (1..=500).
         collection_max_count: collection_max_count, u64
@@ -621,8 +659,13 @@ impl ConfigBuilder {
             "RecordMaxBufferedTime",
             self.record_max_buffered_time_ms,
             0,
-            3_600_000,
+            MAX_BUFFERED_TIME_MS,
         )?;
+        let max_user_record_size = self
+            .max_user_record_size
+            .map(|n| check("MaxUserRecordSize", n, 64, MAX_RECORD_SIZE_LIMIT as u64))
+            .transpose()?
+            .map(|n| n as usize);
         check_ms("RecordTtl", self.record_ttl_ms, 100, u32::MAX as u64)?;
         check_ms(
             "UserRecordTimeoutInMillis",
@@ -729,6 +772,7 @@ impl ConfigBuilder {
             shard_map_refresh_interval: Duration::from_millis(self.shard_map_refresh_interval_ms),
             fail_if_throttled: self.fail_if_throttled,
             per_key_ordering: self.per_key_ordering,
+            max_user_record_size,
             rate_limit: rate_limit as u32,
             max_buffered_records: max_buffered_records as usize,
             max_buffered_bytes: max_buffered_bytes as usize,

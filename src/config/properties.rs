@@ -85,7 +85,15 @@ pub const PROPERTIES: &[Property] = &[
     ignored("CredentialsRefreshDelay", Kind::Number, "5000", NO_DAEMON),
     // The KPL 0.x name of KinesisEndpoint.
     applied("CustomEndpoint", Kind::Text, ""),
+    // KPL 1.0.7: restarts a stuck daemon (which loses what it buffered).
+    ignored(
+        "DaemonHealthCheckTimeoutMs",
+        Kind::Number,
+        "30000",
+        NO_DAEMON,
+    ),
     ignored("EnableCoreDumps", Kind::Boolean, "false", NO_DAEMON),
+    ignored("EnableDaemonHealthCheck", Kind::Boolean, "false", NO_DAEMON),
     ignored(
         "EnableOldestFutureTracker",
         Kind::Boolean,
@@ -108,8 +116,9 @@ pub const PROPERTIES: &[Property] = &[
     applied("MaxBufferedRecords", Kind::Number, "500000"),
     applied("MaxConnections", Kind::Number, "24"),
     applied("MaxRecordSize", Kind::Number, "10485760"),
-    // Another name for MaxRecordSize (the cap on the stream's own per-record limit).
-    applied("MaxUserRecordSize", Kind::Number, "10485760"),
+    // KPL 1.0.7: the largest user record (data plus partition key) accepted. Unset here, the
+    // stream's own limit decides (see `ConfigBuilder::max_user_record_size`).
+    applied("MaxUserRecordSize", Kind::Number, "1048576"),
     applied("MetricsGranularity", Kind::Text, "shard"),
     applied("MetricsLevel", Kind::Text, "detailed"),
     applied("MetricsNamespace", Kind::Text, "KinesisProducerLibrary"),
@@ -133,8 +142,8 @@ pub const PROPERTIES: &[Property] = &[
     applied("RecordTtl", Kind::Number, "30000"),
     applied("Region", Kind::Text, ""),
     applied("RequestTimeout", Kind::Number, "6000"),
-    // Always true here: a failed record's error hands it back.
-    applied("ReturnUserRecordInFuture", Kind::Boolean, "false"),
+    // KPL 1.0.4+. Always true here: a failed record's error hands it back.
+    applied("ReturnUserRecordOnFailure", Kind::Boolean, "false"),
     applied("ShardMapRefreshInterval", Kind::Number, "60000"),
     ignored("StsEndpoint", Kind::Text, "", CHAIN),
     ignored("StsPort", Kind::Number, "443", CHAIN),
@@ -163,8 +172,9 @@ pub const PROPERTY_NAMES: &[&str] = &{
 /// A property a configuration was given that has no effect here.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IgnoredProperty {
-    /// Its name.
-    pub name: &'static str,
+    /// Its name (one no property has, when unknown names are ignored as the KPL ignores them:
+    /// [`ConfigBuilder::ignore_unknown_properties`]).
+    pub name: std::borrow::Cow<'static, str>,
     /// The value it was given.
     pub value: String,
     /// Why it has no effect.
@@ -175,6 +185,62 @@ impl std::fmt::Display for IgnoredProperty {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} ({})", self.name, self.why)
     }
+}
+
+/// What an unknown name is told: the KPL ignores it with a warning (its `fromProperties`).
+const UNKNOWN: &str = "no KPL or producer property has this name";
+
+/// The range the KPL's setter checks for a number property (`KinesisProducerConfiguration`,
+/// KPL 1.0.7), where it checks one; the builder may narrow what it applies within it.
+fn kpl_range(name: &str) -> Option<(u64, u64)> {
+    // The KPL reads numbers as Java longs.
+    const MAX: u64 = i64::MAX as u64;
+    Some(match name {
+        "AggregationMaxCount" | "RateLimit" => (1, MAX),
+        "AggregationMaxSize" | "MaxUserRecordSize" => (64, 10_485_760),
+        "CloudwatchPort" | "KinesisPort" | "Port" | "ProxyPort" | "StsPort" => (1, 65_535),
+        "CollectionMaxCount" => (1, 500),
+        "CollectionMaxSize" => (52_224, MAX),
+        "ConnectTimeout" => (100, 300_000),
+        "CredentialsRefreshDelay" => (1, 300_000),
+        "DaemonHealthCheckTimeoutMs" => (5_000, MAX),
+        "MaxConnections" => (1, 256),
+        "MetricsUploadDelay" => (1, 60_000),
+        "MinConnections" => (1, 16),
+        "RecordMaxBufferedTime" | "ThreadPoolSize" | "UserRecordTimeoutInMillis" => (0, MAX),
+        "RecordTtl" => (100, MAX),
+        "RequestTimeout" => (100, 600_000),
+        _ => return None,
+    })
+}
+
+/// The known property closest to `name` (case and a few letters apart), if one is close.
+fn closest(name: &str) -> Option<&'static str> {
+    let lower = name.to_ascii_lowercase();
+    PROPERTY_NAMES
+        .iter()
+        .map(|known| (distance(&lower, &known.to_ascii_lowercase()), *known))
+        .filter(|(d, known)| *d <= known.len().max(name.len()) / 3)
+        .min()
+        .map(|(_, known)| known)
+}
+
+/// Edits (insertions, deletions, substitutions) from `a` to `b`.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let next = (row[j + 1] + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != *cb));
+            diagonal = row[j + 1];
+            row[j + 1] = next;
+        }
+    }
+    row[b.len()]
 }
 
 /// Checks a value against the KPL's pattern for the text properties that have one.
@@ -252,17 +318,28 @@ impl ConfigBuilder {
     /// let config = Config::builder().set_property("ThreadPoolSize", "8").unwrap().build().unwrap();
     /// assert_eq!(config.ignored_properties()[0].name, "ThreadPoolSize");
     /// let err = Config::builder().set_property("AggregationMaxSise", "1").unwrap_err();
-    /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; the known properties are AggregationEnabled,"));
+    /// assert!(err.to_string().starts_with("unknown property AggregationMaxSise; did you mean AggregationMaxSize?"));
     /// ```
     ///
     /// # Errors
-    /// [`ConfigError`] naming the property when the name is unknown or the value malformed or out
-    /// of the KPL's range.
+    /// [`ConfigError`] naming the property when the name is unknown (unless unknown names are
+    /// ignored: [`ignore_unknown_properties`](Self::ignore_unknown_properties)) or the value
+    /// malformed or out of the KPL's range.
     pub fn set_property(mut self, name: &str, value: &str) -> Result<Self, ConfigError> {
         let value = value.trim();
         let Some(property) = PROPERTIES.iter().find(|p| p.name == name) else {
+            if self.ignore_unknown {
+                self.ignored.retain(|p| p.name != name);
+                self.ignored.push(IgnoredProperty {
+                    name: name.to_owned().into(),
+                    value: value.to_owned(),
+                    why: UNKNOWN,
+                });
+                return Ok(self);
+            }
             return Err(ConfigError::UnknownProperty {
                 name: name.to_owned(),
+                closest: closest(name),
                 known: PROPERTY_NAMES.join(", "),
             });
         };
@@ -283,7 +360,12 @@ impl ConfigBuilder {
         };
         match property.kind {
             Kind::Boolean => drop(boolean()?),
-            Kind::Number => drop(number()?),
+            Kind::Number => {
+                let n = number()?;
+                if let Some((low, high)) = kpl_range(name) {
+                    check(name, n, low, high)?;
+                }
+            }
             Kind::Text => check_pattern(name, value)?,
         }
         if let Effect::Ignored(why) = property.effect {
@@ -294,7 +376,7 @@ impl ConfigBuilder {
                 return Ok(self);
             }
             self.ignored.push(IgnoredProperty {
-                name,
+                name: name.into(),
                 value: value.to_owned(),
                 why,
             });
@@ -304,21 +386,29 @@ impl ConfigBuilder {
             "AggregationEnabled" => self.aggregation_enabled(boolean()?),
             "PerKeyOrdering" => self.per_key_ordering(boolean()?),
             "FailIfThrottled" => self.fail_if_throttled(boolean()?),
-            "AggregationMaxCount" => self.aggregation_max_count(number()?),
+            // Past 2^32-1 (the KPL takes up to 2^63-1) the count never binds: the size does.
+            "AggregationMaxCount" => self.aggregation_max_count(number()?.min(u64::from(u32::MAX))),
             "AggregationMaxSize" => self.aggregation_max_size(number()?),
-            "MaxRecordSize" | "MaxUserRecordSize" => self.max_record_size(number()?),
+            "MaxRecordSize" => self.max_record_size(number()?),
+            "MaxUserRecordSize" => self.max_user_record_size(number()?),
             "CollectionMaxCount" => self.collection_max_count(number()?),
-            "CollectionMaxSize" => self.collection_max_size(number()?),
+            // Past the API's limit on a call, the limit binds.
+            "CollectionMaxSize" => {
+                self.collection_max_size(number()?.min(super::MAX_PUT_RECORDS_SIZE as u64))
+            }
             "MaxConnections" => self.max_connections(number()?),
-            "RateLimit" => self.rate_limit(number()?),
+            // Past 1,000,000% (10,000 times a shard's limits) the limiter never binds.
+            "RateLimit" => self.rate_limit(number()?.min(1_000_000)),
             "MaxBufferedRecords" => self.max_buffered_records(number()?),
             "MaxBufferedBytes" => self.max_buffered_bytes(number()?),
+            // The KPL takes up to 2^63-1 ms; past an hour here, an hour.
             "RecordMaxBufferedTime" => Self {
-                record_max_buffered_time_ms: number()?,
+                record_max_buffered_time_ms: number()?.min(super::MAX_BUFFERED_TIME_MS),
                 ..self
             },
+            // Past 2^32-1 ms (49 days), 49 days.
             "RecordTtl" => Self {
-                record_ttl_ms: number()?,
+                record_ttl_ms: number()?.min(u64::from(u32::MAX)),
                 ..self
             },
             "RequestTimeout" => Self {
@@ -395,9 +485,9 @@ impl ConfigBuilder {
                 log_level: value.to_owned(),
                 ..self
             },
-            "ReturnUserRecordInFuture" => self,
+            "ReturnUserRecordOnFailure" => self,
             "UserRecordTimeoutInMillis" => Self {
-                user_record_timeout_ms: number()?,
+                user_record_timeout_ms: number()?.min(u64::from(u32::MAX)),
                 ..self
             },
             "CaCertFile" if value.is_empty() => self,

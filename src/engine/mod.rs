@@ -297,6 +297,20 @@ impl<S: Sink> Engine<S> {
         self.taken_in += 1;
         pending.arrive(now, self.epochs.add(), self.taken_in);
         self.metrics.received(i, now);
+        if let Some(limit) = self.config.max_user_record_size
+            && pending.record().size() > limit
+        {
+            let record = pending.record();
+            let error = crate::error::RecordError::RecordTooLarge {
+                size: record.size(),
+                data_len: record.data().len(),
+                key_len: record.partition_key().len(),
+                limit,
+            };
+            let tally = self.metrics.tally(i);
+            let kind = PutErrorKind::InvalidRecord(error);
+            return fail(pending, kind, &mut self.epochs, &self.budget, tally);
+        }
         let deadline = now + self.config.record_max_buffered_time;
         self.route(i, pending, deadline);
     }

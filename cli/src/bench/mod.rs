@@ -84,6 +84,10 @@ pub struct Args {
     /// A KPL-style .properties file applied to both runs (AggregationEnabled is set per run).
     #[arg(long, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
+    /// Ignore a property name in --config that no KPL or producer property has, with a warning,
+    /// as the KPL does (by default it is an error naming the closest known property).
+    #[arg(long)]
+    ignore_unknown_properties: bool,
     /// Where the records go (default: local, unless --endpoint-url or --region is given).
     #[arg(long, value_enum)]
     sink: Option<SinkKind>,
@@ -257,6 +261,7 @@ pub fn run(mut args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         region: args.region.clone(),
         endpoint_url: args.endpoint_url.clone(),
         config: args.config.clone(),
+        ignore_unknown_properties: args.ignore_unknown_properties,
     };
     let sink_text = match sink {
         SinkKind::Local => format!(
