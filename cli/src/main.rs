@@ -14,6 +14,7 @@ mod progress;
 mod prometheus;
 mod put;
 mod read;
+mod retry;
 mod tail;
 
 use std::process::ExitCode;

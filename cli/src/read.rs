@@ -9,10 +9,12 @@ use aws_sdk_kinesis::primitives::DateTime;
 use aws_sdk_kinesis::types::{Shard, ShardIteratorType};
 use bytes::Bytes;
 use kinesis_producer::aggregation::deaggregate;
+use kinesis_producer::sink::SinkError;
 use kinesis_producer::sink::aws::{AwsSink, is_stream_arn};
 
 use crate::conn::ConnArgs;
 use crate::io::b64;
+use crate::retry::{FIRST_CONTACT_ATTEMPTS, MAX_ATTEMPTS, retrying};
 
 pub const EXAMPLES: &str = "\
 Examples:
@@ -104,6 +106,45 @@ fn lineage_order(mut shards: Vec<Shard>) -> Vec<Shard> {
     ordered
 }
 
+/// The error code of an iterator older than 5 minutes.
+const EXPIRED: &str = "ExpiredIteratorException";
+
+/// An iterator for `shard` of `stream`: at `from`, or right after sequence number `after` (an
+/// expired iterator renewed); throttling and transient failures retried.
+async fn shard_iterator(
+    sink: &AwsSink,
+    stream: &str,
+    shard: &str,
+    from: &From,
+    after: Option<&str>,
+    rng: &mut fastrand::Rng,
+) -> Result<Option<String>, SinkError> {
+    let mut request = sink.client().get_shard_iterator().shard_id(shard);
+    request = if is_stream_arn(stream) {
+        request.stream_arn(stream)
+    } else {
+        request.stream_name(stream)
+    };
+    request = match (after, from) {
+        (Some(seq), _) => request
+            .shard_iterator_type(ShardIteratorType::AfterSequenceNumber)
+            .starting_sequence_number(seq),
+        (None, From::TrimHorizon) => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
+        (None, From::Latest) => request.shard_iterator_type(ShardIteratorType::Latest),
+        (None, From::AtTimestamp(t)) => request
+            .shard_iterator_type(ShardIteratorType::AtTimestamp)
+            .timestamp(*t),
+        (None, From::AtSequence(s)) => request
+            .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
+            .starting_sequence_number(s),
+    };
+    let out = retrying(sink, "GetShardIterator", &[], MAX_ATTEMPTS, rng, || {
+        request.clone().send()
+    })
+    .await?;
+    Ok(out.shard_iterator)
+}
+
 pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let from = parse_from(&args.from)?;
     if matches!(from, From::AtSequence(_)) && args.shard_id.is_none() {
@@ -125,8 +166,10 @@ async fn read(
     from: From,
     config: kinesis_producer::Config,
 ) -> Result<ExitCode, Box<dyn std::error::Error>> {
-    let client: Client = AwsSink::new(&config).await.client().clone();
+    let sink = AwsSink::new(&config).await;
+    let client: Client = sink.client().clone();
     let stream = &args.conn.stream;
+    let mut rng = fastrand::Rng::new();
     let mut shards = Vec::new();
     let mut token: Option<String> = None;
     // Bounded: a stream has at most a few thousand shards in its listing.
@@ -136,11 +179,16 @@ async fn read(
             None => client.list_shards().stream_name(stream),
             Some(t) => client.list_shards().next_token(t),
         };
-        let out = request
-            .max_results(1000)
-            .send()
-            .await
-            .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+        let request = request.max_results(1000);
+        let attempts = if token.is_none() {
+            FIRST_CONTACT_ATTEMPTS
+        } else {
+            MAX_ATTEMPTS
+        };
+        let out = retrying(&sink, "ListShards", &[], attempts, &mut rng, || {
+            request.clone().send()
+        })
+        .await?;
         let before = shards.len();
         for s in out.shards.unwrap_or_default() {
             if !shards.iter().any(|k: &Shard| k.shard_id == s.shard_id) {
@@ -175,37 +223,43 @@ async fn read(
         if matches!(from, From::Latest) && closed {
             continue; // nothing new will ever arrive on a closed shard
         }
-        let mut request = client.get_shard_iterator().shard_id(&shard.shard_id);
-        request = if is_stream_arn(stream) {
-            request.stream_arn(stream)
-        } else {
-            request.stream_name(stream)
-        };
-        request = match &from {
-            From::TrimHorizon => request.shard_iterator_type(ShardIteratorType::TrimHorizon),
-            From::Latest => request.shard_iterator_type(ShardIteratorType::Latest),
-            From::AtTimestamp(t) => request
-                .shard_iterator_type(ShardIteratorType::AtTimestamp)
-                .timestamp(*t),
-            From::AtSequence(s) => request
-                .shard_iterator_type(ShardIteratorType::AtSequenceNumber)
-                .starting_sequence_number(s),
-        };
-        let mut iterator = request
-            .send()
-            .await
-            .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?
-            .shard_iterator;
+        let mut iterator =
+            shard_iterator(&sink, stream, &shard.shard_id, &from, None, &mut rng).await?;
+        // The last Kinesis record read from this shard: an expired iterator is renewed after it.
+        let mut last: Option<String> = None;
         // Bounded: pages of up to 10,000 records; a shard holds at most a day or a week of them.
         for _ in 0..1_000_000 {
             let Some(it) = iterator.take() else { break };
-            let page = client
-                .get_records()
-                .shard_iterator(it)
-                .limit(10_000)
-                .send()
-                .await
-                .map_err(|e| aws_sdk_kinesis::error::DisplayErrorContext(e).to_string())?;
+            let request = client.get_records().shard_iterator(it).limit(10_000);
+            let page = match retrying(
+                &sink,
+                "GetRecords",
+                &[EXPIRED],
+                MAX_ATTEMPTS,
+                &mut rng,
+                || request.clone().send(),
+            )
+            .await
+            {
+                Ok(page) => page,
+                // An iterator lives 5 minutes (a slow writer of our output, a long backoff):
+                // a new one starts right after the last record read, as the KCL renews it,
+                // so nothing is printed twice or skipped.
+                Err(e) if e.code == EXPIRED => {
+                    tracing::debug!(shard = %shard.shard_id, "shard iterator expired; renewing it");
+                    iterator = shard_iterator(
+                        &sink,
+                        stream,
+                        &shard.shard_id,
+                        &from,
+                        last.as_deref(),
+                        &mut rng,
+                    )
+                    .await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
             let empty = page.records.is_empty();
             progress.update(user_records, || {
                 format!(
@@ -215,6 +269,7 @@ async fn read(
             });
             for r in page.records {
                 kinesis_records += 1;
+                last = Some(r.sequence_number.clone());
                 let arrival = r.approximate_arrival_timestamp.map(|t| t.as_secs_f64());
                 for u in deaggregate(&r.partition_key, Bytes::from(r.data.into_inner())) {
                     if user_records >= limit {

@@ -149,7 +149,12 @@ async fn put(upload: &Upload, batch: Vec<MetricDatum>) {
             .send();
         let error = match tokio::time::timeout(CALL_TIMEOUT, call).await {
             Ok(Ok(_)) => return,
-            Ok(Err(e)) => aws_sdk_cloudwatch::error::DisplayErrorContext(e).to_string(),
+            // One sentence (the service's code and message, or the transport's cause), not
+            // the SDK's debug text.
+            Ok(Err(e)) => {
+                let endpoint = "CloudWatch";
+                crate::sink::aws::sink_error("PutMetricData", endpoint, CALL_TIMEOUT, e).to_string()
+            }
             Err(_) => format!("no answer within {} s", CALL_TIMEOUT.as_secs()),
         };
         if attempt == ATTEMPTS {

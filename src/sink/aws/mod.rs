@@ -129,6 +129,21 @@ impl AwsSink {
     pub fn client(&self) -> &Client {
         &self.client
     }
+
+    /// A failed call of this sink's client (`operation`: `GetRecords`, say) as the sink reports
+    /// its own: the service's code and message, or for no answer a transport code and one
+    /// sentence naming the endpoint and the cause, never the SDK's debug text; the SDK's error
+    /// stays as the `source()`. Classify its code with [`classify`](crate::error::classify).
+    pub fn error<E>(
+        &self,
+        operation: &'static str,
+        err: aws_sdk_kinesis::error::SdkError<E, aws_sdk_kinesis::config::http::HttpResponse>,
+    ) -> SinkError
+    where
+        E: aws_sdk_kinesis::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    {
+        edge::sink_error(operation, &self.endpoint, self.request_timeout, err)
+    }
 }
 
 /// The AWS configuration `config` describes: its region and static credentials where set, else
