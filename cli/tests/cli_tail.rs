@@ -331,3 +331,119 @@ async fn tail_sends_json_lines_with_their_keys_names_bad_lines_and_exits_1() {
     assert_eq!(checkpoint_offsets(&dir), vec![59]);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// logrotate's `copytruncate` under a pattern that matches the copy (`app.log*`, as documented),
+/// with a compressed older rotation beside it, then a restart from the checkpoint: every line
+/// arrives, none more than twice, and only a line around the cut may come twice (at least
+/// once). Before: the stale fingerprint made every poll after the cut look like another
+/// truncation (60 of 400 lines three times or more), and the copy was read again from its start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_through_copytruncate_sends_each_line_once_but_around_the_cut() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("logs", 1).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let dir = temp_dir("copytruncate");
+    let log = dir.join("app.log");
+    append(&log, 1..=300);
+    // An older rotation, compressed by logrotate: gzip bytes, not lines.
+    let mut gz = vec![0x1f, 0x8b, 0x08, 0x00, 0, 0, 0, 0, 0, 0x03];
+    gz.extend((0..2000u32).map(|i| (i * 7 % 251) as u8));
+    std::fs::write(dir.join("app.log.2.gz"), gz).unwrap();
+
+    let mut tail = spawn_tail(&dir, &endpoint, &["--from-start", "app.log*"]);
+    let size = std::fs::metadata(&log).unwrap().len();
+    wait_until(Duration::from_secs(60), "lines 1-300 delivered", || {
+        checkpoint_offsets(&dir).contains(&size)
+    });
+    // copytruncate: copy, then empty in place; the writer goes on appending.
+    std::fs::copy(&log, dir.join("app.log.1")).unwrap();
+    File::create(&log).unwrap();
+    for k in 0..8 {
+        append(&log, 301 + k * 10..=310 + k * 10);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let size = std::fs::metadata(&log).unwrap().len();
+    wait_until(Duration::from_secs(60), "lines 301-380 delivered", || {
+        checkpoint_offsets(&dir).contains(&size)
+    });
+    let status = Command::new("kill")
+        .args(["-TERM", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_exit(&mut tail, Duration::from_secs(60));
+    assert!(status.success(), "{}", stderr_of(&dir));
+    // A restart from the checkpoint, with 20 more lines.
+    append(&log, 381..=400);
+    let mut tail = spawn_tail(&dir, &endpoint, &["--exit-when-idle", "1", "app.log*"]);
+    let status = wait_exit(&mut tail, Duration::from_secs(120));
+    let stderr = stderr_of(&dir);
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("app.log.2.gz is compressed (gzip), not lines; skipped"),
+        "{stderr}"
+    );
+
+    let found = lines_in_stream(&kinesis).await;
+    let want = expected(1..=400);
+    let missing: Vec<&String> = want.iter().filter(|l| !found.contains_key(*l)).collect();
+    assert!(missing.is_empty(), "lost: {missing:?}\n{stderr}");
+    assert_eq!(found.len(), 400, "only the lines written: {stderr}");
+    let twice: Vec<(&String, &usize)> = found.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.iter().all(|(_, n)| **n == 2) && twice.len() <= 1,
+        "more than a line around the cut sent again: {twice:?}\n{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A file renamed out of the pattern is still read for --rotate-wait (5 s by default) after
+/// its last write: a writer that holds it open a moment after the rotation loses nothing (it
+/// was closed after 500 ms). A line longer than any record is reported and skipped to its
+/// newline, not held in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_reads_a_late_write_to_a_rotated_file_and_skips_an_endless_line() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("logs", 1).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let dir = temp_dir("late");
+    let log = dir.join("app.log");
+    append(&log, 1..=10);
+    let mut tail = spawn_tail(&dir, &endpoint, &["--from-start", "app.log"]);
+    let size = std::fs::metadata(&log).unwrap().len();
+    wait_until(Duration::from_secs(60), "lines 1-10 delivered", || {
+        checkpoint_offsets(&dir).contains(&size)
+    });
+    std::fs::rename(&log, dir.join("app.log.old")).unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    append(&dir.join("app.log.old"), 11..=12);
+    // The new file: a line of 11 MiB, then ordinary lines.
+    {
+        let mut f = File::create(&log).unwrap();
+        f.write_all(&vec![b'x'; 11 << 20]).unwrap();
+        f.write_all(b"\n").unwrap();
+    }
+    append(&log, 13..=15);
+    std::thread::sleep(Duration::from_millis(1000));
+    let status = Command::new("kill")
+        .args(["-TERM", &tail.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let status = wait_exit(&mut tail, Duration::from_secs(60));
+    let stderr = stderr_of(&dir);
+    assert_eq!(
+        status.code(),
+        Some(1),
+        "a bad line gives exit status 1: {stderr}"
+    );
+    assert!(
+        stderr.contains("app.log byte 0: a line longer than 10485760 bytes"),
+        "{stderr}"
+    );
+    let found = lines_in_stream(&kinesis).await;
+    let mut got: Vec<String> = found.keys().cloned().collect();
+    got.sort();
+    assert_eq!(got, expected(1..=15), "{stderr}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

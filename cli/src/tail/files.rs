@@ -13,6 +13,7 @@ use md5::{Digest, Md5};
 
 use tokio::task::JoinHandle;
 
+use super::copies::Cut;
 use super::settle::{Incarnation, Shared, new_incarnation};
 use crate::lines::LineArgs;
 
@@ -44,6 +45,46 @@ pub(super) const FINGERPRINT_LEN: u64 = 256;
 pub(super) const READ_CHUNK: usize = 4 << 20;
 /// How long one poll may keep reading one file that has more.
 pub(super) const READ_BUDGET: Duration = Duration::from_millis(500);
+/// The longest line kept while its end is awaited: a line longer than the largest record
+/// Kinesis takes (10 MiB) cannot be sent, so it is reported and skipped to its newline instead
+/// of held in memory without bound.
+pub(super) const MAX_LINE: usize = 10 << 20;
+
+/// What compression a rotated file carries (logrotate's `compress`: `app.log.2.gz`), by its
+/// name or its first bytes: its bytes are not lines, and are not sent.
+pub(super) fn compressed(path: &Path, file: &mut File) -> Option<&'static str> {
+    let by_name = path
+        .extension()
+        .and_then(|e| e.to_str())
+        .and_then(|e| match e {
+            "gz" | "tgz" => Some("gzip"),
+            "bz2" => Some("bzip2"),
+            "xz" | "lzma" => Some("xz"),
+            "zst" => Some("zstd"),
+            "lz4" => Some("lz4"),
+            "zip" => Some("zip"),
+            "Z" => Some("compress"),
+            _ => None,
+        });
+    if by_name.is_some() {
+        return by_name;
+    }
+    let mut head = [0u8; 6];
+    let n = file.read(&mut head).ok()?;
+    file.seek(SeekFrom::Start(0)).ok()?;
+    let head = &head[..n];
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Some("gzip")
+    } else if head.starts_with(b"BZh") {
+        Some("bzip2")
+    } else if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0]) {
+        Some("xz")
+    } else if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
+        Some("zstd")
+    } else {
+        None
+    }
+}
 
 pub(super) fn fingerprint(file: &mut File, len: u64) -> std::io::Result<String> {
     let mut head = vec![0u8; len as usize];
@@ -60,8 +101,14 @@ pub(super) struct Tracked {
     pub(super) file: File,
     /// Bytes consumed: complete lines plus `partial`.
     pub(super) read_to: u64,
-    /// Bytes after the last newline, waiting for the rest of their line.
+    /// Bytes after the last newline, waiting for the rest of their line (at most
+    /// [`MAX_LINE`]).
     pub(super) partial: Vec<u8>,
+    /// A line longer than [`MAX_LINE`] is being skipped to its newline.
+    pub(super) skipping: bool,
+    /// Set when the file was found truncated: what it was, for a copy of it (copytruncate)
+    /// to go on from there (see `copies.rs`).
+    pub(super) cut: Option<Cut>,
     /// Where the last line sent ends.
     pub(super) sent_to: u64,
     pub(super) fingerprint_len: u64,
@@ -117,9 +164,21 @@ pub(super) async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::R
         let old = std::mem::replace(&mut t.incarnation, new_incarnation(out.shared, 0));
         t.retired.push(old.settler);
         t.retired.retain(|h| !h.is_finished());
+        t.cut = Some(Cut {
+            read_to: t.read_to,
+            partial: std::mem::take(&mut t.partial),
+            fingerprint_len: t.fingerprint_len,
+            fingerprint: std::mem::take(&mut t.fingerprint),
+            at: std::time::Instant::now(),
+        });
         t.read_to = 0;
         t.sent_to = 0;
-        t.partial.clear();
+        t.skipping = false;
+        // The content is new: so is its fingerprint, taken again as it grows (a stale one
+        // made every later poll look like another truncation, and a restart distrust the
+        // checkpoint).
+        t.fingerprint_len = 0;
+        t.fingerprint = fingerprint(&mut t.file, 0)?;
     }
     // A file shorter than the fingerprint when first seen: its fingerprint grows with it.
     if t.fingerprint_len < FINGERPRINT_LEN && len > t.fingerprint_len {
@@ -134,22 +193,80 @@ pub(super) async fn read_new_lines(t: &mut Tracked, out: &Out<'_>) -> std::io::R
     t.file.seek(SeekFrom::Start(t.read_to))?;
     let got = t.file.read(&mut chunk)?;
     chunk.truncate(got);
-    let base = t.read_to - t.partial.len() as u64;
+    let base = t.read_to;
     t.read_to += got as u64;
-    let mut buf = std::mem::take(&mut t.partial);
-    buf.extend_from_slice(&chunk);
+    // The line begun in an earlier poll is completed first; each byte is copied into
+    // `partial` at most once (copying it again at every poll made a long line quadratic).
     let mut line_start = 0;
-    while let Some(nl) = buf[line_start..].iter().position(|b| *b == b'\n') {
-        let end = line_start + nl;
-        let mut line = &buf[line_start..end];
-        if line.last() == Some(&b'\r') {
-            line = &line[..line.len() - 1];
+    if !t.partial.is_empty() || t.skipping {
+        match memchr::memchr(b'\n', &chunk) {
+            Some(nl) => {
+                let end = base + nl as u64 + 1;
+                if std::mem::take(&mut t.skipping) {
+                    // Counted as bad when it passed MAX_LINE; settled as a skipped line.
+                    t.sent_to = end;
+                    if let Some(tx) = &t.incarnation.tx {
+                        let _ = tx.send((end, None));
+                    }
+                } else if t.partial.len() + nl > MAX_LINE {
+                    // Too long with its end: reported, then settled as a skipped line.
+                    t.partial.extend_from_slice(&chunk[..nl]);
+                    too_long(t, out);
+                    t.skipping = false;
+                    t.sent_to = end;
+                    if let Some(tx) = &t.incarnation.tx {
+                        let _ = tx.send((end, None));
+                    }
+                } else {
+                    let mut line = std::mem::take(&mut t.partial);
+                    line.extend_from_slice(&chunk[..nl]);
+                    send_line(t, trim_cr(&line), end, out).await;
+                }
+                line_start = nl + 1;
+            }
+            None => {
+                if !t.skipping {
+                    t.partial.extend_from_slice(&chunk);
+                    too_long(t, out);
+                }
+                return Ok(got);
+            }
         }
-        send_line(t, line, base + end as u64 + 1, out).await;
+    }
+    while let Some(nl) = memchr::memchr(b'\n', &chunk[line_start..]) {
+        let end = line_start + nl;
+        send_line(
+            t,
+            trim_cr(&chunk[line_start..end]),
+            base + end as u64 + 1,
+            out,
+        )
+        .await;
         line_start = end + 1;
     }
-    t.partial = buf[line_start..].to_vec();
+    t.partial = chunk[line_start..].to_vec();
+    too_long(t, out);
     Ok(got)
+}
+
+fn trim_cr(line: &[u8]) -> &[u8] {
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+/// A partial line past [`MAX_LINE`] is reported as bad and skipped to its newline.
+fn too_long(t: &mut Tracked, out: &Out<'_>) {
+    if t.partial.len() <= MAX_LINE {
+        return;
+    }
+    let start = t.sent_to;
+    out.shared.tally.lines.fetch_add(1, Relaxed);
+    out.shared.tally.bad.fetch_add(1, Relaxed);
+    eprintln!(
+        "kpl tail: {} byte {start}: a line longer than {MAX_LINE} bytes (more than a record may hold); skipped",
+        t.path.display()
+    );
+    t.partial = Vec::new();
+    t.skipping = true;
 }
 
 /// Sends one line (blank lines are skipped, bad ones reported) and queues its outcome.

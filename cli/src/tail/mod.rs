@@ -23,10 +23,12 @@ use crate::lines::{DeadLetter, LineArgs};
 use crate::progress::Progress;
 
 mod checkpoint;
+mod copies;
 mod files;
 mod settle;
 
 use checkpoint::{CheckpointEntry, CheckpointFile};
+use copies::{Cut, NewFile, PendingCopy};
 use files::{
     FINGERPRINT_LEN, FileId, Out, READ_BUDGET, READ_CHUNK, Tracked, file_id, find_by_id,
     fingerprint, read_new_lines, send_line,
@@ -81,6 +83,10 @@ pub struct Args {
     /// Exit once every line read is settled and no file has changed for this many seconds.
     #[arg(long, value_name = "SECS")]
     exit_when_idle: Option<f64>,
+    /// How long a file renamed out of the patterns is still read after its last write (a
+    /// writer may hold it open for a while after a rotation), in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = 5.0)]
+    rotate_wait: f64,
 }
 
 const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
@@ -90,6 +96,11 @@ struct Tail {
     producer: Producer,
     shared: Arc<Shared>,
     files: HashMap<FileId, Tracked>,
+    /// New files that are copies of followed ones, waiting to see whether the original is
+    /// truncated (see `copies.rs`).
+    copies: HashMap<FileId, PendingCopy>,
+    /// Compressed files the patterns match: not followed (reported once).
+    skipped: std::collections::HashSet<FileId>,
     /// Whether a checkpoint was found at start: files new to it were created while we were
     /// stopped and are read from the start.
     resumed: bool,
@@ -124,6 +135,8 @@ impl Tail {
             file,
             read_to: start,
             partial: Vec::new(),
+            skipping: false,
+            cut: None,
             sent_to: start,
             fingerprint_len,
             fingerprint,
@@ -143,17 +156,50 @@ impl Tail {
             .flat_map(|c| c.files.iter())
             .map(|e| ((e.dev, e.ino), e.clone()))
             .collect();
+        // Files the checkpoint knows first: a new file may be a copy of one of them.
         for (id, path) in &found {
-            let start = match entries.get(id) {
-                Some(entry) => Tail::resume_offset(path, entry).unwrap_or(0),
-                None if self.resumed || self.args.from_start => 0,
-                None => std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            let Some(entry) = entries.get(id) else {
+                continue;
             };
-            match self.open(path, start) {
-                Ok(t) => {
+            let resume = Tail::resume_offset(path, entry);
+            match self.open(path, resume.unwrap_or(0)) {
+                Ok(mut t) => {
+                    if resume.is_none() {
+                        // Truncated while we were stopped: followed from its start, and what it
+                        // was is kept for a copy of it (copytruncate) to go on from.
+                        t.cut = Some(Cut {
+                            read_to: entry.offset,
+                            partial: Vec::new(),
+                            fingerprint_len: entry.fingerprint_len,
+                            fingerprint: entry.fingerprint.clone(),
+                            at: Instant::now(),
+                        });
+                    }
                     self.files.insert(*id, t);
                 }
                 Err(e) => eprintln!("kpl tail: {}: {e}", path.display()),
+            }
+        }
+        for (id, path) in &found {
+            if entries.contains_key(id) {
+                continue;
+            }
+            if self.resumed {
+                // Created while we were stopped: new, unless it is a copy or compressed.
+                self.take_new(*id, path);
+                continue;
+            }
+            let start = if self.args.from_start {
+                0
+            } else {
+                std::fs::metadata(path).map(|m| m.len()).unwrap_or(0)
+            };
+            match self.compressed_or_open(*id, path, start) {
+                Some(Ok(t)) => {
+                    self.files.insert(*id, t);
+                }
+                Some(Err(e)) => eprintln!("kpl tail: {}: {e}", path.display()),
+                None => {}
             }
         }
         // Checkpointed files no pattern matches any more: rotated (renamed) while we were
@@ -191,17 +237,14 @@ impl Tail {
         let found = self.scan()?;
         let mut changed = false;
         for (id, path) in &found {
-            if !self.files.contains_key(id) {
-                // Created since we started (or since the checkpoint): all of it is new.
-                match self.open(path, 0) {
-                    Ok(t) => {
-                        self.files.insert(*id, t);
-                        changed = true;
-                    }
-                    Err(e) => eprintln!("kpl tail: {}: {e}", path.display()),
-                }
+            if !self.files.contains_key(id)
+                && !self.copies.contains_key(id)
+                && !self.skipped.contains(id)
+            {
+                changed |= self.take_new(*id, path);
             }
         }
+        let rotate_wait_polls = self.rotate_wait_polls();
         let ids: Vec<FileId> = self.files.keys().copied().collect();
         for id in ids {
             let matched = found.get(&id);
@@ -238,7 +281,7 @@ impl Tail {
             // Rotated away and quiet for a poll: whatever its writer wrote is in. A last line
             // without a newline is sent as it is, and the file closed once all is settled.
             t.idle_polls += 1;
-            if t.idle_polls == 2 && t.incarnation.tx.is_some() {
+            if t.idle_polls >= rotate_wait_polls && t.incarnation.tx.is_some() {
                 if !t.partial.is_empty() {
                     let line = std::mem::take(&mut t.partial);
                     let end = t.read_to;
@@ -254,7 +297,81 @@ impl Tail {
                 changed = true;
             }
         }
+        // Copies whose original was truncated this pass go on from where it was read to.
+        let before = self.files.len();
+        self.settle_copies();
+        changed |= self.files.len() != before;
         Ok(changed)
+    }
+
+    /// Polls without a write after which a file renamed out of the patterns is closed.
+    fn rotate_wait_polls(&self) -> u32 {
+        let polls = self.args.rotate_wait * 1000.0 / self.args.poll_ms as f64;
+        (polls.ceil() as u32).max(2)
+    }
+
+    /// Takes in a file new since the start (or the checkpoint): a compressed one is skipped, a
+    /// copy of a followed file goes on from where that was read (`copies.rs`), anything else
+    /// is new from its start. Returns whether it is followed now.
+    fn take_new(&mut self, id: FileId, path: &Path) -> bool {
+        match self.classify(path, id) {
+            NewFile::Compressed(kind) => {
+                self.skip_compressed(id, path, kind);
+                false
+            }
+            NewFile::CopyOfCut(original) => {
+                self.open_copy(path, id, original);
+                true
+            }
+            NewFile::CopyOf(original) => {
+                self.copies.insert(
+                    id,
+                    PendingCopy {
+                        path: path.to_path_buf(),
+                        original,
+                        since: Instant::now(),
+                    },
+                );
+                false
+            }
+            NewFile::Plain => match self.open(path, 0) {
+                Ok(t) => {
+                    self.files.insert(id, t);
+                    true
+                }
+                Err(e) => {
+                    eprintln!("kpl tail: {}: {e}", path.display());
+                    false
+                }
+            },
+        }
+    }
+
+    /// Opens `path` at `start` unless it is compressed (then skipped: `None`).
+    fn compressed_or_open(
+        &mut self,
+        id: FileId,
+        path: &Path,
+        start: u64,
+    ) -> Option<std::io::Result<Tracked>> {
+        let mut file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return Some(Err(e)),
+        };
+        if let Some(kind) = files::compressed(path, &mut file) {
+            self.skip_compressed(id, path, kind);
+            return None;
+        }
+        Some(self.open(path, start))
+    }
+
+    fn skip_compressed(&mut self, id: FileId, path: &Path, kind: &str) {
+        if self.skipped.insert(id) {
+            eprintln!(
+                "kpl tail: {} is compressed ({kind}), not lines; skipped",
+                path.display()
+            );
+        }
     }
 
     fn unsettled(&self) -> bool {
@@ -270,6 +387,9 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         .is_some_and(|s| !(0.0..=86_400.0).contains(&s))
     {
         return Err("--exit-when-idle must be from 0 to 86400 seconds".into());
+    }
+    if !(0.0..=3_600.0).contains(&args.rotate_wait) {
+        return Err("--rotate-wait must be from 0 to 3600 seconds".into());
     }
     let checkpoint = match std::fs::read(&args.checkpoint) {
         Ok(bytes) => Some(
@@ -302,6 +422,8 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
             producer,
             shared,
             files: HashMap::new(),
+            copies: HashMap::new(),
+            skipped: std::collections::HashSet::new(),
             last_checkpoint: None,
         };
         follow(&mut tail, checkpoint).await
