@@ -298,7 +298,8 @@ pub fn classify(code: &str) -> ErrorClass {
         | "KMSInvalidStateException"
         | "KMSOptInRequired"
         | "InvalidEntry"
-        | "ConstructionFailure" => ErrorClass::NonRetryable,
+        | "ConstructionFailure"
+        | "SinkPanicked" => ErrorClass::NonRetryable,
         // InternalFailure, ServiceUnavailable, RequestTimeout, ConnectionError, DispatchFailure,
         // ResponseError, ExpiredTokenException (credentials refresh), and anything unknown.
         _ => ErrorClass::Transient,

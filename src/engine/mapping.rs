@@ -105,18 +105,24 @@ impl<S: Sink> Engine<S> {
         let span = tracing::debug_span!("list_shards", stream = %name, generation);
         self.refreshes.spawn(
             async move {
-                let listing = sink.list_shards(&name);
+                let listing = guarded("ListShards", sink.list_shards(&name));
                 let result = match timeout(limit + TIMEOUT_GRACE, listing).await {
                     Ok(r) => r,
                     Err(_) => Err(timed_out("ListShards", limit)),
                 };
                 // The stream's own record limit, refreshed with its map.
                 let record_limit = match &result {
-                    Ok(_) => Some(
-                        timeout(limit + TIMEOUT_GRACE, sink.max_record_size(&name))
-                            .await
-                            .unwrap_or_else(|_| Err(timed_out("DescribeStreamSummary", limit))),
-                    ),
+                    Ok(_) => {
+                        let describe =
+                            guarded("DescribeStreamSummary", sink.max_record_size(&name));
+                        Some(
+                            timeout(limit + TIMEOUT_GRACE, describe)
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(timed_out("DescribeStreamSummary", limit))
+                                }),
+                        )
+                    }
                     Err(_) => None,
                 };
                 RefreshDone {

@@ -28,6 +28,7 @@
 //! Only this task touches the state, so nothing in it is locked. Handles talk to it through one
 //! unbounded channel (`send` never blocks); each record carries the slot its future waits on.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -514,11 +515,11 @@ impl<S: Sink> Engine<S> {
             self.config.request_timeout,
         );
         let call = async move {
-            let result =
-                match timeout(limit + TIMEOUT_GRACE, sink.put_records(&name, entries)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(timed_out("PutRecords", limit)),
-                };
+            let call = guarded("PutRecords", sink.put_records(&name, entries));
+            let result = match timeout(limit + TIMEOUT_GRACE, call).await {
+                Ok(r) => r,
+                Err(_) => Err(timed_out("PutRecords", limit)),
+            };
             let finished = clock();
             let Settled {
                 failed,
@@ -626,6 +627,51 @@ enum Input {
     Messages(usize),
     /// A wake-up time came, or a task ended without an answer.
     Woken,
+}
+
+/// `call`, a sink's, with a panic in it turned into its error (`SinkPanicked`, which is not
+/// retried): a panic that ended the task instead left its records' budget, flush epochs and
+/// shard flags taken for good, so that `flush_and_wait` and `shutdown` never returned.
+async fn guarded<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    match CatchUnwind(Box::pin(call)).await {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            tracing::error!(operation, panic = %what, "the sink panicked");
+            Err(SinkError::new(
+                operation,
+                "SinkPanicked",
+                format!("the sink panicked in {operation}: {what}"),
+            ))
+        }
+    }
+}
+
+/// A future whose panic while polled is its output (boxed: one allocation per call, so that no
+/// pin projection is needed).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
+    }
 }
 
 fn timed_out(operation: &'static str, limit: Duration) -> SinkError {

@@ -1,0 +1,114 @@
+//! Paths found by reading the engine (issue 22, item 5), each with the test that showed it:
+//! a sink that panics, listings that never come while aggregates wait for one, a stream
+//! deleted and created again under the producer. Deterministic: the in-memory Kinesis (or a
+//! sink around it) and tokio's paused clock.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::sink::{EntryResult, PutEntry, Sink, SinkError};
+use kinesis_producer::{Buffered, Config, Producer, PutErrorKind};
+
+#[path = "common/harness.rs"]
+mod harness;
+use harness::record;
+
+/// The in-memory Kinesis, but the `put_panics`th PutRecords call and the `list_panics`th
+/// ListShards call panic (1-based; 0: never).
+#[derive(Clone)]
+struct Panicky {
+    inner: MemorySink,
+    puts: Arc<AtomicUsize>,
+    lists: Arc<AtomicUsize>,
+    put_panics: usize,
+    list_panics: usize,
+}
+
+impl Sink for Panicky {
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<Vec<EntryResult>, SinkError> {
+        let n = self.puts.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.put_panics {
+            panic!("injected: PutRecords call {n}");
+        }
+        self.inner.put_records(stream, entries).await
+    }
+
+    async fn list_shards(
+        &self,
+        stream: &str,
+    ) -> Result<Vec<kinesis_producer::shard_map::Shard>, SinkError> {
+        let n = self.lists.fetch_add(1, Ordering::SeqCst) + 1;
+        if n == self.list_panics {
+            panic!("injected: ListShards call {n}");
+        }
+        self.inner.list_shards(stream).await
+    }
+}
+
+/// A sink call that panics settles its records as failed, naming the panic, and the producer
+/// carries on: before, the task's panic left their budget, flush epochs and shard flags taken,
+/// and `flush_and_wait` and `shutdown` never returned.
+#[tokio::test(start_paused = true)]
+async fn a_panicking_sink_call_fails_its_records_and_flush_and_shutdown_return() {
+    for ordered in [false, true] {
+        let inner = MemorySink::new().with_stream("s", 2);
+        let sink = Panicky {
+            inner: inner.clone(),
+            puts: Arc::default(),
+            lists: Arc::default(),
+            put_panics: 2,
+            list_panics: 1,
+        };
+        let config = Config::builder()
+            .per_key_ordering(ordered)
+            .aggregation_max_count(10)
+            .build()
+            .unwrap();
+        let producer = Producer::with_sink(config, sink);
+        let mut futures = Vec::new();
+        for batch in 0..4 {
+            futures.extend((batch * 50..batch * 50 + 50).map(|i| {
+                producer.send("s", record(&format!("k{}", i % 13), &i.to_string()))
+            }));
+            tokio::time::timeout(Duration::from_secs(120), producer.flush_and_wait())
+                .await
+                .expect("flush_and_wait returns after a panicking call");
+        }
+        let (mut put, mut panicked) = (0, 0);
+        for f in futures {
+            match f.await {
+                Ok(_) => put += 1,
+                Err(e) => {
+                    match &e.kind {
+                        PutErrorKind::Rejected { code, message } => {
+                            assert_eq!(code, "SinkPanicked");
+                            assert!(
+                                message.contains("the sink panicked in PutRecords: injected"),
+                                "{message}"
+                            );
+                        }
+                        other => panic!("{other:?}"),
+                    }
+                    panicked += 1;
+                }
+            }
+        }
+        assert!(panicked > 0 && put > 0, "{put} put, {panicked} failed");
+        assert_eq!(put + panicked, 200);
+        assert_eq!(producer.buffered(), Buffered::default());
+        // It carries on: later records are put.
+        producer
+            .send("s", record("after", "after"))
+            .await
+            .expect("put after the panic");
+        tokio::time::timeout(Duration::from_secs(60), producer.shutdown())
+            .await
+            .expect("shutdown returns");
+    }
+}
