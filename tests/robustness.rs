@@ -112,3 +112,47 @@ async fn a_panicking_sink_call_fails_its_records_and_flush_and_shutdown_return()
             .expect("shutdown returns");
     }
 }
+
+/// Aggregates Kinesis put on another shard than predicted wait for a listing that names that
+/// shard (to tell whether KCL consumers keep them). When listings keep failing (the stream's
+/// ListShards denied after a split), RecordTtl applies to them: they fail as expired, naming
+/// why, and `shutdown` finishes. Before, they waited for good.
+#[tokio::test(start_paused = true)]
+async fn aggregates_waiting_for_a_listing_that_never_comes_expire_at_their_ttl() {
+    for ordered in [false, true] {
+        let sink = MemorySink::new().with_stream("s", 1);
+        let config = Config::builder()
+            .per_key_ordering(ordered)
+            .record_ttl(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        let producer = Producer::with_sink(config, sink.clone());
+        producer.send("s", record("first", "0")).await.unwrap();
+        // The shard splits, and from now on ListShards is refused.
+        let shard = sink.shards("s")[0].clone();
+        let middle = kinesis_producer::HashKey(u128::MAX / 2);
+        sink.split_shard("s", &shard.shard_id, middle);
+        sink.fail_next_list_shards(100_000, "AccessDeniedException", "not authorized: ListShards");
+        let futures: Vec<_> = (1..200)
+            .map(|i| producer.send("s", record(&format!("k{i}"), &i.to_string())))
+            .collect();
+        let mut expired = 0;
+        for f in futures {
+            let outcome = tokio::time::timeout(Duration::from_secs(60), f)
+                .await
+                .expect("every record resolves within its RecordTtl");
+            if let Err(e) = outcome {
+                assert!(
+                    matches!(&e.kind, PutErrorKind::Expired { last_error, .. }
+                        if last_error.code == "ShardMapUnavailable"),
+                    "{e}"
+                );
+                expired += 1;
+            }
+        }
+        assert!(expired > 0, "some aggregates straddled the split");
+        tokio::time::timeout(Duration::from_secs(60), producer.shutdown())
+            .await
+            .expect("shutdown finishes");
+    }
+}

@@ -272,6 +272,41 @@ impl<S: Sink> Engine<S> {
         }
     }
 
+    /// Aggregates put on another shard than predicted wait for a listing that names that
+    /// shard; when listings keep failing (ListShards denied or the stream gone after a split),
+    /// RecordTtl applies to them as to any record: once their oldest record's TTL has passed,
+    /// all of them fail as expired, with why (whether KCL consumers keep such an aggregate is
+    /// unknown without the shard's range: at least once, a record reported failed may be
+    /// there).
+    pub(super) fn expire_unverified(&mut self, i: usize, now: Instant) {
+        let ttl = self.config.record_ttl;
+        let s = &mut self.streams[i];
+        if !s.unverified.iter().any(|m| unverified_expiry(m, ttl) <= now) {
+            return;
+        }
+        let (gone, keep): (Vec<Misrouted>, Vec<Misrouted>) = std::mem::take(&mut s.unverified)
+            .into_iter()
+            .partition(|m| unverified_expiry(m, ttl) <= now);
+        s.unverified = keep;
+        for m in gone {
+            let error = Arc::new(AttemptError::new(
+                "ShardMapUnavailable",
+                format!(
+                    "put on {} in an aggregate that may hold records outside that shard's range, \
+                     and no shard map naming {} came (ListShards failing) to tell whether KCL \
+                     consumers keep it",
+                    m.shard_id, m.shard_id
+                ),
+            ));
+            tracing::warn!(shard = %m.shard_id, records = m.ready.entries.len(), "records expired (RecordTtl) waiting for a shard map to verify where they were put");
+            for mut pending in m.ready.entries {
+                pending.record_failure(m.started, m.duration, Arc::clone(&error));
+                let kind = retrier::expiry(ttl, &error);
+                fail(pending, kind, &mut self.epochs, &self.budget, self.metrics.tally(i));
+            }
+        }
+    }
+
     /// Settles aggregates that landed on another shard than predicted, now that `map` (a fresh
     /// listing) may know that shard's range. The KCL drops a **whole** aggregate when any one of
     /// its user records has a hash key outside the range of the shard it is read from
@@ -340,4 +375,14 @@ impl<S: Sink> Engine<S> {
             s.next_refresh = s.next_refresh.min(now + REFRESH_RETRY);
         }
     }
+}
+
+/// When a misrouted aggregate's wait for a listing ends: its oldest record's RecordTtl.
+pub(super) fn unverified_expiry(m: &Misrouted, ttl: std::time::Duration) -> Instant {
+    m.ready
+        .entries
+        .iter()
+        .map(Pending::arrival)
+        .min()
+        .map_or(m.started, |a| a + ttl)
 }

@@ -76,7 +76,7 @@ use pending::{Put, Resolution};
 pub(crate) use protocol::Msg;
 use protocol::{PutDone, RefreshDone};
 use retrier::Fate;
-use settle::{NotPut, Settled, settle_put};
+use settle::{Misrouted, NotPut, Settled, settle_put};
 use stream::{
     Ready, Retry, ShardRef, ShardState, StreamState, flush_aggregators, flush_due, push_ready,
     request_refresh, retune,
@@ -226,6 +226,7 @@ impl<S: Sink> Engine<S> {
             can_send: self.inflight.len() < self.config.max_connections,
             closing: self.closing,
             unmapped_wait: unmapped_wait(&self.config),
+            record_ttl: self.config.record_ttl,
         }
     }
 
@@ -424,6 +425,9 @@ impl<S: Sink> Engine<S> {
                 } else {
                     k += 1;
                 }
+            }
+            if !self.streams[i].unverified.is_empty() {
+                self.expire_unverified(i, now);
             }
             if self.can_reroute(i, now) {
                 self.reroute(i, now);

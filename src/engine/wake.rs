@@ -18,6 +18,8 @@ pub(super) struct WakeInputs {
     pub(super) closing: bool,
     /// How long a record waits for its stream's first map.
     pub(super) unmapped_wait: Duration,
+    /// `RecordTtl`: misrouted aggregates waiting for a listing expire with it.
+    pub(super) record_ttl: Duration,
 }
 
 /// The earliest moment anything of `streams` becomes due, if anything can.
@@ -42,6 +44,9 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
     }
     for (t, _) in &s.ordered_retries {
         at(*t);
+    }
+    for m in &s.unverified {
+        at(super::mapping::unverified_expiry(m, w.record_ttl));
     }
     if !s.reroute.is_empty() && s.draining == 0 && s.unverified.is_empty() {
         at(s.reroute_at);
@@ -90,6 +95,7 @@ mod tests {
             can_send,
             closing,
             unmapped_wait: 15_000 * MS,
+            record_ttl: 30_000 * MS,
         }
     }
 
