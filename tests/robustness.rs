@@ -73,9 +73,10 @@ async fn a_panicking_sink_call_fails_its_records_and_flush_and_shutdown_return()
         let producer = Producer::with_sink(config, sink);
         let mut futures = Vec::new();
         for batch in 0..4 {
-            futures.extend((batch * 50..batch * 50 + 50).map(|i| {
-                producer.send("s", record(&format!("k{}", i % 13), &i.to_string()))
-            }));
+            futures.extend(
+                (batch * 50..batch * 50 + 50)
+                    .map(|i| producer.send("s", record(&format!("k{}", i % 13), &i.to_string()))),
+            );
             tokio::time::timeout(Duration::from_secs(120), producer.flush_and_wait())
                 .await
                 .expect("flush_and_wait returns after a panicking call");
@@ -132,7 +133,11 @@ async fn aggregates_waiting_for_a_listing_that_never_comes_expire_at_their_ttl()
         let shard = sink.shards("s")[0].clone();
         let middle = kinesis_producer::HashKey(u128::MAX / 2);
         sink.split_shard("s", &shard.shard_id, middle);
-        sink.fail_next_list_shards(100_000, "AccessDeniedException", "not authorized: ListShards");
+        sink.fail_next_list_shards(
+            100_000,
+            "AccessDeniedException",
+            "not authorized: ListShards",
+        );
         let futures: Vec<_> = (1..200)
             .map(|i| producer.send("s", record(&format!("k{i}"), &i.to_string())))
             .collect();
@@ -154,5 +159,64 @@ async fn aggregates_waiting_for_a_listing_that_never_comes_expire_at_their_ttl()
         tokio::time::timeout(Duration::from_secs(60), producer.shutdown())
             .await
             .expect("shutdown finishes");
+    }
+}
+
+/// A stream deleted and created again reuses shard ids (`shardId-000000000000`, ...), so an
+/// aggregate packed for the old stream's shard 0 lands on the new stream's shard 0 under the
+/// id it expected, and may hold records outside its new range: KCL consumers drop such an
+/// aggregate whole. Once a call is told the stream is missing, the producer's map is not
+/// trusted again until a new listing is in: every record reported `Ok` after the stream is
+/// back must be where a KCL consumer reads it.
+#[tokio::test(start_paused = true)]
+async fn a_stream_deleted_and_created_again_with_other_shards_loses_no_ok_record() {
+    for ordered in [false, true] {
+        let sink = MemorySink::new().with_stream("s", 1);
+        let config = Config::builder()
+            .per_key_ordering(ordered)
+            .record_max_buffered_time(Duration::from_millis(20))
+            .aggregation_max_count(10)
+            .build()
+            .unwrap();
+        let producer = Producer::with_sink(config, sink.clone());
+        producer.send("s", record("warm", "warm")).await.unwrap();
+        sink.delete_stream("s");
+        // Sent while it is gone: refused, handed back (the stream is missing).
+        let gone = producer.send("s", record("k", "while gone")).await;
+        assert!(gone.is_err());
+        let sink = sink.clone().with_stream("s", 4);
+        let futures: Vec<_> = (0..400)
+            .map(|i| {
+                (
+                    i,
+                    producer.send("s", record(&format!("key-{i}"), &i.to_string())),
+                )
+            })
+            .collect();
+        let mut receipts = Vec::new();
+        for (i, f) in futures {
+            if let Ok(r) = f.await {
+                receipts.push((i, r));
+            }
+        }
+        producer.shutdown().await;
+        let kept = harness::kcl_view(&sink.records("s"), &harness::ranges(&sink, "s"));
+        let lost: Vec<usize> = receipts
+            .iter()
+            .filter(|(i, _)| !kept.contains_key(i.to_string().as_bytes()))
+            .map(|(i, _)| *i)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "{} of {} records reported Ok are invisible to a KCL consumer: {:?}",
+            lost.len(),
+            receipts.len(),
+            &lost[..lost.len().min(10)]
+        );
+        assert_eq!(
+            receipts.len(),
+            400,
+            "after the stream is back, every record is put"
+        );
     }
 }

@@ -7,6 +7,9 @@ use tokio::time::Instant;
 
 use super::*;
 
+/// The error code of a call on a stream that does not exist (deleted, or not created yet).
+pub(super) const STREAM_MISSING: &str = "ResourceNotFoundException";
+
 impl<S: Sink> Engine<S> {
     /// Sends the records waiting for stream `i`'s first map that cannot wait any longer: all of
     /// them when ListShards refused (the stream is missing or access denied: PutRecords will
@@ -118,9 +121,7 @@ impl<S: Sink> Engine<S> {
                         Some(
                             timeout(limit + TIMEOUT_GRACE, describe)
                                 .await
-                                .unwrap_or_else(|_| {
-                                    Err(timed_out("DescribeStreamSummary", limit))
-                                }),
+                                .unwrap_or_else(|_| Err(timed_out("DescribeStreamSummary", limit))),
                         )
                     }
                     Err(_) => None,
@@ -172,8 +173,50 @@ impl<S: Sink> Engine<S> {
                 s.map_failed = true;
                 s.map_refused = classify(&e.code) == ErrorClass::NonRetryable;
                 s.next_refresh = now + REFRESH_RETRY;
+                if e.code == STREAM_MISSING {
+                    self.forget_map(done.stream, now);
+                    self.streams[done.stream].next_refresh = now + REFRESH_RETRY;
+                }
             }
         }
+    }
+
+    /// Stream `i` is missing (deleted; it may be created again with other shards under the
+    /// same shard ids, and an aggregate packed for an old shard would then land on the new one
+    /// of that id and be reported put, while KCL consumers drop it if it straddles the new
+    /// range). Its map is dropped: what was packed for it waits again for a map, as records do
+    /// before the first one (going out aggregated by hash key only, which lands right whatever
+    /// the shards), until a listing of the stream as it is now comes in.
+    pub(super) fn forget_map(&mut self, i: usize, now: Instant) {
+        let s = &mut self.streams[i];
+        if s.map.is_none() {
+            return;
+        }
+        tracing::warn!(stream = %s.name, "the stream is missing: its shard map is dropped until it can be listed again");
+        let mut back: Vec<(Pending, Instant)> = Vec::new();
+        for (_, r) in s.ordered_retries.drain(..) {
+            back.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
+        }
+        for r in s.ready.take_all(0, 0) {
+            back.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
+        }
+        for shard in &mut s.shards {
+            if let Some(a) = shard.aggregator.flush() {
+                let deadline = Instant::from_std(a.deadline);
+                back.extend(a.entries.into_iter().map(|p| (p, deadline)));
+            }
+        }
+        back.extend(s.unmapped.drain(..));
+        back.sort_by_key(|(p, _)| p.seq());
+        s.unmapped = back.into();
+        s.shards.clear();
+        s.map = None;
+        s.aggregators_due = None;
+        s.forced = 0;
+        if s.ordered {
+            s.draining = s.in_flight;
+        }
+        request_refresh(s, now);
     }
 
     /// Applies stream `i`'s own per-record limit, as DescribeStreamSummary gave it (or failed to:
@@ -208,6 +251,17 @@ impl<S: Sink> Engine<S> {
     pub(super) fn install(&mut self, i: usize, map: ShardMap, now: Instant) {
         let s = &mut self.streams[i];
         tracing::info!(stream = %s.name, shards = map.len(), generation = map.generation(), "shard map");
+        // A shard's range never changes while its stream lives: an id with another range is a
+        // stream deleted and created again between two of our calls, which no answer showed.
+        if let Some(old) = &s.map
+            && let Some(id) = old.shards().iter().find_map(|sh| {
+                map.range_of(&sh.shard_id)
+                    .is_some_and(|r| r != (sh.start, sh.end))
+                    .then_some(&sh.shard_id)
+            })
+        {
+            tracing::warn!(stream = %s.name, shard = %id, "the stream was deleted and created again with other shards: records reported put since the last listing may be in aggregates that KCL consumers drop");
+        }
         if s.ordered {
             let shards = map
                 .shards()
@@ -281,7 +335,11 @@ impl<S: Sink> Engine<S> {
     pub(super) fn expire_unverified(&mut self, i: usize, now: Instant) {
         let ttl = self.config.record_ttl;
         let s = &mut self.streams[i];
-        if !s.unverified.iter().any(|m| unverified_expiry(m, ttl) <= now) {
+        if !s
+            .unverified
+            .iter()
+            .any(|m| unverified_expiry(m, ttl) <= now)
+        {
             return;
         }
         let (gone, keep): (Vec<Misrouted>, Vec<Misrouted>) = std::mem::take(&mut s.unverified)
@@ -302,7 +360,13 @@ impl<S: Sink> Engine<S> {
             for mut pending in m.ready.entries {
                 pending.record_failure(m.started, m.duration, Arc::clone(&error));
                 let kind = retrier::expiry(ttl, &error);
-                fail(pending, kind, &mut self.epochs, &self.budget, self.metrics.tally(i));
+                fail(
+                    pending,
+                    kind,
+                    &mut self.epochs,
+                    &self.budget,
+                    self.metrics.tally(i),
+                );
             }
         }
     }

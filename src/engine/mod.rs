@@ -557,7 +557,8 @@ impl<S: Sink> Engine<S> {
         }
         let s = &mut self.streams[done.stream];
         s.in_flight -= done.entries;
-        if done.generation < s.generation() {
+        // Sent under another map than the current one (an older one, or one dropped since).
+        if done.generation != s.generation() {
             s.draining = s.draining.saturating_sub(done.entries);
         }
         if !done.stale.is_empty() {
@@ -598,6 +599,10 @@ impl<S: Sink> Engine<S> {
             retune(s, k);
         }
         let stream = Arc::clone(&self.streams[done.stream].name);
+        let missing = done
+            .failed
+            .iter()
+            .any(|f| f.error.code == mapping::STREAM_MISSING);
         for NotPut {
             ready,
             error,
@@ -610,6 +615,9 @@ impl<S: Sink> Engine<S> {
             } else {
                 self.retry_or_fail(done.stream, ready.entries, done.finished, &error, class);
             }
+        }
+        if missing {
+            self.forget_map(done.stream, done.finished);
         }
     }
 }

@@ -107,6 +107,15 @@ impl MemorySink {
         self
     }
 
+    /// Deletes a stream, as DeleteStream does: its shards and records are gone, and calls for
+    /// it fail with `ResourceNotFoundException` until [`with_stream`](Self::with_stream)
+    /// creates it again (with the same shard ids, as Kinesis numbers a new stream's shards).
+    pub fn delete_stream(&self, stream: &str) {
+        let mut state = self.lock();
+        state.streams.remove(stream);
+        state.stored.remove(stream);
+    }
+
     /// Keeps no requests and no records, only sequence numbers: for benchmarks, where storing
     /// everything would measure this sink instead of the producer.
     pub fn discarding(self) -> Self {
