@@ -110,14 +110,34 @@ impl Budget {
     pub(crate) fn release(&self, records: usize, bytes: usize) {
         self.bytes.fetch_sub(bytes, Ordering::AcqRel);
         self.records.fetch_sub(records, Ordering::AcqRel);
-        self.wake();
+        self.wake(records);
     }
 
-    fn wake(&self) {
-        if self.waiters.load(Ordering::Acquire) > 0 {
-            self.notify.notify_waiters();
-            let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
-            self.room.notify_all();
+    /// Wakes as many waiting senders as `records` places admit (each kind, async and
+    /// blocking), not all of them: a release then costs the same whether 20 or 20,000 senders
+    /// wait (waking all of them made each release cost as many failed attempts as there were
+    /// waiters). Tokio's `Notify` hands a `notify_one` on to the next waiter when the woken
+    /// one is dropped (a cancelled `send_wait`), so no wake-up is lost to a cancellation.
+    fn wake(&self, records: usize) {
+        let waiting = self.waiters.load(Ordering::Acquire);
+        if waiting == 0 {
+            return;
+        }
+        let n = records.min(waiting);
+        for _ in 0..n {
+            self.notify.notify_one();
+        }
+        let _guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
+        for _ in 0..n {
+            self.room.notify_one();
+        }
+    }
+
+    /// After a woken waiter gave up: its wake-up goes to the next one if room is left.
+    fn pass_on(&self) {
+        let (records, bytes) = self.used();
+        if records < self.max_records && bytes < self.max_bytes {
+            self.wake(1);
         }
     }
 
@@ -126,7 +146,9 @@ impl Budget {
         if self.try_reserve(size) {
             return true;
         }
-        self.waiters.fetch_add(1, Ordering::AcqRel);
+        // Counted while waiting; the guard uncounts it however the wait ends, cancellation
+        // (a dropped `send_wait`) included, which left the count raised for good before.
+        let _waiting = Waiting::new(&self.waiters);
         let reserved = loop {
             let notified = self.notify.notified();
             tokio::pin!(notified);
@@ -140,7 +162,9 @@ impl Budget {
             }
             notified.await;
         };
-        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        if !reserved {
+            self.pass_on();
+        }
         reserved
     }
 
@@ -149,7 +173,7 @@ impl Budget {
         if self.try_reserve(size) {
             return true;
         }
-        self.waiters.fetch_add(1, Ordering::AcqRel);
+        let waiting = Waiting::new(&self.waiters);
         let reserved = loop {
             let guard = self.lock.lock().unwrap_or_else(|e| e.into_inner());
             if self.try_reserve(size) {
@@ -165,8 +189,33 @@ impl Budget {
                     .unwrap_or_else(|e| e.into_inner()),
             );
         };
-        self.waiters.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
+        if !reserved {
+            self.pass_on();
+        }
         reserved
+    }
+
+    /// Senders waiting for room now.
+    #[cfg(test)]
+    fn waiting(&self) -> usize {
+        self.waiters.load(Ordering::Acquire)
+    }
+}
+
+/// One waiting sender, counted while it lives.
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Waiting(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -205,6 +254,72 @@ mod tests {
         // Only a record alone goes over the byte limit, not a batch.
         assert!(!b.try_reserve_many(2, 2000));
         assert!(b.try_reserve_many(1, 2000));
+    }
+
+    /// A release wakes as many waiting senders as its room admits, not all of them: with 1,000
+    /// waiting, room for one more wakes about one (each wake-up of a sender with no room is a
+    /// failed attempt, counted by its `give_up`).
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_release_wakes_only_as_many_senders_as_it_has_room_for() {
+        use std::sync::atomic::AtomicUsize;
+        let b = Arc::new(Budget::new(10, 1 << 20));
+        assert!(b.try_reserve_many(10, 100));
+        let looks = Arc::new(AtomicUsize::new(0));
+        let mut waiters = Vec::new();
+        for _ in 0..1_000 {
+            let (b, looks) = (Arc::clone(&b), Arc::clone(&looks));
+            waiters.push(tokio::spawn(async move {
+                b.reserve(10, || {
+                    looks.fetch_add(1, Ordering::Relaxed);
+                    false
+                })
+                .await
+            }));
+        }
+        tokio::task::yield_now().await;
+        while b.waiting() < 1_000 {
+            tokio::task::yield_now().await;
+        }
+        let before = looks.load(Ordering::Relaxed);
+        // Room for three.
+        b.release(3, 30);
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        let woken = looks.load(Ordering::Relaxed) - before;
+        assert_eq!(b.used().0, 10, "three got in");
+        assert_eq!(b.waiting(), 997);
+        assert!(woken <= 5, "{woken} senders looked for room, for 3 places");
+        for w in waiters {
+            w.abort();
+        }
+    }
+
+    /// A `send_wait` dropped while it waits is no longer counted as waiting.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_cancelled_wait_is_uncounted() {
+        let b = Arc::new(Budget::new(1, 1 << 20));
+        assert!(b.try_reserve(10));
+        let waiter = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.reserve(10, || false).await })
+        };
+        while b.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(b.waiting(), 0);
+        // And a wake-up meant for it is not lost: the next waiter gets in.
+        let next = {
+            let b = Arc::clone(&b);
+            tokio::spawn(async move { b.reserve(10, || false).await })
+        };
+        while b.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        b.release(1, 10);
+        assert!(next.await.unwrap());
     }
 
     #[test]
