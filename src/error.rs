@@ -299,7 +299,9 @@ pub fn classify(code: &str) -> ErrorClass {
         | "KMSOptInRequired"
         | "InvalidEntry"
         | "ConstructionFailure"
-        | "SinkPanicked" => ErrorClass::NonRetryable,
+        | "SinkPanicked"
+        | "CredentialsNotLoaded"
+        | "CredentialsInvalidConfiguration" => ErrorClass::NonRetryable,
         // InternalFailure, ServiceUnavailable, RequestTimeout, ConnectionError, DispatchFailure,
         // ResponseError, ExpiredTokenException (credentials refresh), and anything unknown.
         _ => ErrorClass::Transient,

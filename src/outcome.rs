@@ -185,6 +185,17 @@ pub enum PutErrorKind {
         /// The service's message.
         message: String,
     },
+    /// No usable AWS credentials to sign the call (none found by the credential chain, or its
+    /// configuration is invalid): failed at once, as retrying cannot find them. (A provider
+    /// that failed or timed out, which may heal, is retried until `RecordTtl`; an
+    /// `ExpiredTokenException` from Kinesis is retried while the credentials refresh.)
+    #[error("no usable AWS credentials, not retried: {code}: {message}")]
+    NoCredentials {
+        /// `CredentialsNotLoaded` or `CredentialsInvalidConfiguration`.
+        code: String,
+        /// What is wrong, in one sentence.
+        message: String,
+    },
     /// Throttled, and `FailIfThrottled` is set: failed at once instead of retried.
     #[error("throttled, and FailIfThrottled is set: {code}: {message}")]
     Throttled {

@@ -217,3 +217,99 @@ async fn an_http_error_without_a_code_gives_the_status() {
     assert_readable(&e);
     server.abort();
 }
+
+/// A credentials provider that fails as `fail` says.
+#[derive(Debug)]
+struct FailingCredentials(fn() -> aws_credential_types::provider::error::CredentialsError);
+
+impl aws_credential_types::provider::ProvideCredentials for FailingCredentials {
+    fn provide_credentials<'a>(
+        &'a self,
+    ) -> aws_credential_types::provider::future::ProvideCredentials<'a>
+    where
+        Self: 'a,
+    {
+        aws_credential_types::provider::future::ProvideCredentials::ready(Err((self.0)()))
+    }
+}
+
+/// A producer whose AWS configuration's credentials come from `provider`, against an endpoint
+/// on 127.0.0.1 (a port nothing listens on: the call fails before it would connect).
+async fn producer_with_credentials(provider: FailingCredentials, ttl: Duration) -> Producer {
+    let sdk = aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(
+            aws_credential_types::provider::SharedCredentialsProvider::new(provider),
+        )
+        .build();
+    let config = Config::builder()
+        .endpoint(format!("http://127.0.0.1:{}", closed_port().await))
+        .record_ttl(ttl)
+        .build()
+        .unwrap();
+    Producer::from_sdk_config(&sdk, config)
+}
+
+/// No credentials: the SDK reports it as a dispatch failure, which read as "cannot reach the
+/// endpoint" and was retried until RecordTtl. Now it is its own kind, failed at once, in one
+/// sentence that names the problem.
+#[tokio::test]
+async fn missing_credentials_fail_at_once_and_say_so() {
+    use aws_credential_types::provider::error::CredentialsError;
+    let producer = producer_with_credentials(
+        FailingCredentials(|| {
+            CredentialsError::not_loaded("no providers in chain provided credentials")
+        }),
+        Duration::from_secs(30),
+    )
+    .await;
+    let started = std::time::Instant::now();
+    let err = producer
+        .send("s", UserRecord::new("k", "v").unwrap())
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "failed fast");
+    let PutErrorKind::NoCredentials { code, message } = &err.kind else {
+        panic!("{err}");
+    };
+    assert_eq!(code, "CredentialsNotLoaded");
+    assert!(
+        message.starts_with(
+            "no AWS credentials were found: no providers in chain provided credentials"
+        ),
+        "{message}"
+    );
+    assert!(!message.contains("cannot reach"), "{message}");
+    assert_eq!(err.attempts.len(), 1);
+    producer.shutdown().await;
+}
+
+/// A provider that fails in a way that may heal (STS or SSO unreachable) is retried until
+/// RecordTtl, and the expiry names the credentials, not the endpoint.
+#[tokio::test]
+async fn a_failing_credentials_provider_is_retried_until_record_ttl() {
+    use aws_credential_types::provider::error::CredentialsError;
+    let producer = producer_with_credentials(
+        FailingCredentials(|| CredentialsError::provider_error("STS is unreachable")),
+        Duration::from_millis(1_500),
+    )
+    .await;
+    let err = producer
+        .send("s", UserRecord::new("k", "v").unwrap())
+        .await
+        .unwrap_err();
+    let PutErrorKind::Expired { last_error, .. } = &err.kind else {
+        panic!("{err}");
+    };
+    assert_eq!(last_error.code, "CredentialsError");
+    assert!(
+        last_error
+            .message
+            .starts_with("the AWS credentials could not be loaded: STS is unreachable"),
+        "{}",
+        last_error.message
+    );
+    assert!(err.attempts.len() > 1, "retried");
+    producer.shutdown().await;
+}

@@ -21,6 +21,7 @@ class PutError(Exception):
     Attributes:
         kind: why: ``"invalid_record"``, ``"buffer_full"``, ``"expired"`` (not put within
             ``RecordTtl``), ``"rejected"`` (an error retrying cannot heal, e.g. no such stream),
+            ``"no_credentials"`` (no AWS credentials found, or their configuration is invalid),
             ``"throttled"`` (with ``FailIfThrottled``), ``"closed"`` (the producer was closed) or
             ``"stopped"`` (the producer stopped before the outcome was known).
         record: the record, handed back (:class:`Record`).

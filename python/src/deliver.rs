@@ -255,6 +255,9 @@ fn kind(k: &PutErrorKind) -> (&'static str, Option<String>, String) {
         PutErrorKind::Throttled { code, message } => {
             ("throttled", Some(code.clone()), message.clone())
         }
+        PutErrorKind::NoCredentials { code, message } => {
+            ("no_credentials", Some(code.clone()), message.clone())
+        }
         PutErrorKind::BufferFull { .. } => ("buffer_full", None, k.to_string()),
         PutErrorKind::Closed => ("closed", None, k.to_string()),
         PutErrorKind::Stopped => ("stopped", None, k.to_string()),

@@ -34,6 +34,12 @@ pub(super) fn fate(
     rng: &mut fastrand::Rng,
 ) -> Fate {
     match class {
+        ErrorClass::NonRetryable if error.code.starts_with("Credentials") => {
+            Fate::Fail(PutErrorKind::NoCredentials {
+                code: error.code.clone(),
+                message: error.message.clone(),
+            })
+        }
         ErrorClass::NonRetryable => Fate::Fail(PutErrorKind::Rejected {
             code: error.code.clone(),
             message: error.message.clone(),

@@ -192,6 +192,41 @@ pub(crate) fn describe_transport(
     )
 }
 
+/// A failure to get credentials for signing, found in `err`'s chain, as a code and a sentence:
+/// the SDK reports it as a dispatch failure, which read as "cannot reach the endpoint" and was
+/// retried until RecordTtl. `CredentialsNotLoaded` (no provider of the chain has any) and
+/// `CredentialsInvalidConfiguration` cannot heal by retrying (`error::classify`); a provider
+/// that timed out or failed (STS, SSO, the instance metadata service) may, and is retried.
+pub(crate) fn credentials_error(
+    err: &(dyn std::error::Error + 'static),
+) -> Option<(&'static str, String)> {
+    use aws_credential_types::provider::error::CredentialsError as E;
+    let errors = chain(err);
+    let found = errors.iter().find_map(|e| e.downcast_ref::<E>())?;
+    let innermost = errors.last().map(|e| e.to_string()).unwrap_or_default();
+    Some(match found {
+        E::CredentialsNotLoaded(_) => (
+            "CredentialsNotLoaded",
+            format!(
+                "no AWS credentials were found: {innermost}; set them (environment, profile, \
+                 role) or give static ones"
+            ),
+        ),
+        E::InvalidConfiguration(_) => (
+            "CredentialsInvalidConfiguration",
+            format!("the AWS credentials configuration is invalid: {innermost}"),
+        ),
+        E::ProviderTimedOut(_) => (
+            "CredentialsTimedOut",
+            format!("the AWS credentials provider did not answer in time: {innermost}"),
+        ),
+        _ => (
+            "CredentialsError",
+            format!("the AWS credentials could not be loaded: {innermost}"),
+        ),
+    })
+}
+
 /// The most specific code and one-sentence message for a failed SDK call: the service's code
 /// and message when it answered with one; `HTTP <status>` when it answered without (a proxy's
 /// 502, say); for no answer, a transport code and a sentence naming the endpoint and the cause
@@ -230,6 +265,13 @@ pub(crate) fn sink_error<E: ProvideErrorMetadata + std::error::Error + Send + Sy
                 request_timeout.as_millis()
             ),
         ),
+        SdkError::DispatchFailure(_) if credentials_error(&err).is_some() => {
+            let (code, message) = credentials_error(&err).expect("checked");
+            (
+                code.to_owned(),
+                format!("{message} (for {operation} to {endpoint})"),
+            )
+        }
         SdkError::DispatchFailure(e) => {
             let (code, message) = match e.as_connector_error() {
                 Some(c) => describe_transport(operation, endpoint, c, c.is_timeout()),
