@@ -139,16 +139,28 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let start = Instant::now();
     // Replaying the dead-letter file itself: it is moved aside first, so records failing again
     // start a new dead-letter file instead of being appended to the one being read. The moved
-    // file is removed once every record in it is settled.
+    // file is removed once every record in it is settled. A file moved aside by an earlier
+    // replay that did not finish (killed, crashed) still holds records not known to be put: it
+    // is replayed too, and never overwritten (the new one takes the next free name).
     let mut replay: Vec<PathBuf> = args.replay.iter().cloned().collect();
-    let mut moved_aside = None;
+    let mut moved_aside = Vec::new();
     if let Some(path) = &args.replay
         && same_file(path, &args.dead_letter)
     {
-        let aside = PathBuf::from(format!("{}.replaying", path.display()));
-        std::fs::rename(path, &aside).map_err(|e| format!("{}: {e}", path.display()))?;
-        replay = vec![aside.clone()];
-        moved_aside = Some(aside);
+        let mut aside = unfinished_replays(path);
+        if aside.is_empty() || path.exists() {
+            let name = free_replaying_name(path);
+            std::fs::rename(path, &name).map_err(|e| format!("{}: {e}", path.display()))?;
+            aside.push(name);
+        }
+        if aside.len() > 1 {
+            eprintln!(
+                "kpl put: replaying {} files an earlier replay left unfinished too",
+                aside.len() - 1
+            );
+        }
+        replay = aside.clone();
+        moved_aside = aside;
     }
     let sources = if replay.is_empty() {
         &args.files
@@ -214,7 +226,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } = sending;
     runtime.block_on(producer.shutdown());
     dead.sync()?;
-    if let Some(aside) = moved_aside {
+    for aside in moved_aside {
         std::fs::remove_file(aside)?;
     }
     progress.finish();
@@ -238,6 +250,32 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// Files an earlier replay of dead-letter file `path` moved aside and did not finish:
+/// `<path>.replaying` and `<path>.replaying.<n>`, oldest first.
+fn unfinished_replays(path: &std::path::Path) -> Vec<PathBuf> {
+    // Bounded: one more name per replay interrupted in a row.
+    (0..1_000)
+        .map(|n| replaying_name(path, n))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+/// The `n`th name a dead-letter file `path` is moved to while it is replayed.
+fn replaying_name(path: &std::path::Path, n: usize) -> PathBuf {
+    match n {
+        0 => PathBuf::from(format!("{}.replaying", path.display())),
+        n => PathBuf::from(format!("{}.replaying.{n}", path.display())),
+    }
+}
+
+/// The first of those names no file has.
+fn free_replaying_name(path: &std::path::Path) -> PathBuf {
+    (0..)
+        .map(|n| replaying_name(path, n))
+        .find(|p| !p.exists())
+        .expect("a free name")
 }
 
 fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {

@@ -467,3 +467,81 @@ async fn put_and_read_take_a_stream_arn() {
     data.sort();
     assert_eq!(data, ["one", "three", "two"]);
 }
+
+/// A replay of the dead-letter file that was killed leaves its records in
+/// `<dead-letter>.replaying`; the next replay sends those too and never renames the new
+/// dead-letter file over them (it did: those records were lost).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_after_an_unfinished_one_loses_nothing() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("real", 1).await.unwrap();
+    let endpoint = kinesis.endpoint().to_owned();
+    let dir = std::env::temp_dir().join(format!("kpl-replaying-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let dead = dir.join("dead.jsonl");
+    let dead_s = dead.to_str().unwrap().to_owned();
+    // Two rounds of failures (the stream is missing): the first round's file is then left
+    // moved aside, as a replay killed before it finished leaves it.
+    for input in [&b"one\ntwo\n"[..], &b"three\nfour\n"[..]] {
+        let (e, d) = (endpoint.clone(), dead_s.clone());
+        let first = input.starts_with(b"one");
+        let input = input.to_vec();
+        let out = tokio::task::spawn_blocking(move || {
+            kpl(
+                &[
+                    "put",
+                    "--stream",
+                    "missing",
+                    "--endpoint-url",
+                    &e,
+                    "--dead-letter",
+                    &d,
+                ],
+                &input,
+            )
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+        if first {
+            std::fs::rename(&dead, dir.join("dead.jsonl.replaying")).unwrap();
+        }
+    }
+    let (e, d) = (endpoint.clone(), dead_s.clone());
+    let out = tokio::task::spawn_blocking(move || {
+        kpl(
+            &[
+                "put",
+                "--stream",
+                "real",
+                "--endpoint-url",
+                &e,
+                "--replay",
+                &d,
+                "--dead-letter",
+                &d,
+            ],
+            b"",
+        )
+    })
+    .await
+    .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let records = tokio::task::spawn_blocking(move || read_back(&endpoint, "real"))
+        .await
+        .unwrap();
+    let mut data: Vec<&str> = records
+        .iter()
+        .map(|r| r["data"].as_str().unwrap())
+        .collect();
+    data.sort();
+    assert_eq!(data, ["four", "one", "three", "two"]);
+    let left: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(left.is_empty(), "nothing left aside: {left:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
