@@ -10,7 +10,7 @@ apt_install() {
   local why="$1"
   shift
   if ! command -v apt-get >/dev/null; then
-    echo "scripts/test.sh: $* needed ($why)" >&2
+    echo "scripts/test.sh: $* needed ($why); install it, then run this again" >&2
     exit 1
   fi
   local sudo=""
@@ -62,10 +62,29 @@ command -v openssl >/dev/null || missing="$missing openssl"
 KPL_TINYPROXY="$(command -v tinyproxy || echo /usr/bin/tinyproxy)"
 export KPL_TINYPROXY
 
-# cli/tests/cli_report.rs renders `kpl bench --report` in a real browser: Debian's chromium,
-# headless, loading only the file.
-command -v chromium >/dev/null || apt_install "the HTML report test" chromium
-KPL_CHROMIUM="$(command -v chromium)"
+# cli/tests/cli_report.rs renders `kpl bench --report` in a real browser: Chromium, headless,
+# loading only the file. Debian's package where apt-get can install it; elsewhere the Chromium
+# already there (`chromium`, Ubuntu's snap at /snap/bin/chromium, `chromium-browser`), or the one
+# KPL_CHROMIUM names. Ubuntu's apt package is only a shim that installs the snap, which fails
+# without snapd (in containers), so it is not tried.
+find_chromium() {
+  for c in "${KPL_CHROMIUM:-}" "$(command -v chromium || true)" /snap/bin/chromium \
+    "$(command -v chromium-browser || true)"; do
+    if [ -n "$c" ] && [ -x "$c" ] && "$c" --version >/dev/null 2>&1; then
+      echo "$c"
+      return
+    fi
+  done
+}
+KPL_CHROMIUM="$(find_chromium)"
+if [ -z "$KPL_CHROMIUM" ]; then
+  if grep -qi '^ID=ubuntu' /etc/os-release 2>/dev/null; then
+    echo "scripts/test.sh: Chromium is needed (the HTML report test); Ubuntu ships it only as a snap: snap install chromium, or set KPL_CHROMIUM to a Chromium binary" >&2
+    exit 1
+  fi
+  apt_install "the HTML report test" chromium
+  KPL_CHROMIUM="$(find_chromium)"
+fi
 export KPL_CHROMIUM
 
 echo "==> cargo fmt --check"
@@ -74,9 +93,11 @@ echo "==> cargo clippy (both packages, all targets, warnings are errors)"
 cargo clippy --workspace --all-targets -- -D warnings
 echo "==> the library builds with no features, and with its defaults carries only the library"
 cargo check -p kinesis-producer --lib --no-default-features
-# What `kinesis-producer = "0.1"` compiles: none of the tool's or the tests' crates.
-cli_only="$(cargo tree -p kinesis-producer -e normal --prefix none --format '{p}' \
-  | awk '{print $1}' | grep -xE 'clap|indicatif|resvg|ferrokinesis|axum|serde_json|glob' | sort -u || true)"
+# What `kinesis-producer = "0.1"` compiles: none of the tool's or the tests' crates. `cargo tree`
+# failing fails the script (set -e); only grep's "nothing found" is not an error.
+tree="$(cargo tree -p kinesis-producer -e normal --prefix none --format '{p}')"
+cli_only="$(echo "$tree" | awk '{print $1}' \
+  | { grep -xE 'clap|indicatif|resvg|ferrokinesis|axum|serde_json|glob' || true; } | sort -u)"
 if [ -n "$cli_only" ]; then
   echo "scripts/test.sh: the library's default features pull in: $cli_only" >&2
   exit 1
