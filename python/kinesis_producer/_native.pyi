@@ -3,7 +3,7 @@ against the built module with mypy's stubtest."""
 
 from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union, final
 
-__all__ = ["_exiting", "deaggregate", "Receipt", "ConfigError", "NativeProducer", "Waiting"]
+__all__ = ["_after_fork_in_child", "_exiting", "deaggregate", "Receipt", "ConfigError", "NativeProducer", "Waiting"]
 
 class ConfigError(ValueError):
     """A producer setting is unknown or out of its range; the message names it and the range."""
@@ -69,3 +69,4 @@ def deaggregate(
     partition_key: str, data: bytes
 ) -> List[Tuple[str, Optional[str], bytes, int, bool]]: ...
 def _exiting() -> None: ...
+def _after_fork_in_child() -> None: ...

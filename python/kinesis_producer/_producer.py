@@ -4,6 +4,7 @@ import asyncio
 import atexit
 import concurrent.futures
 import os
+import threading
 import weakref
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -52,9 +53,15 @@ def _abort_if_cancelled(waiting: Any) -> Any:
     return callback
 
 
+# The delivery threads (one per producer): ``concurrent.futures`` callbacks run there, and a
+# flush or close waiting there would wait for itself.
+_delivery_threads: "set[int]" = set()
+
+
 def _deliver(batch: List[Any]) -> None:
     """Called by the delivery thread: resolves the ``concurrent.futures`` futures of a batch
     here and hands the asyncio ones to the event loops they belong to (usually one)."""
+    _delivery_threads.add(threading.get_ident())
     by_loop: Dict[Any, List[Any]] = {}
     direct = []
     for item in batch:
@@ -74,6 +81,33 @@ def _deliver(batch: List[Any]) -> None:
 # Producers still open, closed at interpreter exit so that records in flight are sent and no
 # native thread calls into Python while it finalizes.
 _open: "weakref.WeakSet[_Base]" = weakref.WeakSet()
+
+
+# How many times this process is a child after ``os.fork()`` (gunicorn ``--preload``,
+# multiprocessing's ``fork``): a producer made before the last fork has no threads here.
+_forks = 0
+
+
+def _after_fork_in_child() -> None:
+    global _forks
+    _forks += 1
+    # The parent's producers are not closed at this process's exit: their threads are not here.
+    _open.clear()
+    _delivery_threads.clear()
+    _native._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+def _not_from_a_callback(what: str, timeout: Optional[float]) -> None:
+    if (timeout is None or timeout > 0) and threading.get_ident() in _delivery_threads:
+        raise RuntimeError(
+            f"{what} was called from a future's done-callback, which runs on the producer's "
+            "delivery thread: waiting there for outcomes that thread delivers would never end; "
+            f"call it from another thread, or with timeout=0 to only send what is buffered"
+        )
 
 
 @atexit.register
@@ -103,7 +137,19 @@ class _Base:
             endpoint_url,
         )
         self._close_timeout = close_timeout
+        self._forks = _forks
+        self._pid = os.getpid()
         _open.add(self)
+
+    def _usable(self) -> None:
+        """Raises, in a child process after ``os.fork()``, for a producer made before it."""
+        if self._forks != _forks:
+            raise RuntimeError(
+                f"this producer was made in process {self._pid} and cannot be used in its child "
+                f"{os.getpid()} after os.fork() (gunicorn --preload, multiprocessing with fork): "
+                "its threads did not come across; make a producer in each process after the "
+                "fork (gunicorn's post_fork hook, a multiprocessing initializer)"
+            )
 
     def metrics(self, window: float = 60.0) -> Dict[str, List[Dict[str, Any]]]:
         """The producer's metrics under the KPL's names (``UserRecordsPut``,
@@ -113,6 +159,7 @@ class _Base:
         ``{"sum", "count", "min", "max"}``, and ``last``, a sampled metric's latest value.
         Which metrics are kept is set by the ``MetricsLevel`` and ``MetricsGranularity``
         properties."""
+        self._usable()
         out: Dict[str, List[Dict[str, Any]]] = {}
         for series in self._native.metrics(window):
             out.setdefault(series.pop("name"), []).append(series)
@@ -121,6 +168,8 @@ class _Base:
     def _close_and_wait(self, timeout: Optional[float]) -> bool:
         """Closes, and waits (the GIL released) until every record resolved and its outcome
         was delivered, or ``timeout`` seconds pass; returns whether they all were."""
+        self._usable()
+        _not_from_a_callback("close()", timeout)
         _open.discard(self)
         done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
         self._native.close_then(done)
@@ -129,6 +178,7 @@ class _Base:
     @property
     def outstanding(self) -> int:
         """Records accepted and not yet resolved (buffered or in flight)."""
+        self._usable()
         return self._native.outstanding()
 
 
@@ -174,6 +224,7 @@ class Producer(_Base):
             PutError: the record was not put (``.record`` hands it back).
             InvalidRecord: at once, for a key Kinesis would refuse.
         """
+        self._usable()
         fut: "asyncio.Future[Receipt]" = asyncio.get_running_loop().create_future()
         sent = self._native.send(
             stream, record(data, partition_key, explicit_hash_key), fut, "await"
@@ -201,6 +252,7 @@ class Producer(_Base):
             InvalidRecord: at once, for a key Kinesis would refuse.
             ProducerClosed: at once, after :meth:`close`.
         """
+        self._usable()
         fut: "asyncio.Future[Receipt]" = asyncio.get_running_loop().create_future()
         refused = self._native.send(
             stream, record(data, partition_key, explicit_hash_key), fut, "refuse"
@@ -220,6 +272,7 @@ class Producer(_Base):
 
         Cancelling gives up the records still waiting for room; those the producer took are
         still put, once."""
+        self._usable()
         fut: "asyncio.Future[List[Outcome]]" = asyncio.get_running_loop().create_future()
         waiting = self._native.send_many(stream, records, entry, fut, "await")
         fut.add_done_callback(_abort_if_cancelled(waiting))
@@ -228,6 +281,7 @@ class Producer(_Base):
     async def flush(self) -> None:
         """Sends everything buffered now and returns once every record put before it has
         resolved. Cancelling stops the waiting only."""
+        self._usable()
         fut = asyncio.get_running_loop().create_future()
         self._native.flush_then(fut)
         await fut
@@ -235,6 +289,7 @@ class Producer(_Base):
     async def close(self) -> None:
         """Stops taking records, sends everything buffered and returns once every record has
         resolved. Later puts raise :class:`ProducerClosed`."""
+        self._usable()
         _open.discard(self)
         fut = asyncio.get_running_loop().create_future()
         self._native.close_then(fut)
@@ -270,6 +325,7 @@ class SyncProducer(_Base):
             InvalidRecord: at once, for a key Kinesis would refuse.
             ProducerClosed: at once, after :meth:`close`.
         """
+        self._usable()
         fut: "concurrent.futures.Future[Receipt]" = concurrent.futures.Future()
         refused = self._native.send(
             stream,
@@ -288,6 +344,7 @@ class SyncProducer(_Base):
         in order (its :class:`Receipt` or the :class:`PutError` handing it back). Records as
         :meth:`Producer.put_many` takes them. Blocks while the buffer is full, or with
         ``block=False`` refuses what does not fit as :class:`BufferFull` in the list."""
+        self._usable()
         fut: "concurrent.futures.Future[List[Outcome]]" = concurrent.futures.Future()
         self._native.send_many(
             stream, records, entry, fut, "block" if block else "refuse"
@@ -298,6 +355,8 @@ class SyncProducer(_Base):
         """Sends everything buffered now and blocks until every record put before it has
         resolved (its future done), or ``timeout`` seconds pass; returns whether they all
         did."""
+        self._usable()
+        _not_from_a_callback("flush()", timeout)
         done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
         self._native.flush_then(done)
         return _wait(done, timeout)

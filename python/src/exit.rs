@@ -7,16 +7,18 @@
 //! stretch holds a [`Guard`], and [`exiting`], called at exit, stops new ones and waits until
 //! the last guard is gone.
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use pyo3::prelude::*;
 
 static EXITING: AtomicBool = AtomicBool::new(false);
-/// How many guards are held.
-static HELD: Mutex<usize> = Mutex::new(0);
-static RELEASED: Condvar = Condvar::new();
+/// How many guards are held. An atomic, not a mutex: a child process after `fork` inherits it
+/// as it was, and must be able to reset it (a mutex held by another thread at the fork would
+/// stay locked in the child for good).
+static HELD: AtomicUsize = AtomicUsize::new(0);
+/// How often exit looks whether the last guard is gone.
+const POLL: Duration = Duration::from_millis(5);
 
 /// How long exit waits for the guards: a caller still blocked after that (a flush on an
 /// endpoint that never answers, with no timeout) is left to CPython.
@@ -27,15 +29,22 @@ pub(crate) struct Guard(());
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        let mut held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        *held -= 1;
-        RELEASED.notify_all();
+        // Saturating: a guard held in the parent at a fork is dropped there, not in the child
+        // whose count was reset.
+        let _ = HELD.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |h| h.checked_sub(1));
     }
 }
 
 fn take() -> Guard {
-    *HELD.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+    HELD.fetch_add(1, Ordering::SeqCst);
     Guard(())
+}
+
+/// In a child process after `fork`: no thread of the parent exists here, so none holds a guard
+/// (without this, exit waited the full [`MOST_WAIT`] for a delivery thread of the parent that
+/// was attaching when the fork happened).
+pub(crate) fn after_fork_in_child() {
+    HELD.store(0, Ordering::SeqCst);
 }
 
 /// A guard for the delivery thread's attachment, or `None` once the interpreter is exiting
@@ -58,7 +67,9 @@ pub(crate) fn detach<T: Send, F: Send + FnOnce() -> T>(py: Python<'_>, f: F) -> 
 pub(crate) fn exiting(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.detach(|| {
-        let held = HELD.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = RELEASED.wait_timeout_while(held, MOST_WAIT, |held| *held > 0);
+        let until = Instant::now() + MOST_WAIT;
+        while HELD.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+            std::thread::sleep(POLL);
+        }
     });
 }

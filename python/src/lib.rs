@@ -43,8 +43,17 @@ fn _exiting(py: Python<'_>) {
     exit::exiting(py);
 }
 
+/// In a child process after `os.fork()`: the parent's threads do not exist here (see
+/// `exit::after_fork_in_child`).
+#[pyfunction]
+fn _after_fork_in_child() {
+    exit::after_fork_in_child();
+}
+
 #[pymodule]
 mod _native {
+    #[pymodule_export]
+    use super::_after_fork_in_child;
     #[pymodule_export]
     use super::_exiting;
     #[pymodule_export]

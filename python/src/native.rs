@@ -62,6 +62,8 @@ pub struct NativeProducer {
     out: Mutex<Option<Sender<Vec<Delivery>>>>,
     /// Awaits the records' futures.
     reaper: Arc<Reaper>,
+    /// The process it was made in: in a child after `fork` none of its threads exist.
+    pid: u32,
 }
 
 /// The config the arguments describe: the properties file, then the properties one by one,
@@ -181,6 +183,7 @@ impl NativeProducer {
             producer,
             handle: runtime.handle().clone(),
             runtime: Mutex::new(Some(runtime)),
+            pid: std::process::id(),
             out: Mutex::new(Some(out)),
             reaper,
         })
@@ -334,6 +337,14 @@ impl NativeProducer {
 
 impl Drop for NativeProducer {
     fn drop(&mut self) {
+        if std::process::id() != self.pid {
+            // A copy in a child after `fork`: its runtime's threads are the parent's, and
+            // shutting it down would wait for them for good. Its memory is left as it is.
+            if let Ok(Some(rt)) = self.runtime.get_mut().map(Option::take) {
+                std::mem::forget(rt);
+            }
+            return;
+        }
         // Closing the channel lets the delivery thread end once what is in flight is delivered.
         self.out.get_mut().map(Option::take).ok();
         if let Ok(Some(rt)) = self.runtime.get_mut().map(Option::take) {

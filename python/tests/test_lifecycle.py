@@ -155,3 +155,77 @@ def test_exiting_while_the_endpoint_is_unreachable_gives_up_after_close_timeout(
     assert done.returncode == 0, done.stderr
     assert "Fatal Python error" not in done.stderr
     assert "exiting" in done.stdout
+
+
+def test_a_producer_used_in_a_child_after_fork_raises_and_a_new_one_works(
+    endpoint, new_stream, read_stream
+):
+    """gunicorn --preload, multiprocessing with fork: the child gets the parent's producer
+    without its threads. Using it there raises a clear error (it hung); a producer made in the
+    child works; the child and the parent exit without waiting on each other's producers."""
+    stream = new_stream(1)
+    done = run_script(
+        f"""
+        import os, sys
+        from kinesis_producer import SyncProducer
+
+        p = SyncProducer(endpoint_url={endpoint!r})
+        p.put({stream!r}, b"parent before", partition_key="k").result(timeout=30)
+        pending = [p.put({stream!r}, b"parent %d" % i, partition_key="k") for i in range(200)]
+        pid = os.fork()
+        if pid == 0:
+            try:
+                p.put({stream!r}, b"child on the parent's producer", partition_key="k")
+                print("no error", flush=True)
+                sys.exit(3)
+            except RuntimeError as e:
+                print("child error:", e, flush=True)
+            try:
+                p.flush()
+                sys.exit(4)
+            except RuntimeError:
+                pass
+            own = SyncProducer(endpoint_url={endpoint!r})
+            own.put({stream!r}, b"child", partition_key="k").result(timeout=30)
+            sys.exit(0)  # a normal exit: atexit must not wait for the parent's producer
+        _, status = os.waitpid(pid, 0)
+        print("child exit", os.waitstatus_to_exitcode(status), flush=True)
+        for f in pending:
+            f.result(timeout=30)
+        p.close()
+        """,
+        timeout=90,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "child exit 0" in done.stdout, done.stdout + done.stderr
+    assert "cannot be used in its child" in done.stdout
+    assert "os.fork()" in done.stdout
+    data = sorted(r.data for r in read_stream(stream))
+    expected = sorted(
+        [b"parent before", b"child"] + [b"parent %d" % i for i in range(200)]
+    )
+    assert data == expected
+
+
+def test_flush_from_a_done_callback_raises_instead_of_waiting_for_itself(endpoint, new_stream):
+    """A future's done-callback runs on the producer's delivery thread: a flush() there that
+    waited for outcomes that thread delivers never returned. It raises a clear error now
+    (timeout=0 only sends what is buffered), and the producer goes on."""
+    stream = new_stream(1)
+    seen = []
+    with SyncProducer(endpoint_url=endpoint) as p:
+
+        def callback(fut):
+            try:
+                p.flush()
+                seen.append("returned")
+            except RuntimeError as e:
+                seen.append(str(e))
+            seen.append(p.flush(timeout=0))
+
+        first = p.put(stream, b"one", partition_key="k")
+        first.add_done_callback(callback)
+        first.result(timeout=30)
+        assert p.flush(timeout=30)
+    assert "delivery thread" in seen[0], seen
+    assert seen[1] in (True, False)
