@@ -8,7 +8,7 @@
 //! the last guard is gone.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pyo3::prelude::*;
 
@@ -67,8 +67,12 @@ pub(crate) fn detach<T: Send, F: Send + FnOnce() -> T>(py: Python<'_>, f: F) -> 
 pub(crate) fn exiting(py: Python<'_>) {
     EXITING.store(true, Ordering::SeqCst);
     py.detach(|| {
-        let until = Instant::now() + MOST_WAIT;
-        while HELD.load(Ordering::SeqCst) > 0 && Instant::now() < until {
+        // At most MOST_WAIT, counted in sleeps (the library keeps off the clock).
+        let polls = MOST_WAIT.as_millis() / POLL.as_millis();
+        for _ in 0..polls {
+            if HELD.load(Ordering::SeqCst) == 0 {
+                break;
+            }
             std::thread::sleep(POLL);
         }
     });
