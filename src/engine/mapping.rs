@@ -193,26 +193,10 @@ impl<S: Sink> Engine<S> {
             return;
         }
         tracing::warn!(stream = %s.name, "the stream is missing: its shard map is dropped until it can be listed again");
-        let mut back: Vec<(Pending, Instant)> = Vec::new();
-        for (_, r) in s.ordered_retries.drain(..) {
-            back.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
-        }
-        for r in s.ready.take_all(0, 0) {
-            back.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
-        }
-        for shard in &mut s.shards {
-            if let Some(a) = shard.aggregator.flush() {
-                let deadline = Instant::from_std(a.deadline);
-                back.extend(a.entries.into_iter().map(|p| (p, deadline)));
-            }
-        }
-        back.extend(s.unmapped.drain(..));
-        back.sort_by_key(|(p, _)| p.seq());
-        s.unmapped = back.into();
-        s.shards.clear();
+        let mut shards = std::mem::take(&mut s.shards);
+        let (unsent, _) = super::order::take_unsent(s, &mut shards, 0, 0);
+        s.unmapped = unsent.into();
         s.map = None;
-        s.aggregators_due = None;
-        s.forced = 0;
         if s.ordered {
             s.draining = s.in_flight;
         }

@@ -26,27 +26,13 @@ use super::*;
 impl<S: Sink> Engine<S> {
     /// Per-key ordering: stream `i`'s new map is installed (its shard states already made for
     /// it): everything not yet sent waits to be routed again, and what is in flight drains.
-    pub(super) fn hold_for_new_map(&mut self, i: usize, old: Vec<ShardState>, now: Instant) {
+    pub(super) fn hold_for_new_map(&mut self, i: usize, mut old: Vec<ShardState>, now: Instant) {
         let s = &mut self.streams[i];
-        let mut records: Vec<Pending> = Vec::new();
-        let mut at = now;
-        for (t, r) in s.ordered_retries.drain(..) {
-            at = at.max(t);
-            records.extend(r.entries);
-        }
-        for r in s.ready.take_all(s.generation(), s.shards.len()) {
-            records.extend(r.entries);
-        }
-        for mut shard in old {
-            if let Some(a) = shard.aggregator.flush() {
-                records.extend(a.entries);
-            }
-        }
-        records.extend(s.unmapped.drain(..).map(|(p, _)| p));
-        s.aggregators_due = None;
-        s.forced = 0;
+        let (generation, lanes) = (s.generation(), s.shards.len());
+        let (records, retry_at) = take_unsent(s, &mut old, generation, lanes);
         s.draining = s.in_flight;
-        reroute_later(s, records, at);
+        let at = retry_at.map_or(now, |t| t.max(now));
+        reroute_later(s, records.into_iter().map(|(p, _)| p).collect(), at);
     }
 
     /// Whether stream `i`'s records waiting to be routed again can be now.
@@ -81,6 +67,38 @@ impl<S: Sink> Engine<S> {
             self.route(i, pending, now);
         }
     }
+}
+
+/// Takes every user record of `s` not yet sent, with its deadline, in the order taken in: held
+/// for in-order retries, queued (the queue starts again with `lanes` lanes for the map of
+/// `generation`), aggregating in `shards`, waiting for a map. Also gives the latest time an
+/// in-order retry among them was to wait until.
+pub(super) fn take_unsent(
+    s: &mut StreamState,
+    shards: &mut [ShardState],
+    generation: u64,
+    lanes: usize,
+) -> (Vec<(Pending, Instant)>, Option<Instant>) {
+    let mut records: Vec<(Pending, Instant)> = Vec::new();
+    let mut retry_at: Option<Instant> = None;
+    for (t, r) in s.ordered_retries.drain(..) {
+        retry_at = Some(retry_at.map_or(t, |a| a.max(t)));
+        records.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
+    }
+    for r in s.ready.take_all(generation, lanes) {
+        records.extend(r.entries.into_iter().map(|p| (p, r.deadline)));
+    }
+    for shard in shards {
+        if let Some(a) = shard.aggregator.flush() {
+            let deadline = Instant::from_std(a.deadline);
+            records.extend(a.entries.into_iter().map(|p| (p, deadline)));
+        }
+    }
+    records.extend(s.unmapped.drain(..));
+    records.sort_by_key(|(p, _)| p.seq());
+    s.aggregators_due = None;
+    s.forced = 0;
+    (records, retry_at)
 }
 
 /// Adds `records` to those `s` routes again, not before `at`.

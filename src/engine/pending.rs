@@ -152,21 +152,32 @@ pub(crate) struct Pending {
     /// The failed attempts: none for most records, so boxed (room for them is reserved in the
     /// budget with the record: see `budget::RECORD_OVERHEAD`).
     failed: Option<Box<Attempts>>,
-    arrival: Instant,
+    /// When the engine took it in, in nanoseconds after (negative: before) [`base`]: 8 bytes
+    /// where an `Instant` takes 16, so that `seq` costs no memory per buffered record (the
+    /// bookkeeping bound of `benches/engine.rs`).
+    arrival_ns: i64,
     epoch: u64,
     /// Its place in the order the engine took records in: with per-key ordering, records sent
     /// again after a resharding are routed in this order, whatever queue they come from.
     seq: u64,
 }
 
-/// The arrival of a record still in the channel: any instant will do, as `arrive` sets the
-/// real one, but reading the clock per record on the sender's thread would cost time.
-fn not_arrived() -> Instant {
+/// The instant arrivals are counted from: read once per process. (Any instant will do: a paused
+/// test clock may run before it, hence signed offsets.)
+fn base() -> Instant {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    // Read once per process, a placeholder no decision uses.
     #[allow(clippy::disallowed_methods)]
     let base = *BASE.get_or_init(std::time::Instant::now);
     Instant::from_std(base)
+}
+
+/// `at` as nanoseconds from [`base`] (saturating at about 292 years either way).
+fn offset(at: Instant) -> i64 {
+    let b = base();
+    match at.checked_duration_since(b) {
+        Some(after) => i64::try_from(after.as_nanos()).unwrap_or(i64::MAX),
+        None => -i64::try_from((b - at).as_nanos()).unwrap_or(i64::MAX),
+    }
 }
 
 impl Entry for Pending {
@@ -199,8 +210,9 @@ impl Pending {
             record,
             slot: Some(owner),
             failed: None,
-            // Set by `arrive`; until then the record is in the channel.
-            arrival: not_arrived(),
+            // Set by `arrive`; until then the record is in the channel (a placeholder no
+            // decision uses: reading the clock per record on the sender's thread would cost).
+            arrival_ns: 0,
             epoch: 0,
             seq: 0,
         }
@@ -208,7 +220,7 @@ impl Pending {
 
     /// The engine took the record in at `now`, counted in flush epoch `epoch`, as the `seq`th.
     pub(crate) fn arrive(&mut self, now: Instant, epoch: u64, seq: u64) {
-        self.arrival = now;
+        self.arrival_ns = offset(now);
         self.epoch = epoch;
         self.seq = seq;
     }
@@ -219,7 +231,13 @@ impl Pending {
     }
 
     pub(crate) fn arrival(&self) -> Instant {
-        self.arrival
+        let b = base();
+        let ns = self.arrival_ns.unsigned_abs();
+        if self.arrival_ns >= 0 {
+            b + Duration::from_nanos(ns)
+        } else {
+            b - Duration::from_nanos(ns)
+        }
     }
 
     /// The span the record was sent in, if any.
@@ -231,8 +249,8 @@ impl Pending {
     /// it has spent buffered since (the KPL's `BufferingTime` is measured per attempt).
     pub(crate) fn last_end(&self) -> Instant {
         match self.failed.as_ref().and_then(|a| a.last()) {
-            Some(a) => self.arrival + a.delay + a.duration,
-            None => self.arrival,
+            Some(a) => self.arrival() + a.delay + a.duration,
+            None => self.arrival(),
         }
     }
 
@@ -248,8 +266,9 @@ impl Pending {
         duration: Duration,
         error: Arc<AttemptError>,
     ) {
+        let delay = started - self.arrival();
         self.failed.get_or_insert_default().push(Attempt {
-            delay: started - self.arrival,
+            delay,
             duration,
             error: Some(error),
         });
@@ -272,7 +291,7 @@ impl Pending {
                 sub_sequence_number,
             } => State::Put {
                 put: Arc::clone(put),
-                delay: put.started - self.arrival,
+                delay: put.started - self.arrival(),
                 failed,
                 sub_sequence_number,
             },
@@ -310,7 +329,7 @@ impl std::fmt::Debug for Pending {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Pending")
             .field("record", &self.record)
-            .field("arrival", &self.arrival)
+            .field("arrival", &self.arrival())
             .field("epoch", &self.epoch)
             .finish_non_exhaustive()
     }
