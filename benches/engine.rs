@@ -392,8 +392,9 @@ fn memory_per_shard(rt: &tokio::runtime::Runtime, shards: usize) {
     rt.block_on(producer.shutdown());
 }
 
-#[path = "../tests/common/counting.rs"]
-mod counting;
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::counting;
 use counting::{Counting, count, live_bytes};
 
 #[global_allocator]

@@ -5,8 +5,9 @@
 //!
 //! Run: `cargo bench --bench faultmix` (KPL_FAULTMIX_RECORDS changes the 40,000).
 
-#[path = "../tests/common/faultmix.rs"]
-mod faultmix;
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::faultmix;
 
 fn main() {
     // `cargo test --all-targets` runs benches once as tests: keep that quick.

@@ -7,8 +7,9 @@
 //!
 //! Run: `cargo bench --bench throttling` (set KPL_OVERLOAD_SECS to change the 30 s).
 
-#[path = "../tests/common/overload.rs"]
-mod overload;
+#[path = "../tests/common/mod.rs"]
+mod common;
+use common::overload;
 
 fn main() {
     // `cargo test --all-targets` runs benches once as tests: keep that quick.

@@ -21,8 +21,8 @@ use kinesis_producer::local::LocalKinesis;
 use kinesis_producer::{Producer, PutErrorKind, UserRecord};
 use tokio::net::{TcpListener, TcpStream};
 
-#[path = "common/faultmix.rs"]
-mod faultmix;
+mod common;
+use common::faultmix;
 
 /// What the proxy does, and what it did.
 #[derive(Default)]

@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, Producer, PutErrorKind, UserRecord};
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::read_back;
 
 fn records(from: usize, n: usize) -> Vec<UserRecord> {

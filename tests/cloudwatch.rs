@@ -7,8 +7,7 @@
 #![allow(clippy::disallowed_methods)] // the query's time range is wall-clock time
 
 mod common;
-#[path = "common/moto.rs"]
-mod moto;
+use common::moto;
 
 use std::time::{Duration, SystemTime};
 

@@ -12,8 +12,8 @@ use kinesis_producer::{HashKey, Producer, UserRecord};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::send_all;
 
 async fn local() -> LocalKinesis {

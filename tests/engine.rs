@@ -8,8 +8,8 @@ use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, HashKey, Producer, PutErrorKind, RecordError, UserRecord};
 use tokio::time::Instant;
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::{first_error_code, read_back};
 
 fn records(n: usize, keys: usize, size: usize) -> Vec<UserRecord> {

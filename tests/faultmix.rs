@@ -3,8 +3,8 @@
 //! one by one; per-shard limits enforced too), with the default RecordTtl of 30 s: nothing may
 //! fail, everything must read back. Figures: `cargo bench --bench faultmix`.
 
-#[path = "common/faultmix.rs"]
-mod faultmix;
+mod common;
+use common::faultmix;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_faults_at_every_rate_lose_nothing_within_the_default_ttl() {

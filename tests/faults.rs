@@ -12,8 +12,8 @@ use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Buffered, Config, Producer, PutErrorKind, UserRecord};
 use tokio::time::Instant;
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::{first_error_code, record, retried_after, stored_count};
 
 #[tokio::test(start_paused = true)]

@@ -11,10 +11,9 @@ use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, Producer};
 use serde_json::Value;
 
-#[path = "common/harness.rs"]
-mod harness;
-#[path = "common/log_buffer.rs"]
-mod log_buffer;
+mod common;
+use common::harness;
+use common::log_buffer;
 use harness::record;
 use log_buffer::LogBuffer;
 

@@ -7,8 +7,8 @@ use std::time::Duration;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Buffered, Config, Producer, UserRecord};
 
-#[path = "common/counting.rs"]
-mod counting;
+mod common;
+use common::counting;
 use counting::{Counting, count, live_bytes as live};
 
 #[global_allocator]

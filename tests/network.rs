@@ -14,12 +14,9 @@
 //! trace level, is searched for the proxy's password.
 
 mod common;
-#[path = "common/kinesis_local.rs"]
-mod kinesis_local;
-#[path = "common/log_buffer.rs"]
-mod log_buffer;
-#[path = "common/moto.rs"]
-mod moto;
+use common::kinesis_local;
+use common::log_buffer;
+use common::moto;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -14,8 +14,8 @@ use std::time::Duration;
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, HashKey, Producer};
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::{kcl_order_by_key, kcl_view, ranges, record};
 
 const STREAM: &str = "s";

@@ -11,9 +11,9 @@ use aws_sdk_kinesis::types::ScalingType;
 use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{HashKey, Producer, UserRecord};
 
-#[path = "common/faultmix.rs"]
-mod faultmix;
-use faultmix::harness::{self, kcl, retried_after};
+mod common;
+use common::faultmix;
+use common::harness::{self, kcl, retried_after};
 
 async fn shard_ranges(
     kinesis: &LocalKinesis,

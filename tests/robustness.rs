@@ -11,8 +11,8 @@ use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::sink::{EntryResult, PutEntry, Sink, SinkError};
 use kinesis_producer::{Buffered, Config, Producer, PutErrorKind};
 
-#[path = "common/harness.rs"]
-mod harness;
+mod common;
+use common::harness;
 use harness::record;
 
 /// The in-memory Kinesis, but the `put_panics`th PutRecords call and the `list_panics`th

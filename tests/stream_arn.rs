@@ -4,8 +4,7 @@
 //! request each call transmits), and what the stream holds is read back with GetRecords.
 
 mod common;
-#[path = "common/kinesis_local.rs"]
-mod kinesis_local;
+use common::kinesis_local;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -3,8 +3,8 @@
 //! record must read back. The throughput figure is printed, not asserted (see
 //! `cargo bench --bench throttling` for the 30 s measurement).
 
-#[path = "common/overload.rs"]
-mod overload;
+mod common;
+use common::overload;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twice_the_capacity_turns_into_backpressure_not_failures() {

@@ -409,8 +409,7 @@ async fn a_trace_log_never_shows_the_credentials() {
     }
 }
 
-#[path = "../../tests/common/kinesis_local.rs"]
-mod kinesis_local;
+use common::kinesis_local;
 
 /// `kpl` with the AWS environment of kinesis-local's account (its ARNs name that account).
 fn kpl_as(account: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {

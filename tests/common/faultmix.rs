@@ -27,8 +27,7 @@ use kinesis_producer::local::{LocalKinesis, LocalOptions};
 use kinesis_producer::{Config, Producer, UserRecord};
 use serde_json::{Value, json};
 
-#[path = "harness.rs"]
-pub mod harness;
+use super::harness;
 
 /// The embedded Kinesis as AWS limits it: each shard at 1000 records/s and 1 MiB/s.
 pub const LIMITED: LocalOptions = LocalOptions {

@@ -1,6 +1,6 @@
 //! The setup the engine, fault, end-to-end and resharding tests share: test records, what a
 //! stream holds read back as its consumers read it (strict deaggregation; the KCL's view, from
-//! `kcl.rs`), and receipt checks. Included with `#[path = "common/harness.rs"] mod harness;`.
+//! `kcl.rs`), and receipt checks. `common::harness`, from `mod common;`.
 #![allow(dead_code)] // each test binary uses its own subset
 
 use std::collections::HashMap;
@@ -13,8 +13,7 @@ use kinesis_producer::sink::PutEntry;
 use kinesis_producer::sink::memory::{MemorySink, StoredRecord};
 use kinesis_producer::{Config, HashKey, Producer, Receipt, RecordFuture, UserRecord};
 
-#[path = "kcl.rs"]
-pub mod kcl;
+pub use super::kcl;
 
 /// A user record with text data.
 pub fn record(pk: &str, data: &str) -> UserRecord {

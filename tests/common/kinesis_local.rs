@@ -14,7 +14,7 @@ use aws_sdk_kinesis::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kinesis::types::StreamStatus;
 use kinesis_producer::{Config, ConfigBuilder};
 
-use crate::common::{Service, free_port};
+use super::{Service, free_port};
 
 /// kinesis-local takes a 12-digit access key id as the account id.
 pub const ACCOUNT: &str = "123456789012";

@@ -1,4 +1,5 @@
 //! What a test's tracing subscriber writes, kept in memory to be read back.
+#![allow(dead_code)] // each test binary uses its own subset
 
 use std::sync::{Arc, Mutex};
 

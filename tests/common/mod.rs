@@ -1,5 +1,21 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)] // each test binary uses its own subset
+//!
+//! The one way in: `mod common;` in a test (`#[path = "../tests/common/mod.rs"] mod common;` in a
+//! benchmark), then `common::harness`, `common::faultmix`, ... Each module is its own helper:
+//! `harness` (test records, reading a stream back as its consumers do, receipt checks), `kcl` (the
+//! KCL's reading of an aggregate, rule for rule), `faultmix` (a Kinesis with random faults),
+//! `overload` (producers past a stream's capacity), `counting` (a counting allocator),
+//! `kinesis_local` and `moto` (services started for a test), `log_buffer` (captured logs).
+
+pub mod counting;
+pub mod faultmix;
+pub mod harness;
+pub mod kcl;
+pub mod kinesis_local;
+pub mod log_buffer;
+pub mod moto;
+pub mod overload;
 
 use std::io::Write;
 use std::path::PathBuf;

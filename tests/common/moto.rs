@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::common::{Service, free_port};
+use super::{Service, free_port};
 
 pub struct Moto {
     _server: Service,

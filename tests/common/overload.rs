@@ -1,6 +1,7 @@
 //! Offers a stream twice its write capacity on ferrokinesis with per-shard limits enforced, and
 //! reports what was delivered. Shared by `tests/throttling.rs` (short, checks that nothing fails
 //! and everything reads back) and `benches/throttling.rs` (30 s, the figures).
+#![allow(dead_code)] // each test binary uses its own subset
 #![allow(clippy::disallowed_methods)] // the workload times what it runs (clippy.toml keeps the library's stages off the clock)
 
 use std::sync::Arc;
@@ -10,8 +11,7 @@ use kinesis_producer::local::{LocalKinesis, LocalOptions, ReadRecord};
 use kinesis_producer::shard_map::even_split;
 use kinesis_producer::{HashKey, Producer, UserRecord};
 
-#[path = "harness.rs"]
-mod harness;
+use super::harness;
 
 /// What an overload run delivered.
 #[derive(Debug)]
