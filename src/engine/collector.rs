@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::ready::Ready;
 use super::ready::{LaneId, ReadyQueue};
-use super::stream::{Ready, ShardState, StreamState};
+use super::stream::{ShardState, StreamState};
 
 /// The shortest wait for a shard over its rate: waking for each record's token made calls of
 /// one or two records and a scan of the queue per token; the bucket keeps what accrues
@@ -144,7 +145,7 @@ fn offer(queue: &ReadyQueue, lane: LaneId, shards: &[ShardState], ordered: bool)
 mod tests {
     use super::*;
     use crate::config::Config;
-    use crate::engine::stream::{ShardRef, test_ready};
+    use crate::engine::ready::{ShardRef, test_ready};
 
     const GENERATION: u64 = 7;
 

@@ -75,11 +75,12 @@ pub use pending::RecordFuture;
 use pending::{Put, Resolution};
 pub(crate) use protocol::Msg;
 use protocol::{PutDone, RefreshDone};
+use ready::{Ready, ShardRef};
 use retrier::Fate;
 use settle::{Misrouted, NotPut, Settled, settle_put};
 use stream::{
-    Ready, Retry, ShardRef, ShardState, StreamState, flush_aggregators, flush_due, push_ready,
-    request_refresh, retune,
+    Retry, ShardState, StreamState, flush_aggregators, flush_due, push_ready, request_refresh,
+    retune,
 };
 use wake::WakeInputs;
 

@@ -6,8 +6,8 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::pending::Pending;
+use super::ready::ShardRef;
 use super::settle::{Misrouted, NotPut, ShardOutcome};
-use super::stream::ShardRef;
 use crate::shard_map::Shard;
 use crate::sink::SinkError;
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pending::{Put, Resolution};
-use super::stream::{Ready, ShardRef};
+use super::ready::{Ready, ShardRef};
 use crate::aggregation::Entry;
 use crate::budget::Budget;
 use crate::error::{ErrorClass, classify};

@@ -7,28 +7,12 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::pending::Pending;
-use super::ready::ReadyQueue;
+use super::ready::{Ready, ReadyQueue, ShardRef};
 use super::settle::Misrouted;
-use crate::aggregation::{Aggregate, AggregationLimits, Aggregator, KinesisRecord};
+use crate::aggregation::{AggregationLimits, Aggregator};
 use crate::config::Config;
 use crate::limiter::ShardLimiter;
 use crate::shard_map::ShardMap;
-
-/// Where a Kinesis record is predicted to land: shard `index` of the map of `generation`. A
-/// reference into an older map names nothing now ([`ShardRef::index_in`] checks it).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct ShardRef {
-    pub(super) index: usize,
-    pub(super) generation: u64,
-}
-
-impl ShardRef {
-    /// Its index among the `shards` shards of the map of `generation`, if it names one of them:
-    /// the one place where a reference's generation is checked.
-    pub(super) fn index_in(self, generation: u64, shards: usize) -> Option<usize> {
-        (self.generation == generation && self.index < shards).then_some(self.index)
-    }
-}
 
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
 pub(super) struct ShardState {
@@ -61,47 +45,6 @@ impl ShardState {
     pub(super) fn flush(&mut self, at: ShardRef) -> Option<Ready> {
         let a = self.aggregator.flush()?;
         Some(Ready::from_aggregate(a, at, Arc::clone(&self.id)))
-    }
-}
-
-/// A Kinesis record ready to send (or waiting to be retried).
-pub(super) struct Ready {
-    pub(super) record: KinesisRecord,
-    pub(super) entries: Vec<Pending>,
-    /// When it must be sent at the latest: its earliest user record's deadline.
-    pub(super) deadline: Instant,
-    /// The shard it is predicted to land on: whose rate limiter it answers to. `None` while no
-    /// map is known.
-    pub(super) shard: Option<ShardRef>,
-    /// The id of that shard: Kinesis naming another one means the map is stale, and an
-    /// aggregate may then hold records outside the range of the shard that took it.
-    pub(super) expected: Option<Arc<str>>,
-}
-
-impl Ready {
-    /// An aggregate flushed from the aggregator of shard `shard`, whose id is `id`.
-    pub(super) fn from_aggregate(a: Aggregate<Pending>, shard: ShardRef, id: Arc<str>) -> Ready {
-        Ready {
-            record: a.record,
-            entries: a.entries,
-            deadline: Instant::from_std(a.deadline),
-            shard: Some(shard),
-            expected: Some(id),
-        }
-    }
-}
-
-impl Ready {
-    /// An aggregate of records that share one hash key, sent before any shard map is known:
-    /// Kinesis routes it by that key, the same as each of its records, so no shard is predicted.
-    pub(super) fn unmapped(a: Aggregate<Pending>, now: Instant) -> Ready {
-        Ready {
-            record: a.record,
-            entries: a.entries,
-            deadline: now,
-            shard: None,
-            expected: None,
-        }
     }
 }
 
@@ -346,23 +289,4 @@ pub(super) fn flush_aggregators(s: &mut StreamState) {
 
 pub(super) fn push_ready(s: &mut StreamState, r: Ready) {
     s.ready.push_back(r);
-}
-
-/// A Kinesis record of `size` bytes for shard `index` of the map of `generation`, due at
-/// `deadline`, carrying no user records: for the stages' unit tests.
-#[cfg(test)]
-pub(super) fn test_ready(index: usize, generation: u64, size: usize, deadline: Instant) -> Ready {
-    Ready {
-        record: KinesisRecord {
-            partition_key: "a".into(),
-            explicit_hash_key: None,
-            data: bytes::Bytes::from(vec![0; size - 1]),
-            aggregated: true,
-            user_records: 1,
-        },
-        entries: Vec::new(),
-        deadline,
-        shard: Some(ShardRef { index, generation }),
-        expected: None,
-    }
 }

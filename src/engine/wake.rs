@@ -86,7 +86,8 @@ mod tests {
     use std::sync::Arc;
 
     use super::*;
-    use crate::engine::stream::{Retry, test_ready};
+    use crate::engine::ready::test_ready;
+    use crate::engine::stream::Retry;
 
     const MS: Duration = Duration::from_millis(1);
 
