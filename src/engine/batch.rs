@@ -8,58 +8,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 
-use super::pending::{Owner, Pending, State, caller_span};
+use super::pending::Pending;
+use super::slot::{BatchSlot, Outcomes, Owner, State, caller_span};
 use crate::outcome::{PutError, PutErrorKind, Receipt};
 use crate::record::UserRecord;
-
-/// Where a batch's outcomes meet its future.
-pub(crate) struct BatchSlot {
-    state: Mutex<Outcomes>,
-    /// The span the batch was sent in, when debug spans are recorded (see `Slot::caller`).
-    caller: Option<Box<tracing::Span>>,
-}
-
-struct Outcomes {
-    /// One per record, in the order they were given.
-    each: Vec<State>,
-    /// Records not resolved yet.
-    remaining: usize,
-    /// The waker of the task that last polled the future.
-    waker: Option<Waker>,
-    /// The future took the outcomes.
-    taken: bool,
-}
-
-impl BatchSlot {
-    fn lock(&self) -> MutexGuard<'_, Outcomes> {
-        // Held for a move and a count, never across a panic that matters (see `Slot::lock`).
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    /// Leaves record `index`'s outcome; the last one wakes the future.
-    pub(super) fn fill(&self, index: usize, outcome: State) {
-        let waker = {
-            let mut state = self.lock();
-            state.each[index] = outcome;
-            state.remaining -= 1;
-            if state.remaining == 0 {
-                state.waker.take()
-            } else {
-                None
-            }
-        };
-        if let Some(waker) = waker {
-            waker.wake();
-        }
-    }
-
-    pub(super) fn caller(&self) -> Option<&tracing::Span> {
-        self.caller.as_deref()
-    }
-}
 
 /// A batch being made: each record, in order, becomes an entry for the engine or is refused.
 pub(crate) struct Batch {
@@ -161,8 +116,11 @@ impl std::fmt::Debug for BatchFuture {
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // a test picks its own instants from the clock
 mod tests {
+    use std::task::Waker;
+
     use super::*;
-    use crate::engine::pending::{Put, Resolution};
+    use crate::engine::pending::Resolution;
+    use crate::engine::slot::Put;
 
     fn record(i: usize) -> UserRecord {
         UserRecord::new(format!("k{i}"), format!("data {i}")).unwrap()

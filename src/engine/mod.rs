@@ -61,6 +61,7 @@ mod ready;
 mod resend;
 mod retrier;
 mod settle;
+mod slot;
 mod stream;
 mod wake;
 
@@ -72,12 +73,13 @@ use epochs::Epochs;
 use order::reroute_later;
 pub(crate) use pending::Pending;
 pub use pending::RecordFuture;
-use pending::{Put, Resolution};
+use pending::Resolution;
 pub(crate) use protocol::Msg;
 use protocol::{PutDone, RefreshDone};
 use ready::{Ready, ShardRef};
 use retrier::Fate;
 use settle::{Misrouted, NotPut, Settled, settle_put};
+use slot::Put;
 use stream::{
     Retry, ShardState, StreamState, flush_aggregators, flush_due, push_ready, request_refresh,
     retune,

@@ -6,8 +6,9 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::pending::{Put, Resolution};
+use super::pending::Resolution;
 use super::ready::{Ready, ShardRef};
+use super::slot::Put;
 use crate::aggregation::Entry;
 use crate::budget::Budget;
 use crate::error::{ErrorClass, classify};

@@ -16,8 +16,8 @@ use aws_sdk_cloudwatch::config::timeout::TimeoutConfig;
 use aws_sdk_cloudwatch::types::{Dimension, MetricDatum, StandardUnit, StatisticSet};
 use tokio::sync::watch;
 
+use super::names::Dims;
 use super::names::{Level, Name, Unit};
-use super::store::Dims;
 use super::{Shared, Stat};
 use crate::config::Config;
 

@@ -8,8 +8,8 @@
 
 use metrics_facade::{Counter, Gauge, Label};
 
-use super::names::Name;
-use super::store::{Dims, Series};
+use super::Stat;
+use super::names::{Dims, Name};
 
 /// A series' handles in the installed recorder.
 #[derive(Debug)]
@@ -48,17 +48,21 @@ fn register(name: Name, key: &Dims, extra: &[(String, String)]) -> Handles {
     }
 }
 
-/// Hands every series changed since the last export to the `metrics` crate's recorder.
-pub(crate) fn export<'a>(
-    series: impl Iterator<Item = (Name, &'a Dims, &'a mut Series)>,
-    extra: &[(String, String)],
-) {
-    for (name, key, s) in series {
-        if !s.dirty {
-            continue;
-        }
-        s.dirty = false;
-        let h = s.handles.get_or_insert_with(|| register(name, key, extra));
+/// One series to export: what the store keeps of it, and where its handles are kept.
+pub(crate) struct Export<'a> {
+    pub(crate) name: Name,
+    pub(crate) dims: &'a Dims,
+    pub(crate) total: &'a Stat,
+    pub(crate) last: f64,
+    pub(crate) handles: &'a mut Option<Handles>,
+}
+
+/// Hands `series` (those changed since the last export) to the `metrics` crate's recorder.
+pub(crate) fn export<'a>(series: impl Iterator<Item = Export<'a>>, extra: &[(String, String)]) {
+    for s in series {
+        let h = s
+            .handles
+            .get_or_insert_with(|| register(s.name, s.dims, extra));
         // Counters take whole numbers: sums of milliseconds and bytes are rounded, from the
         // exact total each time, so no error accumulates.
         h.sum.absolute(s.total.sum.max(0.0).round() as u64);

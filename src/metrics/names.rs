@@ -2,6 +2,16 @@
 //! awslabs/amazon-kinesis-producer: each name's level and unit are the KPL's) and the ones KPL
 //! users ask for that it lacks.
 
+use std::sync::Arc;
+
+/// A set of dimensions, as the KPL sets them: error code, stream, shard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct Dims {
+    pub(crate) code: Option<Arc<str>>,
+    pub(crate) stream: Option<Arc<str>>,
+    pub(crate) shard: Option<Arc<str>>,
+}
+
 /// How much the producer records: the KPL's `MetricsLevel`. Each metric has a level; it is
 /// recorded when its level is at most this one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]

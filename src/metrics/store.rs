@@ -13,18 +13,10 @@ use std::time::Duration;
 use hashbrown::HashMap;
 use tokio::time::Instant;
 
-use super::facade::Handles;
-use super::names::{COUNT, Granularity, Level, Name};
+use super::facade::{Export, Handles};
+use super::names::{COUNT, Dims, Granularity, Level, Name};
 use super::tally::{Group, Tally};
 use super::{Metric, Stat, WINDOW_SECONDS};
-
-/// A set of dimensions, as the KPL sets them: error code, stream, shard.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) struct Dims {
-    pub(crate) code: Option<Arc<str>>,
-    pub(crate) stream: Option<Arc<str>>,
-    pub(crate) shard: Option<Arc<str>>,
-}
 
 /// The series of one set of dimensions, by metric: found with one lookup for all the metrics a
 /// call adds to it.
@@ -317,7 +309,17 @@ impl Store {
                 .zip(b.series.iter_mut())
                 .filter_map(move |(n, s)| s.as_mut().map(|s| (*n, &*d, s)))
         });
-        super::facade::export(series, &self.dimensions);
+        let changed = series.filter_map(|(name, dims, s)| {
+            // Only what changed since the last export.
+            std::mem::take(&mut s.dirty).then_some(Export {
+                name,
+                dims,
+                total: &s.total,
+                last: s.last,
+                handles: &mut s.handles,
+            })
+        });
+        super::facade::export(changed, &self.dimensions);
     }
 
     /// Every series, with its values over the last `window` (whole seconds, at most
