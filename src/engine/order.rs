@@ -37,12 +37,7 @@ impl<S: Sink> Engine<S> {
 
     /// Whether stream `i`'s records waiting to be routed again can be now.
     pub(super) fn can_reroute(&self, i: usize, now: Instant) -> bool {
-        let s = &self.streams[i];
-        !s.reroute.is_empty()
-            && s.draining == 0
-            && s.unverified.is_empty()
-            && s.reroute_at <= now
-            && s.map.is_some()
+        self.streams[i].reroute_due().is_some_and(|at| at <= now)
     }
 
     /// Routes stream `i`'s records waiting to be routed again, with everything queued or

@@ -164,6 +164,18 @@ impl StreamState {
         }
     }
 
+    /// Per-key ordering: when the records waiting to be routed again can be (`order.rs`), if
+    /// nothing else must come first: calls of an older map answered, misrouted aggregates
+    /// checked, a map to route them with. The one rule, for the tick and the wake-up alike (a
+    /// wake-up for a time the tick would not act on spun the engine without end).
+    pub(super) fn reroute_due(&self) -> Option<Instant> {
+        (!self.reroute.is_empty()
+            && self.draining == 0
+            && self.unverified.is_empty()
+            && self.map.is_some())
+        .then_some(self.reroute_at)
+    }
+
     /// Per-key ordering: whether nothing of the stream may be sent now, because records older
     /// than what is queued must first be answered (sent under an older map, or put on a shard
     /// no listing has named yet) or routed again.

@@ -48,8 +48,8 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
     for m in &s.unverified {
         at(super::mapping::unverified_expiry(m, w.record_ttl));
     }
-    if !s.reroute.is_empty() && s.draining == 0 && s.unverified.is_empty() {
-        at(s.reroute_at);
+    if let Some(t) = s.reroute_due() {
+        at(t);
     }
     if w.can_send {
         // While a shard is over its rate nothing is sent before `limited_until` (see
@@ -98,6 +98,26 @@ mod tests {
             unmapped_wait: 15_000 * MS,
             record_ttl: 30_000 * MS,
         }
+    }
+
+    /// Per-key ordering: records waiting to be routed again wake the engine only when the tick
+    /// would route them. Without a map (a stream found missing), waking for their time, already
+    /// past, spun the engine without end (found by `tests/simulation.rs`).
+    #[test]
+    fn records_to_route_again_wake_only_when_they_can_be() {
+        let now = Instant::now();
+        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
+        s.next_refresh = now + 60_000 * MS;
+        s.ordered = true;
+        let record = crate::record::UserRecord::new("k", "v").unwrap();
+        let (pending, _future) = crate::engine::Pending::new(record, Arc::from("s"));
+        s.reroute.push(pending);
+        s.reroute_at = now - 5 * MS;
+        assert_eq!(
+            next_wake(std::slice::from_ref(&s), inputs(true, false), now),
+            Some(now + 60_000 * MS),
+            "no map: nothing to do before the refresh"
+        );
     }
 
     /// A stream whose map is in and whose next refresh is a minute away.

@@ -60,6 +60,13 @@ struct State {
     rng: Option<fastrand::Rng>,
     /// Keep nothing (benchmarks): assign sequence numbers, record no requests, store no data.
     discard: bool,
+    /// How many times each stream was created: part of its sequence numbers, so that a record of
+    /// a stream deleted and created again is told from one of the new stream.
+    created: HashMap<String, u32>,
+    /// The share of PutRecords calls whose answer never comes (the records are stored first),
+    /// drawn from `loss_rng`.
+    answer_loss: f64,
+    loss_rng: Option<fastrand::Rng>,
 }
 
 /// An in-memory Kinesis. Cloning shares the same streams.
@@ -103,8 +110,26 @@ impl MemorySink {
                 parents: Vec::new(),
             })
             .collect();
-        self.lock().streams.insert(stream.to_owned(), shards);
+        let mut state = self.lock();
+        *state.created.entry(stream.to_owned()).or_default() += 1;
+        state.streams.insert(stream.to_owned(), shards);
+        drop(state);
         self
+    }
+
+    /// How many times `stream` was created (1 for a stream never deleted): the first four digits
+    /// of its sequence numbers.
+    pub fn incarnation(&self, stream: &str) -> u32 {
+        self.lock().created.get(stream).copied().unwrap_or(0)
+    }
+
+    /// Makes a share of PutRecords calls (from an RNG seeded with `seed`) store their records and
+    /// then never answer, as a connection lost after the write: the caller's timeout must end
+    /// the wait, and the records are in the stream though the caller cannot know.
+    pub fn set_answer_loss(&self, share: f64, seed: u64) {
+        let mut state = self.lock();
+        state.answer_loss = share;
+        state.loss_rng = Some(fastrand::Rng::with_seed(seed));
     }
 
     /// Deletes a stream, as DeleteStream does: its shards and records are gone, and calls for
@@ -298,6 +323,69 @@ impl MemorySink {
         self.lock().max_in_flight
     }
 
+    /// One PutRecords call's effect on the streams, under the lock: its results, and whether
+    /// its answer is to be lost.
+    fn store(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> (Result<Vec<EntryResult>, SinkError>, bool) {
+        let mut guard = self.lock();
+        guard.in_flight -= 1;
+        let state = &mut *guard;
+        if !state.discard {
+            state.requests.push((stream.to_owned(), entries.clone()));
+        }
+        if !state.failing_calls.is_empty() {
+            return (Err(state.failing_calls.remove(0)), false);
+        }
+        let Some(shards) = state.streams.get_mut(stream) else {
+            let missing = SinkError::new(
+                "PutRecords",
+                "ResourceNotFoundException",
+                format!("Stream {stream} under account 000000000000 not found."),
+            );
+            return (Err(missing), false);
+        };
+        let mut results = Vec::with_capacity(entries.len());
+        for entry in entries {
+            if let Some((code, message)) = state.entry_fault.as_mut().and_then(|f| f(&entry)) {
+                results.push(EntryResult::Failed { code, message });
+                continue;
+            }
+            let key = entry
+                .explicit_hash_key
+                .unwrap_or_else(|| HashKey::from_partition_key(&entry.partition_key));
+            let (i, shard) = shards
+                .iter_mut()
+                .enumerate()
+                .find(|(_, s)| !s.shard.closed && s.shard.start <= key && key <= s.shard.end)
+                .expect("open shards cover the hash key space");
+            shard.next_sequence += 1;
+            let incarnation = state.created.get(stream).copied().unwrap_or(1);
+            let sequence_number = format!("{:04}{:04}{:024}", incarnation, i, shard.next_sequence);
+            let shard_id = shard.shard.shard_id.clone();
+            state
+                .stored
+                .entry(stream.to_owned())
+                .or_default()
+                .push(StoredRecord {
+                    shard_id: shard_id.clone(),
+                    sequence_number: sequence_number.clone(),
+                    partition_key: entry.partition_key,
+                    explicit_hash_key: entry.explicit_hash_key,
+                    data: entry.data,
+                });
+            results.push(EntryResult::Put {
+                shard_id,
+                sequence_number,
+            });
+        }
+        let loss = state.answer_loss;
+        let lost = loss > 0.0 && state.loss_rng.as_mut().is_some_and(|r| r.f64() < loss);
+        (Ok(results), lost)
+    }
+
     async fn delay(&self) {
         let latency = *self.latency.lock().unwrap_or_else(|e| e.into_inner());
         if !latency.is_zero() {
@@ -329,56 +417,12 @@ impl Sink for MemorySink {
         if !extra.is_zero() {
             tokio::time::sleep(extra).await;
         }
-        let mut guard = self.lock();
-        guard.in_flight -= 1;
-        let state = &mut *guard;
-        if !state.discard {
-            state.requests.push((stream.to_owned(), entries.clone()));
+        let (result, lost) = self.store(stream, entries);
+        if lost {
+            // Stored, and never answered.
+            std::future::pending::<()>().await;
         }
-        if !state.failing_calls.is_empty() {
-            return Err(state.failing_calls.remove(0));
-        }
-        let Some(shards) = state.streams.get_mut(stream) else {
-            return Err(SinkError::new(
-                "PutRecords",
-                "ResourceNotFoundException",
-                format!("Stream {stream} under account 000000000000 not found."),
-            ));
-        };
-        let mut results = Vec::with_capacity(entries.len());
-        for entry in entries {
-            if let Some((code, message)) = state.entry_fault.as_mut().and_then(|f| f(&entry)) {
-                results.push(EntryResult::Failed { code, message });
-                continue;
-            }
-            let key = entry
-                .explicit_hash_key
-                .unwrap_or_else(|| HashKey::from_partition_key(&entry.partition_key));
-            let (i, shard) = shards
-                .iter_mut()
-                .enumerate()
-                .find(|(_, s)| !s.shard.closed && s.shard.start <= key && key <= s.shard.end)
-                .expect("open shards cover the hash key space");
-            shard.next_sequence += 1;
-            let sequence_number = format!("{:04}{:028}", i, shard.next_sequence);
-            let shard_id = shard.shard.shard_id.clone();
-            state
-                .stored
-                .entry(stream.to_owned())
-                .or_default()
-                .push(StoredRecord {
-                    shard_id: shard_id.clone(),
-                    sequence_number: sequence_number.clone(),
-                    partition_key: entry.partition_key,
-                    explicit_hash_key: entry.explicit_hash_key,
-                    data: entry.data,
-                });
-            results.push(EntryResult::Put {
-                shard_id,
-                sequence_number,
-            });
-        }
-        Ok(results)
+        result
     }
 
     async fn list_shards(&self, stream: &str) -> Result<Vec<Shard>, SinkError> {
