@@ -12,32 +12,14 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{Config, HashKey, Producer};
+use kinesis_producer::{Config, Producer};
 
 mod common;
 use common::harness;
-use harness::{kcl_order_by_key, kcl_view, ranges, record};
+use harness::{kcl_order_by_key, kcl_view, keys_out_of_order, ranges, record, reshard_at_random};
 
 const STREAM: &str = "s";
 const KEYS: usize = 40;
-
-/// A split of a random open shard at a random point, or a merge of two adjacent open shards.
-fn reshard(sink: &MemorySink, rng: &mut fastrand::Rng) {
-    let mut open: Vec<_> = sink
-        .shards(STREAM)
-        .into_iter()
-        .filter(|s| !s.closed)
-        .collect();
-    open.sort_by_key(|s| s.start);
-    if open.len() >= 2 && (open.len() >= 6 || rng.bool()) {
-        let i = rng.usize(..open.len() - 1);
-        sink.merge_shards(STREAM, &open[i].shard_id, &open[i + 1].shard_id);
-    } else {
-        let s = &open[rng.usize(..open.len())];
-        let at = s.start.0 + 1 + rng.u128(..s.end.0 - s.start.0);
-        sink.split_shard(STREAM, &s.shard_id, HashKey(at));
-    }
-}
 
 struct Run {
     records: usize,
@@ -74,7 +56,7 @@ async fn run(seed: u64, records: usize) -> Run {
         if n % 50 == 49 {
             let step = n / 50;
             for _ in reshard_at.iter().filter(|&&s| s == step) {
-                reshard(&sink, &mut rng);
+                reshard_at_random(&sink, STREAM, &mut rng);
             }
             // 3% of calls fail as a whole.
             if rng.u8(..100) < 3 {
@@ -116,17 +98,7 @@ async fn run(seed: u64, records: usize) -> Run {
     // Each key's records in the order sent (a record delivered twice may repeat in place: at
     // least once allows a copy, not a newer record before an older one).
     let order = kcl_order_by_key(&stored, &ranges, &sink.parents(STREAM));
-    let mut out_of_order = Vec::new();
-    for (key, data) in &order {
-        let ns: Vec<usize> = data
-            .iter()
-            .map(|d| std::str::from_utf8(d).unwrap().parse().unwrap())
-            .collect();
-        if let Some(w) = ns.windows(2).find(|w| w[0] > w[1]) {
-            out_of_order.push(format!("{key}: {} after {}", w[1], w[0]));
-        }
-    }
-    out_of_order.sort();
+    let out_of_order = keys_out_of_order(&order);
     Run {
         records,
         retried,

@@ -337,16 +337,7 @@ async fn per_key_order_holds_for_a_kcl_consumer_through_splits_and_a_merge() {
         );
     }
     let order = harness::kcl_order_by_key(&stored, &ranges, &parents);
-    let mut out_of_order = Vec::new();
-    for (key, data) in &order {
-        let ns: Vec<usize> = data
-            .iter()
-            .map(|d| std::str::from_utf8(d).unwrap().parse().unwrap())
-            .collect();
-        if let Some(w) = ns.windows(2).find(|w| w[0] > w[1]) {
-            out_of_order.push(format!("{key}: {} after {}", w[1], w[0]));
-        }
-    }
+    let out_of_order = harness::keys_out_of_order(&order);
     let throttled = faults
         .throttled_entries
         .load(std::sync::atomic::Ordering::Relaxed);

@@ -29,7 +29,7 @@
 //! (the test command runs 200). The engine's retry jitter is not seeded from the scenario yet,
 //! so a replay can take another path. `KPL_SIM_TRACE=1` prints each scenario as it starts (a
 //! scenario that hangs in real time is the engine spinning without letting simulated time
-//! advance); `KPL_SIM_DUMP=1` prints, on an order failure, the stored records of the key.
+//! advance).
 //!
 //! What it found so far: the engine spun without end (waking for records to route again while
 //! a stream had no map); and a per-key order check that counted a lost answer's re-sent
@@ -39,10 +39,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use kinesis_producer::sink::memory::MemorySink;
-use kinesis_producer::{BatchFuture, Config, HashKey, Producer, RecordFuture, UserRecord};
+use kinesis_producer::{BatchFuture, Config, Producer, RecordFuture, UserRecord};
 
 mod common;
-use common::harness::{kcl_order_by_key, kcl_view, ranges};
+use common::harness::{kcl_order_by_key, kcl_view, keys_out_of_order, ranges, reshard_at_random};
 
 const STREAM: &str = "s";
 
@@ -85,28 +85,6 @@ fn draw(rng: &mut fastrand::Rng) -> Draw {
         keys: rng.usize(1..=60),
         reshards: rng.usize(0..=3),
         recreate: rng.u8(..8) == 0,
-    }
-}
-
-fn reshard(sink: &MemorySink, rng: &mut fastrand::Rng) {
-    let mut open: Vec<_> = sink
-        .shards(STREAM)
-        .into_iter()
-        .filter(|s| !s.closed)
-        .collect();
-    if open.is_empty() {
-        return;
-    }
-    open.sort_by_key(|s| s.start);
-    if open.len() >= 2 && (open.len() >= 6 || rng.bool()) {
-        let i = rng.usize(..open.len() - 1);
-        sink.merge_shards(STREAM, &open[i].shard_id, &open[i + 1].shard_id);
-    } else {
-        let s = &open[rng.usize(..open.len())];
-        if s.end.0 > s.start.0 {
-            let at = s.start.0 + 1 + rng.u128(..s.end.0 - s.start.0);
-            sink.split_shard(STREAM, &s.shard_id, HashKey(at));
-        }
     }
 }
 
@@ -172,7 +150,7 @@ async fn scenario(seed: u64) -> Result<(), String> {
             )),
         }
         for _ in events.iter().filter(|&&e| (n..n + batch).contains(&e)) {
-            reshard(&sink, &mut rng);
+            reshard_at_random(&sink, STREAM, &mut rng);
         }
         if recreate_at.is_some_and(|r| (n..n + batch).contains(&r)) {
             // Deleted, then created again with other shards under the same ids. The producer
@@ -273,40 +251,8 @@ async fn scenario(seed: u64) -> Result<(), String> {
     }
     if d.ordered {
         let order = kcl_order_by_key(&stored, &ranges, &sink.parents(STREAM));
-        for (key, data) in order.iter().filter(|(key, _)| *key != "probe") {
-            // Each record's first copy: a Kinesis record whose answer was lost is stored twice,
-            // whole, so an aggregate [a, b] of one key reads a, b, a, b (at least once); a
-            // consumer that skips what it has seen reads them in order.
-            let mut seen = std::collections::HashSet::new();
-            let ns: Vec<usize> = data
-                .iter()
-                .map(|b| std::str::from_utf8(b).unwrap().parse().unwrap())
-                .filter(|n| seen.insert(*n))
-                .collect();
-            if let Some(w) = ns.windows(2).find(|w| w[0] > w[1]) {
-                if std::env::var("KPL_SIM_DUMP").is_ok() {
-                    for r in &stored {
-                        let users = common::harness::user_records(r);
-                        let mine: Vec<String> = users
-                            .iter()
-                            .filter(|u| u.partition_key == *key)
-                            .map(|u| String::from_utf8_lossy(&u.data).into_owned())
-                            .collect();
-                        if !mine.is_empty() {
-                            eprintln!("{} {} {:?}", r.shard_id, r.sequence_number, mine);
-                        }
-                    }
-                    for (i, r) in receipts.iter().filter(|(i, _)| **i == w[0] || **i == w[1]) {
-                        eprintln!(
-                            "receipt {i}: {} {} attempts {}",
-                            r.sequence_number,
-                            r.sub_sequence_number,
-                            r.attempts.len()
-                        );
-                    }
-                }
-                return fail(format!("{key}: record {} read after {}", w[1], w[0]));
-            }
+        if let Some(first) = keys_out_of_order(&order).into_iter().next() {
+            return fail(format!("out of order: {first}"));
         }
     }
     Ok(())

@@ -249,3 +249,49 @@ pub fn kcl_order_by_key<S: Stored>(
     }
     by_key
 }
+
+/// The keys whose records (data: the decimal index each was sent with) a reader gets out of the
+/// order sent, as "key: n after m", sorted. Each record counts at its first copy: a Kinesis
+/// record whose answer was lost is stored twice, whole, so an aggregate holding `a` and `b` of
+/// one key reads `a b a b` (at least once), which a reader skipping what it has seen reads in
+/// order. Data that is not a number (a probe) is skipped.
+pub fn keys_out_of_order(order: &HashMap<String, Vec<Bytes>>) -> Vec<String> {
+    let mut out = Vec::new();
+    for (key, data) in order {
+        let mut seen = std::collections::HashSet::new();
+        let ns: Vec<usize> = data
+            .iter()
+            .filter_map(|d| std::str::from_utf8(d).ok()?.parse().ok())
+            .filter(|n| seen.insert(*n))
+            .collect();
+        if let Some(w) = ns.windows(2).find(|w| w[0] > w[1]) {
+            out.push(format!("{key}: {} after {}", w[1], w[0]));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reshards `stream` of the in-memory Kinesis at random: splits an open shard at a random point,
+/// or merges two adjacent open ones (always, once there are 6).
+pub fn reshard_at_random(sink: &MemorySink, stream: &str, rng: &mut fastrand::Rng) {
+    let mut open: Vec<_> = sink
+        .shards(stream)
+        .into_iter()
+        .filter(|s| !s.closed)
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    open.sort_by_key(|s| s.start);
+    if open.len() >= 2 && (open.len() >= 6 || rng.bool()) {
+        let i = rng.usize(..open.len() - 1);
+        sink.merge_shards(stream, &open[i].shard_id, &open[i + 1].shard_id);
+    } else {
+        let s = &open[rng.usize(..open.len())];
+        if s.end.0 > s.start.0 {
+            let at = s.start.0 + 1 + rng.u128(..s.end.0 - s.start.0);
+            sink.split_shard(stream, &s.shard_id, HashKey(at));
+        }
+    }
+}
