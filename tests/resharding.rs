@@ -19,15 +19,8 @@ async fn shard_ranges(
     kinesis: &LocalKinesis,
     stream: &str,
 ) -> HashMap<String, (HashKey, HashKey, bool)> {
-    let out = kinesis
-        .client()
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    listing(kinesis, stream)
         .await
-        .unwrap();
-    out.shards
-        .unwrap_or_default()
         .into_iter()
         .map(|s| {
             let r = s.hash_key_range.unwrap();
@@ -42,6 +35,18 @@ async fn shard_ranges(
             (s.shard_id, range)
         })
         .collect()
+}
+
+/// Every shard of `stream`, as ListShards gives it.
+async fn listing(kinesis: &LocalKinesis, stream: &str) -> Vec<aws_sdk_kinesis::types::Shard> {
+    let out = kinesis
+        .client()
+        .list_shards()
+        .stream_name(stream)
+        .send()
+        .await
+        .unwrap();
+    out.shards.unwrap_or_default()
 }
 
 async fn open_shards(kinesis: &LocalKinesis, stream: &str) -> Vec<(String, HashKey, HashKey)> {
@@ -215,15 +220,8 @@ async fn split_merge_and_rescale_mid_run_lose_nothing_for_a_kcl_consumer() {
 /// Each shard's parents (ParentShardId, and AdjacentParentShardId for a merge), as the KCL
 /// reads them from ListShards to process parents before children.
 async fn lineage(kinesis: &LocalKinesis, stream: &str) -> HashMap<String, Vec<String>> {
-    let out = kinesis
-        .client()
-        .list_shards()
-        .stream_name(stream)
-        .send()
+    listing(kinesis, stream)
         .await
-        .unwrap();
-    out.shards
-        .unwrap_or_default()
         .into_iter()
         .map(|s| {
             let parents = [s.parent_shard_id, s.adjacent_parent_shard_id]
