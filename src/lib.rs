@@ -104,11 +104,13 @@ pub mod sink;
 pub struct ReadmeDoctests;
 
 /// Not part of the API (no semver promise, hidden from the docs): internals the crate's own
-/// tests need. The prost structs mirroring `proto/aggregation.proto`, for the KCL model in
+/// tests need. The engine's core, and the prost structs mirroring `proto/aggregation.proto`, for the KCL model in
 /// `tests/common/kcl.rs`, which decodes an aggregate the way the KCL's protobuf runtime does.
 #[doc(hidden)]
 pub mod __private {
     pub use crate::aggregation::proto::{AggregatedRecord, Record, Tag};
+    /// The engine's sans-I/O core, for the deterministic simulation (`tests/simulation.rs`).
+    pub use crate::engine::simulated as core;
 }
 
 pub use config::{Config, ConfigBuilder};

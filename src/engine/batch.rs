@@ -142,7 +142,7 @@ mod tests {
             shard_id: "shardId-000000000000".into(),
             sequence_number: "7".into(),
             aggregated: true,
-            started: tokio::time::Instant::now(),
+            started: std::time::Instant::now(),
             duration: std::time::Duration::from_millis(3),
         });
         fourth.resolve(Resolution::Put {

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::slot::{Failure, Owner, Put, Slot, State, caller_span};
 use crate::aggregation::Entry;
@@ -70,7 +70,7 @@ fn base() -> Instant {
     static BASE: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     #[allow(clippy::disallowed_methods)]
     let base = *BASE.get_or_init(std::time::Instant::now);
-    Instant::from_std(base)
+    base
 }
 
 /// `at` as nanoseconds from [`base`] (saturating at about 292 years either way).
@@ -125,6 +125,11 @@ impl Pending {
         self.arrival_ns = offset(now);
         self.epoch = epoch;
         self.seq = seq;
+    }
+
+    /// The flush epoch it counts in.
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch
     }
 
     /// Its place in the order the engine took records in.

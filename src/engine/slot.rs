@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Waker;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 use tracing::Level;
 
 use crate::outcome::{Attempt, Attempts, PutError, PutErrorKind, Receipt};

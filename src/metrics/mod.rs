@@ -13,7 +13,7 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 #[cfg(feature = "cloudwatch")]
 pub(crate) mod cloudwatch;
@@ -176,11 +176,12 @@ impl Shared {
 /// One sample the engine took: the metric, the stream's index, the shard, the value.
 pub(crate) type Sample = (Name, Option<usize>, Option<Arc<str>>, f64);
 
-/// The engine's side: what it gathered since its last turn, and when it samples next.
-#[derive(Debug)]
-pub(crate) struct Recorder {
-    shared: Arc<Shared>,
-    /// What the engine itself gathered, per stream (arrivals, failures).
+/// What the engine's core gathers between two turns of its driver: arrivals, failures and the
+/// tallies of PutRecords answers, per stream. Plain data (no lock, no clock): the driver hands
+/// it to the [`Recorder`] once per turn.
+#[derive(Debug, Default)]
+pub(crate) struct Gather {
+    /// What the core gathered per stream (arrivals, failures, puts resolved outside a call).
     local: Vec<Tally>,
     /// Tallies of PutRecords calls, by stream, not yet added.
     calls: Vec<(usize, Tally)>,
@@ -188,6 +189,56 @@ pub(crate) struct Recorder {
     received: Vec<u64>,
     /// Arrivals since the last turn: (when, how many).
     arrivals: Vec<(Instant, u32)>,
+    /// Whether metric values are gathered (`MetricsLevel` is not none).
+    on: bool,
+}
+
+impl Gather {
+    /// Gathers values when `level` is not none (arrivals are counted whatever the level: they
+    /// give the oldest record's age).
+    pub(crate) fn new(level: Level) -> Self {
+        Gather {
+            on: level != Level::None,
+            ..Gather::default()
+        }
+    }
+
+    pub(crate) fn add_stream(&mut self) {
+        self.local.push(Tally::new(self.on));
+        self.received.push(0);
+    }
+
+    /// A user record of stream `stream` arrived at `now`.
+    #[inline]
+    pub(crate) fn received(&mut self, stream: usize, now: Instant) {
+        // Counted here, added to the tally once per turn: a group lookup per record cost as
+        // much as the rest of the metrics (callgrind, `cargo bench --bench engine`).
+        self.received[stream] += 1;
+        tally::count_run(&mut self.arrivals, now);
+    }
+
+    /// What is gathered for stream `stream`.
+    pub(crate) fn tally(&mut self, stream: usize) -> &mut Tally {
+        &mut self.local[stream]
+    }
+
+    /// A PutRecords call's tally, added at the next commit.
+    pub(crate) fn call(&mut self, stream: usize, tally: Tally) {
+        if !tally.is_empty() {
+            self.calls.push((stream, tally));
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.arrivals.is_empty() && self.calls.is_empty() && self.local.iter().all(Tally::is_empty)
+    }
+}
+
+/// The driver's side: the store the handles read, when to sample next, and the signal that the
+/// engine stopped.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    shared: Arc<Shared>,
     pub(crate) next_sample: Instant,
     /// Whether metric values are gathered (`MetricsLevel` is not none).
     on: bool,
@@ -213,10 +264,6 @@ impl Recorder {
             shared: Arc::new(Shared {
                 store: Mutex::new(store),
             }),
-            local: Vec::new(),
-            calls: Vec::new(),
-            received: Vec::new(),
-            arrivals: Vec::new(),
             next_sample: origin,
             on: config.metrics_level != Level::None,
             sampled_some: false,
@@ -239,63 +286,37 @@ impl Recorder {
     }
 
     pub(crate) fn add_stream(&mut self, name: Arc<str>) {
-        self.local.push(Tally::new(self.on));
-        self.received.push(0);
         self.shared.lock().streams.push(StreamCounts {
             name,
             ..Default::default()
         });
     }
 
-    /// A user record of stream `stream` arrived at `now`.
-    #[inline]
-    pub(crate) fn received(&mut self, stream: usize, now: Instant) {
-        // Counted here, added to the tally once per turn: a group lookup per record cost as
-        // much as the rest of the metrics (callgrind, `cargo bench --bench engine`).
-        self.received[stream] += 1;
-        tally::count_run(&mut self.arrivals, now);
-    }
-
-    /// What the engine gathers for stream `stream`.
-    pub(crate) fn tally(&mut self, stream: usize) -> &mut Tally {
-        &mut self.local[stream]
-    }
-
-    /// A PutRecords call's tally, added at the next [`commit`](Self::commit).
-    pub(crate) fn call(&mut self, stream: usize, tally: Tally) {
-        if !tally.is_empty() {
-            self.calls.push((stream, tally));
-        }
-    }
-
-    /// Adds everything gathered since the last turn, under one lock.
-    pub(crate) fn commit(&mut self, now: Instant) {
-        let idle = self.arrivals.is_empty()
-            && self.calls.is_empty()
-            && self.local.iter().all(Tally::is_empty);
-        if idle {
+    /// Adds everything `g` gathered since the last turn, under one lock.
+    pub(crate) fn commit(&mut self, g: &mut Gather, now: Instant) {
+        if g.is_empty() {
             return;
         }
-        for (i, n) in self.received.iter_mut().enumerate() {
+        for (i, n) in g.received.iter_mut().enumerate() {
             let n = std::mem::take(n);
-            if n > 0 && self.on {
-                self.local[i]
+            if n > 0 && g.on {
+                g.local[i]
                     .group(None, None)
                     .put_ones(Name::UserRecordsReceived, n);
             }
         }
         let mut store = self.shared.lock();
         let origin = store.origin;
-        for (at, n) in self.arrivals.drain(..) {
+        for (at, n) in g.arrivals.drain(..) {
             store.ledger.arrive(origin, at, n);
         }
-        for (i, t) in self.local.iter_mut().enumerate() {
+        for (i, t) in g.local.iter_mut().enumerate() {
             if !t.is_empty() {
                 store.apply(i, t, now);
-                *t = Tally::new(self.on);
+                *t = Tally::new(g.on);
             }
         }
-        for (i, t) in self.calls.drain(..) {
+        for (i, t) in g.calls.drain(..) {
             store.apply(i, &t, now);
         }
     }
@@ -310,8 +331,14 @@ impl Recorder {
 
     /// Records one round of samples taken at `now`, and exports changed series to the
     /// `metrics` crate. `samples`: (metric, stream index, shard id, value).
-    pub(crate) fn record_samples(&mut self, samples: &[Sample], buffered: bool, now: Instant) {
-        self.commit(now);
+    pub(crate) fn record_samples(
+        &mut self,
+        g: &mut Gather,
+        samples: &[Sample],
+        buffered: bool,
+        now: Instant,
+    ) {
+        self.commit(g, now);
         self.sampled_some = buffered;
         self.next_sample = now + SAMPLE_INTERVAL;
         let mut store = self.shared.lock();

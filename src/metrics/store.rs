@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hashbrown::HashMap;
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::facade::{Export, Handles};
 use super::names::{COUNT, Dims, Granularity, Level, Name};

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use crate::error::ErrorClass;
 use crate::outcome::{AttemptError, PutErrorKind};

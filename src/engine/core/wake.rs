@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::stream::StreamState;
 
@@ -85,9 +85,9 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
 mod tests {
     use std::sync::Arc;
 
+    use super::super::ready::test_ready;
+    use super::super::stream::Retry;
     use super::*;
-    use crate::engine::ready::test_ready;
-    use crate::engine::stream::Retry;
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -106,7 +106,7 @@ mod tests {
     #[test]
     fn records_to_route_again_wake_only_when_they_can_be() {
         let now = Instant::now();
-        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
+        let mut s = StreamState::new(0, Arc::from("s"), Default::default(), now);
         s.next_refresh = now + 60_000 * MS;
         s.ordered = true;
         let record = crate::record::UserRecord::new("k", "v").unwrap();
@@ -122,7 +122,7 @@ mod tests {
 
     /// A stream whose map is in and whose next refresh is a minute away.
     fn mapped(now: Instant) -> StreamState {
-        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
+        let mut s = StreamState::new(0, Arc::from("s"), Default::default(), now);
         s.next_refresh = now + 60_000 * MS;
         s
     }
@@ -130,9 +130,9 @@ mod tests {
     #[test]
     fn a_new_stream_wakes_at_once_for_its_first_listing_unless_one_is_under_way() {
         let now = Instant::now();
-        let mut s = StreamState::new(Arc::from("s"), Default::default(), now);
+        let mut s = StreamState::new(0, Arc::from("s"), Default::default(), now);
         assert_eq!(next_wake(&[s], inputs(true, false), now), Some(now));
-        s = StreamState::new(Arc::from("s"), Default::default(), now);
+        s = StreamState::new(0, Arc::from("s"), Default::default(), now);
         s.refreshing = true;
         assert_eq!(next_wake(&[s], inputs(true, false), now), None);
     }

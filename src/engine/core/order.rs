@@ -19,48 +19,41 @@
 //!
 //! A resharding is rare; the hold costs one round trip of the calls in flight and a repacking.
 
-use tokio::time::Instant;
+use std::time::Instant;
 
-use super::*;
+use super::ledger::Ledger;
+use super::stream::{ShardState, StreamState, route};
+use crate::engine::pending::Pending;
 
-impl<S: Sink> Engine<S> {
-    /// Per-key ordering: stream `i`'s new map is installed (its shard states already made for
-    /// it): everything not yet sent waits to be routed again, and what is in flight drains.
-    pub(super) fn hold_for_new_map(&mut self, i: usize, mut old: Vec<ShardState>, now: Instant) {
-        let s = &mut self.streams[i];
-        let (generation, lanes) = (s.generation(), s.shards.len());
-        let (records, retry_at) = take_unsent(s, &mut old, generation, lanes);
-        s.draining = s.in_flight;
-        let at = retry_at.map_or(now, |t| t.max(now));
-        reroute_later(s, records.into_iter().map(|(p, _)| p).collect(), at);
+/// Per-key ordering: stream `s`'s new map is installed (its shard states already made for it):
+/// everything not yet sent waits to be routed again, and what is in flight drains.
+pub(super) fn hold_for_new_map(s: &mut StreamState, mut old: Vec<ShardState>, now: Instant) {
+    let (generation, lanes) = (s.generation(), s.shards.len());
+    let (records, retry_at) = take_unsent(s, &mut old, generation, lanes);
+    s.draining = s.in_flight;
+    let at = retry_at.map_or(now, |t| t.max(now));
+    reroute_later(s, records.into_iter().map(|(p, _)| p).collect(), at);
+}
+
+/// Routes stream `s`'s records waiting to be routed again, with everything queued or
+/// aggregated for it, in the order they were taken in, due now. (In-order retries of the
+/// current map stay: their shards' keys are not among these, see the module docs.)
+pub(super) fn reroute(s: &mut StreamState, ledger: &mut Ledger, now: Instant) {
+    let mut records = std::mem::take(&mut s.reroute);
+    for r in s.ready.take_all(s.generation(), s.shards.len()) {
+        records.extend(r.entries);
     }
-
-    /// Whether stream `i`'s records waiting to be routed again can be now.
-    pub(super) fn can_reroute(&self, i: usize, now: Instant) -> bool {
-        self.streams[i].reroute_due().is_some_and(|at| at <= now)
+    for shard in &mut s.shards {
+        if let Some(a) = shard.aggregator.flush() {
+            records.extend(a.entries);
+        }
     }
-
-    /// Routes stream `i`'s records waiting to be routed again, with everything queued or
-    /// aggregated for it, in the order they were taken in, due now. (In-order retries of the
-    /// current map stay: their shards' keys are not among these, see the module docs.)
-    pub(super) fn reroute(&mut self, i: usize, now: Instant) {
-        let s = &mut self.streams[i];
-        let mut records = std::mem::take(&mut s.reroute);
-        for r in s.ready.take_all(s.generation(), s.shards.len()) {
-            records.extend(r.entries);
-        }
-        for shard in &mut s.shards {
-            if let Some(a) = shard.aggregator.flush() {
-                records.extend(a.entries);
-            }
-        }
-        s.aggregators_due = None;
-        s.forced = 0;
-        records.sort_by_key(Pending::seq);
-        tracing::debug!(stream = %s.name, records = records.len(), "per-key ordering: records routed again in the order taken in");
-        for pending in records {
-            self.route(i, pending, now);
-        }
+    s.aggregators_due = None;
+    s.forced = 0;
+    records.sort_by_key(Pending::seq);
+    tracing::debug!(stream = %s.name, records = records.len(), "per-key ordering: records routed again in the order taken in");
+    for pending in records {
+        route(s, ledger, pending, now);
     }
 }
 
@@ -85,7 +78,7 @@ pub(super) fn take_unsent(
     }
     for shard in shards {
         if let Some(a) = shard.aggregator.flush() {
-            let deadline = Instant::from_std(a.deadline);
+            let deadline = a.deadline;
             records.extend(a.entries.into_iter().map(|p| (p, deadline)));
         }
     }

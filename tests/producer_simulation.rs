@@ -1,9 +1,9 @@
-//! A seeded simulation of the producer against a model Kinesis (the in-memory one) and model
-//! callers, on tokio's paused clock, checking after each scenario the invariants that span the
-//! engine's stages. A precursor of issue 23's simulation: that one drives the sans-I/O core
-//! directly, thousands of scenarios a second; this one drives the whole `Producer` (about a
-//! hundred scenarios a second in release), so it runs today and keeps running after the core
-//! exists.
+//! A seeded simulation of the whole producer (handles, channel, driver, core, in-memory sink)
+//! against a model Kinesis and model callers, on tokio's paused clock, checking after each
+//! scenario the invariants that span the engine's stages. `tests/simulation.rs` drives the
+//! sans-I/O core alone, thousands of scenarios a second, and replays a seed exactly; this one
+//! drives the whole `Producer` (about a hundred scenarios a second in release), so the driver
+//! and the handles are covered too.
 //!
 //! Each scenario draws from its seed: 1 to 4 shards; aggregation on or off; `PerKeyOrdering` on
 //! or off; RecordMaxBufferedTime, RecordTtl and the buffer's size; entry throttling (0-20%),
@@ -26,8 +26,8 @@
 //!   twice, whole).
 //!
 //! A failing seed prints itself; `KPL_SIM_SEED=n` replays it alone, `KPL_SIM_SEEDS=n` runs n
-//! (the test command runs 200). The engine's retry jitter is not seeded from the scenario yet,
-//! so a replay can take another path. `KPL_SIM_TRACE=1` prints each scenario as it starts (a
+//! (the test command runs 200). The producer's retry jitter is not seeded from the scenario (the
+//! core simulation's is), so a replay can take another path. `KPL_SIM_TRACE=1` prints each scenario as it starts (a
 //! scenario that hangs in real time is the engine spinning without letting simulated time
 //! advance).
 //!

@@ -7,7 +7,7 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::time::Duration;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use super::ready::Ready;
 use super::ready::{LaneId, ReadyQueue};
@@ -87,9 +87,8 @@ pub(super) fn take(
         }
         if let LaneId::Shard(k) = next.lane {
             let limiter = &mut shards[k].limiter;
-            if !limiter.try_take(next.size, now.into_std()) {
-                let at = Instant::from_std(limiter.ready_at(next.size, now.into_std()))
-                    .max(now + LIMITED_WAIT);
+            if !limiter.try_take(next.size, now) {
+                let at = limiter.ready_at(next.size, now).max(now + LIMITED_WAIT);
                 limited_until = Some(limited_until.map_or(at, |u| u.min(at)));
                 // The whole shard waits: its lane leaves the heap.
                 continue;
@@ -143,9 +142,9 @@ fn offer(queue: &ReadyQueue, lane: LaneId, shards: &[ShardState], ordered: bool)
 #[cfg(test)]
 #[allow(clippy::disallowed_methods)] // a test picks its own instants from the clock
 mod tests {
+    use super::super::ready::{ShardRef, test_ready};
     use super::*;
     use crate::config::Config;
-    use crate::engine::ready::{ShardRef, test_ready};
 
     const GENERATION: u64 = 7;
 
@@ -227,7 +226,7 @@ mod tests {
     #[test]
     fn a_flush_does_not_send_past_a_shard_over_its_rate() {
         let now = Instant::now();
-        let mut s = StreamState::new(std::sync::Arc::from("s"), Default::default(), now);
+        let mut s = StreamState::new(0, std::sync::Arc::from("s"), Default::default(), now);
         s.ready
             .push_back(ready(0, 100, true, now + Duration::from_secs(1)));
         s.forced = 1;

@@ -2,16 +2,15 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tokio::time::Instant;
-
-use super::pending::Pending;
+use super::ledger::{Ledger, Misrouted};
 use super::ready::{Ready, ReadyQueue, ShardRef};
-use super::settle::Misrouted;
-use crate::aggregation::{AggregationLimits, Aggregator};
+use crate::aggregation::{AggregationLimits, Aggregator, Entry, encode};
 use crate::config::Config;
+use crate::engine::pending::Pending;
 use crate::limiter::ShardLimiter;
+use crate::outcome::PutErrorKind;
 use crate::shard_map::ShardMap;
 
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
@@ -35,7 +34,7 @@ impl ShardState {
         ShardState {
             id: Arc::from(id),
             aggregator: Aggregator::new(limits),
-            limiter: ShardLimiter::new(config.rate_limit, now.into_std()),
+            limiter: ShardLimiter::new(config.rate_limit, now),
             busy: false,
             stale: false,
         }
@@ -75,6 +74,8 @@ impl PartialEq for Retry {
 impl Eq for Retry {}
 
 pub(super) struct StreamState {
+    /// Its index among the core's streams (for its metrics).
+    pub(super) index: usize,
     pub(super) name: Arc<str>,
     /// The aggregation limits for this stream: the configured ones with the stream's own
     /// per-record limit (its `MaxRecordSizeInKiB`, 1 MiB until DescribeStreamSummary says more).
@@ -106,6 +107,8 @@ pub(super) struct StreamState {
     /// Kinesis records ready to send, in lanes by shard.
     pub(super) ready: ReadyQueue,
     pub(super) retrying: std::collections::BinaryHeap<Retry>,
+    /// Retries queued so far (ties in `retrying` go in this order).
+    pub(super) retry_seq: u64,
     /// How many of the records at the front of `ready` a flush asked to send now.
     pub(super) forced: usize,
     /// Per-key ordering: failed Kinesis records waiting out their backoff, to be sent again as
@@ -135,8 +138,14 @@ pub(super) struct StreamState {
 
 impl StreamState {
     /// A stream just named by a handle: no map yet, its first refresh due `now`.
-    pub(super) fn new(name: Arc<str>, limits: AggregationLimits, now: Instant) -> Self {
+    pub(super) fn new(
+        index: usize,
+        name: Arc<str>,
+        limits: AggregationLimits,
+        now: Instant,
+    ) -> Self {
         StreamState {
+            index,
             name,
             limits,
             map: None,
@@ -152,6 +161,7 @@ impl StreamState {
             flush_unmapped: false,
             ready: ReadyQueue::default(),
             retrying: std::collections::BinaryHeap::new(),
+            retry_seq: 0,
             forced: 0,
             limited_until: None,
             unverified: Vec::new(),
@@ -162,6 +172,17 @@ impl StreamState {
             reroute: Vec::new(),
             reroute_at: now,
         }
+    }
+
+    /// Whether it holds no record (calls in flight aside).
+    pub(super) fn is_empty(&self) -> bool {
+        self.unmapped.is_empty()
+            && self.ready.is_empty()
+            && self.retrying.is_empty()
+            && self.unverified.is_empty()
+            && self.ordered_retries.is_empty()
+            && self.reroute.is_empty()
+            && self.shards.iter().all(|h| h.aggregator.is_empty())
     }
 
     /// Per-key ordering: when the records waiting to be routed again can be (`order.rs`), if
@@ -275,7 +296,7 @@ pub(super) fn flush_due(s: &mut StreamState, now: Instant, slack: Duration) {
     let mut next_due: Option<Instant> = None;
     let generation = s.generation();
     for (index, shard) in s.shards.iter_mut().enumerate() {
-        let Some(d) = shard.aggregator.earliest_deadline().map(Instant::from_std) else {
+        let Some(d) = shard.aggregator.earliest_deadline() else {
             continue;
         };
         if d <= now + slack {
@@ -299,6 +320,77 @@ pub(super) fn flush_aggregators(s: &mut StreamState) {
     }
 }
 
-pub(super) fn push_ready(s: &mut StreamState, r: Ready) {
-    s.ready.push_back(r);
+/// Per-key ordering: in-order retries whose backoff is over go to the front of their shard's
+/// queue, due at once.
+pub(super) fn release_ordered_retries(s: &mut StreamState, now: Instant) {
+    let mut k = 0;
+    while k < s.ordered_retries.len() {
+        if s.ordered_retries[k].0 <= now {
+            let (_, r) = s.ordered_retries.swap_remove(k);
+            if let Some(shard) = s.shard_mut(r.shard) {
+                shard.busy = false;
+            }
+            s.ready.push_front(r);
+            s.forced += 1;
+        } else {
+            k += 1;
+        }
+    }
+}
+
+/// Puts a record into its predicted shard's aggregator, or holds it until the map is known.
+pub(super) fn route(s: &mut StreamState, ledger: &mut Ledger, pending: Pending, deadline: Instant) {
+    let Some(map) = &s.map else {
+        s.unmapped.push_back((pending, deadline));
+        return;
+    };
+    match map.lookup(pending.record().hash_key()) {
+        Some(index) => match s.shards[index].aggregator.push(pending, deadline) {
+            Ok(full) => {
+                s.aggregators_due = Some(s.aggregators_due.map_or(deadline, |d| d.min(deadline)));
+                let at = s.shard_ref(index);
+                let shard = &mut s.shards[index];
+                // The shard's id is cloned only for what leaves the aggregator.
+                let full = full.map(|a| Ready::from_aggregate(a, at, Arc::clone(&shard.id)));
+                // Nothing more can join a full aggregate: it need not wait for its deadline.
+                let more = if shard.aggregator.is_full() {
+                    shard.flush(at)
+                } else {
+                    None
+                };
+                for r in full.into_iter().chain(more) {
+                    s.ready.push_back(r);
+                }
+            }
+            Err(rejected) => ledger.fail(
+                s.index,
+                rejected.entry,
+                PutErrorKind::InvalidRecord(rejected.error),
+            ),
+        },
+        // A gap in a map taken mid-resharding: let Kinesis route it.
+        None => send_plain(s, ledger, pending, deadline),
+    }
+}
+
+/// Queues a record on its own, unaggregated, routed by its own keys.
+fn send_plain(s: &mut StreamState, ledger: &mut Ledger, pending: Pending, deadline: Instant) {
+    let record = pending.record();
+    if let Err(error) = s.limits.check(record) {
+        return ledger.fail(s.index, pending, PutErrorKind::InvalidRecord(error));
+    }
+    let kinesis = encode(std::slice::from_ref(record)).expect("one record encodes");
+    let shard = s
+        .map
+        .as_ref()
+        .and_then(|m| m.lookup(record.hash_key()))
+        .map(|index| s.shard_ref(index));
+    let expected = s.shard_mut(shard).map(|h| Arc::clone(&h.id));
+    s.ready.push_back(Ready {
+        record: kinesis,
+        entries: vec![pending],
+        deadline,
+        shard,
+        expected,
+    });
 }

@@ -2,16 +2,18 @@
 
 use std::collections::VecDeque;
 
-use tokio::sync::oneshot;
-
-/// Waiters of `flush_and_wait`: records are counted per epoch; a new epoch starts at each
-/// waiter, which is woken when every epoch up to its own has no records left.
+/// Waiters of `flush_and_wait`, each known by a token its driver gave: records are counted per
+/// epoch; a new epoch starts at each waiter, which is done when every epoch up to its own has
+/// no records left. Plain data: the driver wakes the waiters whose tokens come out of
+/// [`take_done`](Epochs::take_done).
 pub(super) struct Epochs {
     /// The oldest epoch with records left (or the current one).
     base: u64,
     /// Unresolved records per epoch, from `base` on.
     counts: VecDeque<u64>,
-    waiters: Vec<(u64, oneshot::Sender<()>)>,
+    waiters: Vec<(u64, u64)>,
+    /// Tokens of waiters whose records have all resolved, not yet taken.
+    done: Vec<u64>,
 }
 
 impl Epochs {
@@ -20,6 +22,7 @@ impl Epochs {
             base: 0,
             counts: VecDeque::from([0]),
             waiters: Vec::new(),
+            done: Vec::new(),
         }
     }
 
@@ -43,11 +46,17 @@ impl Epochs {
         self.settle();
     }
 
-    pub(super) fn wait(&mut self, tx: oneshot::Sender<()>) {
+    /// A waiter, `token`, for every record added so far.
+    pub(super) fn wait(&mut self, token: u64) {
         let epoch = self.current();
         self.counts.push_back(0);
-        self.waiters.push((epoch, tx));
+        self.waiters.push((epoch, token));
         self.settle();
+    }
+
+    /// The tokens of waiters done since the last call, in `into`.
+    pub(super) fn take_done(&mut self, into: &mut Vec<u64>) {
+        into.append(&mut self.done);
     }
 
     fn settle(&mut self) {
@@ -59,14 +68,17 @@ impl Epochs {
         let front_clear = self.counts[0] == 0;
         // Waiter e is done when every epoch <= e is clear: either popped (e < base), or e is
         // the front epoch and it is clear.
-        let waiters = std::mem::take(&mut self.waiters);
-        for (e, tx) in waiters {
-            if e < base || (e == base && front_clear) {
-                let _ = tx.send(());
-            } else {
-                self.waiters.push((e, tx));
-            }
+        if self.waiters.is_empty() {
+            return;
         }
+        let done = &mut self.done;
+        self.waiters.retain(|&(e, token)| {
+            let clear = e < base || (e == base && front_clear);
+            if clear {
+                done.push(token);
+            }
+            !clear
+        });
     }
 }
 
@@ -74,39 +86,41 @@ impl Epochs {
 mod tests {
     use super::*;
 
+    fn done(e: &mut Epochs) -> Vec<u64> {
+        let mut v = Vec::new();
+        e.take_done(&mut v);
+        v
+    }
+
     #[test]
     fn a_waiter_wakes_once_every_record_before_it_resolved() {
         let mut e = Epochs::new();
         let a = e.add();
         let b = e.add();
-        let (tx, mut rx) = oneshot::channel();
-        e.wait(tx);
+        e.wait(7);
         // Records after the waiter do not hold it.
         let c = e.add();
         assert!(c > a && a == b);
         e.resolve(a);
-        assert!(rx.try_recv().is_err());
+        assert!(done(&mut e).is_empty());
         e.resolve_many(b, 1);
-        assert!(rx.try_recv().is_ok());
+        assert_eq!(done(&mut e), vec![7]);
         e.resolve(c);
     }
 
     #[test]
     fn waiters_wake_in_their_own_time_and_a_waiter_with_nothing_before_it_at_once() {
         let mut e = Epochs::new();
-        let (tx0, mut rx0) = oneshot::channel();
-        e.wait(tx0);
-        assert!(rx0.try_recv().is_ok());
+        e.wait(0);
+        assert_eq!(done(&mut e), vec![0]);
         let first = e.add();
-        let (tx1, mut rx1) = oneshot::channel();
-        e.wait(tx1);
+        e.wait(1);
         let second = e.add();
-        let (tx2, mut rx2) = oneshot::channel();
-        e.wait(tx2);
+        e.wait(2);
         // The later epoch resolves first: its waiter still waits for the earlier one.
         e.resolve(second);
-        assert!(rx1.try_recv().is_err() && rx2.try_recv().is_err());
+        assert!(done(&mut e).is_empty());
         e.resolve(first);
-        assert!(rx1.try_recv().is_ok() && rx2.try_recv().is_ok());
+        assert_eq!(done(&mut e), vec![1, 2]);
     }
 }

@@ -12,12 +12,12 @@
 
 use std::collections::VecDeque;
 
-use tokio::time::Instant;
+use std::time::Instant;
 
 use std::sync::Arc;
 
-use super::pending::Pending;
 use crate::aggregation::{Aggregate, KinesisRecord};
+use crate::engine::pending::Pending;
 
 /// Where a Kinesis record is predicted to land: shard `index` of the map of `generation`. A
 /// reference into an older map names nothing now ([`ShardRef::index_in`] checks it).
@@ -55,7 +55,7 @@ impl Ready {
         Ready {
             record: a.record,
             entries: a.entries,
-            deadline: Instant::from_std(a.deadline),
+            deadline: a.deadline,
             shard: Some(shard),
             expected: Some(id),
         }

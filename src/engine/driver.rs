@@ -1,0 +1,362 @@
+//! The driver: the one part of the engine that touches tokio, the sink and the clock. It runs
+//! the [`Core`] as one task: it reads the handles' channel, makes the calls and listings the
+//! core asks for in tasks of their own, reads the clock once per input and hands it to the core,
+//! sleeps until the core's next timeout, and delivers what the core's ledger decided: futures
+//! resolved, room given back to the budget, flush waiters woken, metrics committed.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hashbrown::HashMap;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinSet;
+use tokio::time::{sleep_until, timeout};
+use tracing::Instrument;
+
+use super::core::{CallId, Core, Listed, Listing, Outcomes};
+use super::protocol::Msg;
+use crate::budget::Budget;
+use crate::config::Config;
+use crate::metrics::{Name, Recorder, SAMPLE_INTERVAL, Shared};
+use crate::sink::{EntryResult, Sink, SinkError};
+
+/// The engine's own limit on a call is RequestTimeout plus this: the sink applies RequestTimeout
+/// itself (the AWS sink as the SDK's operation timeout) and can name the endpoint in its error,
+/// so it should answer first; the engine's limit is the backstop for sinks that have none.
+const TIMEOUT_GRACE: Duration = Duration::from_millis(250);
+
+/// Messages taken from the channel per wake-up: large enough to amortise the wake-up, small
+/// enough that timers are looked at often under load.
+const RECV_BATCH: usize = 1024;
+
+/// The engine: a [`Core`] and what it runs on.
+pub(crate) struct Engine<S> {
+    core: Core,
+    config: Config,
+    sink: Arc<S>,
+    budget: Arc<Budget>,
+    recorder: Recorder,
+    /// PutRecords calls in flight, each answering with its call's id.
+    inflight: JoinSet<(CallId, Result<Vec<EntryResult>, SinkError>)>,
+    /// Which call each task makes, for a task that ends without an answer.
+    tasks: HashMap<tokio::task::Id, CallId>,
+    refreshes: JoinSet<(Listing, Listed)>,
+    /// `flush_and_wait` waiters, by the token the core knows them by.
+    flush_waiters: HashMap<u64, oneshot::Sender<()>>,
+    next_token: u64,
+    shutdown_waiters: Vec<oneshot::Sender<()>>,
+    outcomes: Outcomes,
+}
+
+impl<S: Sink> Engine<S> {
+    pub(crate) fn new(config: Config, sink: S, budget: Arc<Budget>) -> Self {
+        let origin = clock();
+        // The oldest record's age to within a millisecond, or within 1/30,000 of RecordTtl
+        // when that is longer, so the ledger of arrivals stays under 30,000 counters.
+        let age_resolution = (config.record_ttl / 30_000).max(Duration::from_millis(1));
+        let recorder = Recorder::new(&config, origin, age_resolution);
+        Engine {
+            core: Core::new(config.clone(), fastrand::Rng::new(), origin),
+            config,
+            sink: Arc::new(sink),
+            budget,
+            recorder,
+            inflight: JoinSet::new(),
+            tasks: HashMap::new(),
+            refreshes: JoinSet::new(),
+            flush_waiters: HashMap::new(),
+            next_token: 0,
+            shutdown_waiters: Vec::new(),
+            outcomes: Outcomes::default(),
+        }
+    }
+
+    /// The metrics' store, for the producer's handles to read.
+    pub(crate) fn metrics(&self) -> Arc<Shared> {
+        self.recorder.shared()
+    }
+
+    /// Tells when the engine has stopped.
+    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.recorder.closed()
+    }
+
+    /// Runs the engine until every handle is gone or shutdown is asked for, and everything it
+    /// holds is resolved.
+    pub(crate) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Msg>) {
+        let mut buf = Vec::with_capacity(RECV_BATCH);
+        let mut open = true;
+        loop {
+            let now = clock();
+            self.core.handle_timeout(now);
+            self.start_listings();
+            self.start_calls(now);
+            self.deliver();
+            self.account(now);
+            if self.core.is_finished() {
+                break;
+            }
+            let wake = self.core.poll_timeout(now);
+            let wake = wake.into_iter().chain(self.sample_at()).min();
+            // Wait for the next input; then read the clock once and hand both to the core.
+            tokio::select! {
+                biased;
+                Some(done) = self.inflight.join_next_with_id(), if !self.inflight.is_empty() => {
+                    let (id, answer) = match done {
+                        Ok((task, answer)) => {
+                            self.tasks.remove(&task);
+                            answer
+                        }
+                        // Cannot happen (the sink's panics are caught in `guarded`, and no
+                        // task is aborted): the call fails as a whole, so nothing waits on it.
+                        Err(e) => {
+                            tracing::error!(error = %e, "a PutRecords task failed");
+                            let id = self.tasks.remove(&e.id()).expect("every task is a call's");
+                            let error = SinkError::new("PutRecords", "TaskFailed", e.to_string());
+                            (id, Err(error))
+                        }
+                    };
+                    self.core.handle_put_answer(id, answer, clock());
+                }
+                Some(done) = self.refreshes.join_next(), if !self.refreshes.is_empty() => {
+                    if let Ok((listing, listed)) = done {
+                        self.core.handle_listing(&listing, listed, clock());
+                    }
+                }
+                n = rx.recv_many(&mut buf, RECV_BATCH), if open => {
+                    let now = clock();
+                    if n == 0 {
+                        // Every handle is gone: send what is held, then stop.
+                        open = false;
+                        self.core.close();
+                    }
+                    for msg in buf.drain(..) {
+                        self.on_msg(msg, now);
+                    }
+                }
+                () = sleep_until(tokio::time::Instant::from_std(wake.unwrap_or(now + Duration::from_secs(3600)))), if wake.is_some() => {}
+            }
+        }
+        self.deliver();
+        self.account_last();
+        tracing::debug!("producer engine stopped");
+        for tx in self.shutdown_waiters.drain(..) {
+            let _ = tx.send(());
+        }
+    }
+
+    fn on_msg(&mut self, msg: Msg, now: Instant) {
+        match msg {
+            Msg::NewStream { id, name } => {
+                self.recorder.add_stream(Arc::clone(&name));
+                self.core.add_stream(id, name, now);
+            }
+            Msg::Record { stream, pending } => {
+                self.core
+                    .handle_records(stream, std::iter::once(pending), now)
+            }
+            Msg::Records { stream, entries } => self.core.handle_records(stream, entries, now),
+            Msg::Flush => self.core.flush(),
+            Msg::Refresh(name) => self.core.refresh(&name, now),
+            Msg::FlushWait(tx) => {
+                let token = self.next_token;
+                self.next_token += 1;
+                self.flush_waiters.insert(token, tx);
+                self.core.flush_wait(token);
+            }
+            Msg::Shutdown(tx) => {
+                self.core.close();
+                self.shutdown_waiters.push(tx);
+            }
+        }
+    }
+
+    /// Starts the listings the core asks for, each in a task of its own: ListShards, and once
+    /// it answers, DescribeStreamSummary for the stream's own record limit.
+    fn start_listings(&mut self) {
+        let limit = self.config.request_timeout;
+        while let Some(listing) = self.core.poll_listing() {
+            let sink = Arc::clone(&self.sink);
+            let span = tracing::debug_span!("list_shards", stream = %listing.name, generation = listing.generation);
+            self.refreshes.spawn(
+                async move {
+                    let name = &listing.name;
+                    let call = guarded("ListShards", sink.list_shards(name));
+                    let shards = match timeout(limit + TIMEOUT_GRACE, call).await {
+                        Ok(r) => r,
+                        Err(_) => Err(timed_out("ListShards", limit)),
+                    };
+                    // The stream's own record limit, refreshed with its map.
+                    let record_limit = match &shards {
+                        Ok(_) => {
+                            let describe =
+                                guarded("DescribeStreamSummary", sink.max_record_size(name));
+                            Some(
+                                timeout(limit + TIMEOUT_GRACE, describe)
+                                    .await
+                                    .unwrap_or_else(|_| {
+                                        Err(timed_out("DescribeStreamSummary", limit))
+                                    }),
+                            )
+                        }
+                        Err(_) => None,
+                    };
+                    (
+                        listing,
+                        Listed {
+                            shards,
+                            record_limit,
+                        },
+                    )
+                }
+                .instrument(span),
+            );
+        }
+    }
+
+    /// Makes the PutRecords calls the core asks for, each in a task of its own.
+    fn start_calls(&mut self, now: Instant) {
+        let limit = self.config.request_timeout;
+        while let Some(call) = self.core.poll_call(now) {
+            let sink = Arc::clone(&self.sink);
+            let id = call.id;
+            let span = call.span;
+            let (stream, entries) = (call.stream, call.entries);
+            let task = async move {
+                let put = guarded("PutRecords", sink.put_records(&stream, entries));
+                let answer = match timeout(limit + TIMEOUT_GRACE, put).await {
+                    Ok(r) => r,
+                    Err(_) => Err(timed_out("PutRecords", limit)),
+                };
+                (id, answer)
+            };
+            let handle = self.inflight.spawn(task.instrument(span));
+            self.tasks.insert(handle.id(), id);
+        }
+    }
+
+    /// Delivers what the core's ledger decided: outcomes to their futures, room to the budget,
+    /// and then (every record before them resolved) flush waiters.
+    fn deliver(&mut self) {
+        self.core.poll_outcomes(&mut self.outcomes);
+        if self.outcomes.is_empty() {
+            return;
+        }
+        for outcome in self.outcomes.resolved.drain(..) {
+            let _ = outcome.deliver();
+        }
+        let (records, bytes) = std::mem::take(&mut self.outcomes.released);
+        if records > 0 {
+            self.budget.release(records, bytes);
+        }
+        for token in self.outcomes.flushed.drain(..) {
+            if let Some(tx) = self.flush_waiters.remove(&token) {
+                let _ = tx.send(());
+            }
+        }
+    }
+
+    /// The end of a turn: what it gathered goes to the metrics, and the samples are taken when
+    /// due.
+    fn account(&mut self, now: Instant) {
+        if now >= self.recorder.next_sample && self.recorder.sample_wanted(self.buffered()) {
+            self.sample(now);
+        } else {
+            self.recorder.commit(self.core.gather(), now);
+        }
+    }
+
+    /// When the next sample is due, if one is wanted.
+    fn sample_at(&self) -> Option<Instant> {
+        self.recorder
+            .sample_wanted(self.buffered())
+            .then_some(self.recorder.next_sample)
+    }
+
+    /// The last turn: the final figures, exported.
+    fn account_last(&mut self) {
+        self.sample(clock());
+        self.recorder.close();
+    }
+
+    fn buffered(&self) -> bool {
+        self.budget.used().0 > 0
+    }
+
+    /// Samples the quantities: what is buffered, and the core's per stream and shard.
+    fn sample(&mut self, now: Instant) {
+        let (records, bytes) = self.budget.used();
+        let mut samples = vec![
+            (Name::UserRecordsBuffered, None, None, records as f64),
+            (Name::BytesBuffered, None, None, bytes as f64),
+        ];
+        samples.extend(self.core.samples());
+        self.recorder
+            .record_samples(self.core.gather(), &samples, records > 0, now);
+        debug_assert!(self.recorder.next_sample == now + SAMPLE_INTERVAL);
+    }
+}
+
+/// The engine's one clock: the driver reads it once per input; the core gets the time from it
+/// (`clippy.toml` keeps the core off the clock). Tokio's, so that a test's paused clock holds.
+#[allow(clippy::disallowed_methods)]
+pub(crate) fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// `call`, a sink's, with a panic in it turned into its error (`SinkPanicked`, which is not
+/// retried): a panic that ended the task instead left its records' budget, flush epochs and
+/// shard flags taken for good, so that `flush_and_wait` and `shutdown` never returned.
+async fn guarded<T>(
+    operation: &'static str,
+    call: impl Future<Output = Result<T, SinkError>>,
+) -> Result<T, SinkError> {
+    match CatchUnwind(Box::pin(call)).await {
+        Ok(result) => result,
+        Err(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "no message".to_owned());
+            tracing::error!(operation, panic = %what, "the sink panicked");
+            Err(SinkError::new(
+                operation,
+                "SinkPanicked",
+                format!("the sink panicked in {operation}: {what}"),
+            ))
+        }
+    }
+}
+
+/// A future whose panic while polled is its output (boxed: one allocation per call, so that no
+/// pin projection is needed).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: Future> Future for CatchUnwind<F> {
+    type Output = Result<F::Output, Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(payload) => std::task::Poll::Ready(Err(payload)),
+        }
+    }
+}
+
+fn timed_out(operation: &'static str, limit: Duration) -> SinkError {
+    SinkError::new(
+        operation,
+        "RequestTimeout",
+        format!(
+            "no answer to {operation} within RequestTimeout ({} ms)",
+            limit.as_millis()
+        ),
+    )
+}
