@@ -118,22 +118,27 @@ pub fn even_split(n: usize) -> Vec<(HashKey, HashKey)> {
         .collect()
 }
 
+/// `n` open shards splitting the hash key space evenly, named as Kinesis names a new stream's.
+#[cfg(test)]
+pub(crate) fn even_shards(n: usize) -> Vec<Shard> {
+    even_split(n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, (start, end))| Shard {
+            shard_id: format!("shardId-{i:012}"),
+            start,
+            end,
+            closed: false,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn map(n: usize) -> ShardMap {
-        let shards = even_split(n)
-            .into_iter()
-            .enumerate()
-            .map(|(i, (start, end))| Shard {
-                shard_id: format!("shardId-{i:012}"),
-                start,
-                end,
-                closed: false,
-            })
-            .rev()
-            .collect();
+        let shards = even_shards(n).into_iter().rev().collect();
         ShardMap::new(shards, 1)
     }
 

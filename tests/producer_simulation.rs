@@ -42,7 +42,7 @@ use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{BatchFuture, Config, Producer, RecordFuture, UserRecord};
 
 mod common;
-use common::harness::{kcl_order_by_key, kcl_view, keys_out_of_order, ranges, reshard_at_random};
+use common::harness::{check_receipts, reshard_at_random};
 
 const STREAM: &str = "s";
 
@@ -225,37 +225,7 @@ async fn scenario(seed: u64) -> Result<(), String> {
     {
         return fail("shutdown never returned".into());
     }
-    // The stream as it is now: records put on an incarnation deleted since are gone with it.
-    let now = format!("{:04}", sink.incarnation(STREAM));
-    let stored = sink.records(STREAM);
-    let ranges = ranges(&sink, STREAM);
-    let kept = kcl_view(&stored, &ranges);
-    for (i, r) in &receipts {
-        if !r.sequence_number.starts_with(&now) {
-            continue;
-        }
-        match kept.get(i.to_string().as_bytes()) {
-            None => {
-                return fail(format!(
-                    "record {i} reported Ok is invisible to a KCL reader"
-                ));
-            }
-            Some((shard, seq, sub)) => {
-                if (&**shard, &**seq, *sub)
-                    != (&*r.shard_id, &*r.sequence_number, r.sub_sequence_number)
-                {
-                    return fail(format!("record {i} is not where its receipt says"));
-                }
-            }
-        }
-    }
-    if d.ordered {
-        let order = kcl_order_by_key(&stored, &ranges, &sink.parents(STREAM));
-        if let Some(first) = keys_out_of_order(&order).into_iter().next() {
-            return fail(format!("out of order: {first}"));
-        }
-    }
-    Ok(())
+    check_receipts(&sink, STREAM, &receipts, d.ordered).or_else(fail)
 }
 
 #[tokio::test(start_paused = true)]

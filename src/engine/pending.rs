@@ -73,6 +73,13 @@ fn base() -> Instant {
     base
 }
 
+/// The instant `ns` nanoseconds from [`base`].
+fn instant(ns: i64) -> Instant {
+    let b = base();
+    let n = Duration::from_nanos(ns.unsigned_abs());
+    if ns >= 0 { b + n } else { b - n }
+}
+
 /// `at` as nanoseconds from [`base`] (saturating at about 292 years either way).
 fn offset(at: Instant) -> i64 {
     let b = base();
@@ -138,13 +145,18 @@ impl Pending {
     }
 
     pub(crate) fn arrival(&self) -> Instant {
-        let b = base();
-        let ns = self.arrival_ns.unsigned_abs();
-        if self.arrival_ns >= 0 {
-            b + Duration::from_nanos(ns)
-        } else {
-            b - Duration::from_nanos(ns)
-        }
+        instant(self.arrival_ns)
+    }
+
+    /// When the oldest of `entries` was taken in, if there are any (one conversion from the
+    /// stored offsets, not one per record).
+    pub(crate) fn oldest_arrival(entries: &[Pending]) -> Option<Instant> {
+        entries.iter().map(|p| p.arrival_ns).min().map(instant)
+    }
+
+    /// The error of its latest failed attempt, if it made one.
+    pub(crate) fn last_error(&self) -> Option<Arc<AttemptError>> {
+        self.failed.as_ref()?.last()?.error.clone()
     }
 
     /// The span the record was sent in, if any.

@@ -295,3 +295,48 @@ pub fn reshard_at_random(sink: &MemorySink, stream: &str, rng: &mut fastrand::Rn
         }
     }
 }
+
+/// What a KCL reader of `sink`'s `stream` as it is now sees of the records reported `Ok`
+/// (`receipts`, by the decimal index each was sent with as its data): every one put on the
+/// stream as it is now (its incarnation in the sequence number; records put on an incarnation
+/// deleted since are gone with it) is kept at the shard, sequence and sub-sequence number its
+/// receipt names (`kcl_view`: the straddle rule); with `ordered`, each key's records come in the
+/// order sent (`kcl_order_by_key`: lineage order, the straddle rule; each at its first copy).
+/// The first thing wrong, if anything is.
+pub fn check_receipts(
+    sink: &MemorySink,
+    stream: &str,
+    receipts: &HashMap<usize, Receipt>,
+    ordered: bool,
+) -> Result<(), String> {
+    let now = format!("{:04}", sink.incarnation(stream));
+    let stored = sink.records(stream);
+    let ranges = ranges(sink, stream);
+    let kept = kcl_view(&stored, &ranges);
+    for (i, r) in receipts {
+        if !r.sequence_number.starts_with(&now) {
+            continue;
+        }
+        match kept.get(i.to_string().as_bytes()) {
+            None => {
+                return Err(format!(
+                    "record {i} reported Ok is invisible to a KCL reader"
+                ));
+            }
+            Some((shard, seq, sub)) => {
+                if (&**shard, &**seq, *sub)
+                    != (&*r.shard_id, &*r.sequence_number, r.sub_sequence_number)
+                {
+                    return Err(format!("record {i} is not where its receipt says"));
+                }
+            }
+        }
+    }
+    if ordered {
+        let order = kcl_order_by_key(&stored, &ranges, &sink.parents(stream));
+        if let Some(first) = keys_out_of_order(&order).into_iter().next() {
+            return Err(format!("out of order: {first}"));
+        }
+    }
+    Ok(())
+}

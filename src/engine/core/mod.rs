@@ -66,11 +66,13 @@ mod ready;
 mod resend;
 mod retrier;
 mod stream;
+#[cfg(test)]
+mod tests;
 mod wake;
 
 use collector::{CallLimits, Taken};
-pub(crate) use ledger::Outcomes;
 use ledger::{EntryFate, Ledger, Misrouted, settle};
+pub(crate) use ledger::{Outcome, Outcomes};
 use ready::Ready;
 use stream::{StreamState, flush_aggregators, flush_due, request_refresh, retune, route};
 use wake::WakeInputs;
@@ -312,6 +314,9 @@ impl Core {
             if !s.unverified.is_empty() {
                 mapping::expire_unverified(s, &mut cx, now);
             }
+            if !s.reroute.is_empty() {
+                stream::expire_reroute(s, cx.ledger, cx.config.record_ttl, now);
+            }
             if s.reroute_due().is_some_and(|at| at <= now) {
                 order::reroute(s, cx.ledger, now);
             }
@@ -322,6 +327,10 @@ impl Core {
             }
             for pending in due {
                 route(s, cx.ledger, pending, now);
+            }
+            let ttl = cx.config.record_ttl;
+            if s.ready.oldest_born().is_some_and(|b| b + ttl <= now) {
+                stream::expire_queued(s, cx.ledger, ttl, now);
             }
             if cx.closing {
                 flush_aggregators(s);

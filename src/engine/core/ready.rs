@@ -47,12 +47,20 @@ pub(super) struct Ready {
     /// The id of that shard: Kinesis naming another one means the map is stale, and an
     /// aggregate may then hold records outside the range of the shard that took it.
     pub(super) expected: Option<Arc<str>>,
+    /// When its oldest user record was taken in: its RecordTtl runs out first.
+    pub(super) born: Instant,
+}
+
+/// When the oldest of `entries` was taken in (`fallback` for none).
+pub(super) fn born(entries: &[Pending], fallback: Instant) -> Instant {
+    Pending::oldest_arrival(entries).unwrap_or(fallback)
 }
 
 impl Ready {
     /// An aggregate flushed from the aggregator of shard `shard`, whose id is `id`.
     pub(super) fn from_aggregate(a: Aggregate<Pending>, shard: ShardRef, id: Arc<str>) -> Ready {
         Ready {
+            born: born(&a.entries, a.deadline),
             record: a.record,
             entries: a.entries,
             deadline: a.deadline,
@@ -67,6 +75,7 @@ impl Ready {
     /// Kinesis routes it by that key, the same as each of its records, so no shard is predicted.
     pub(super) fn unmapped(a: Aggregate<Pending>, now: Instant) -> Ready {
         Ready {
+            born: born(&a.entries, now),
             record: a.record,
             entries: a.entries,
             deadline: now,
@@ -89,6 +98,10 @@ pub(super) struct ReadyQueue {
     next_front: i64,
     len: usize,
     bytes: usize,
+    /// No record queued was born before this (a lower bound: exact after [`expire`]).
+    ///
+    /// [`expire`]: ReadyQueue::expire
+    oldest_born: Option<Instant>,
 }
 
 /// Which lane: a shard's, by index, or the one for no shard.
@@ -175,6 +188,7 @@ impl ReadyQueue {
 
     /// Queues `r` behind everything queued.
     pub(super) fn push_back(&mut self, r: Ready) {
+        self.note_born(r.born);
         let at = self.next_back;
         self.next_back += 1;
         self.len += 1;
@@ -185,12 +199,56 @@ impl ReadyQueue {
 
     /// Queues `r` ahead of everything queued (an in-order retry, ahead of what is newer).
     pub(super) fn push_front(&mut self, r: Ready) {
+        self.note_born(r.born);
         self.next_front -= 1;
         let at = self.next_front;
         self.len += 1;
         self.bytes += r.record.size();
         let lane = self.lane_of(&r);
         self.lane_mut(lane).push_front(at, r);
+    }
+
+    fn note_born(&mut self, born: Instant) {
+        self.oldest_born = Some(self.oldest_born.map_or(born, |b| b.min(born)));
+    }
+
+    /// No record queued was born before this, if any is queued (a lower bound).
+    pub(super) fn oldest_born(&self) -> Option<Instant> {
+        self.oldest_born.filter(|_| self.len > 0)
+    }
+
+    /// Hands `expire` each record queued born at or before `cutoff`, to take out of it the user
+    /// records whose RecordTtl is over (re-encoding the rest); records it leaves empty leave
+    /// the queue. Everything else keeps its place.
+    pub(super) fn expire(&mut self, cutoff: Instant, mut expire: impl FnMut(&mut Ready)) {
+        let mut oldest: Option<Instant> = None;
+        let (mut len, mut bytes) = (0, 0);
+        for lane in self
+            .lanes
+            .iter_mut()
+            .chain(std::iter::once(&mut self.other))
+        {
+            let mut changed = false;
+            for (_, r) in lane.items.iter_mut() {
+                if r.born <= cutoff {
+                    expire(r);
+                    changed = true;
+                }
+            }
+            if changed {
+                let items = std::mem::take(&mut lane.items);
+                lane.earliest.clear();
+                for (at, r) in items.into_iter().filter(|(_, r)| !r.entries.is_empty()) {
+                    lane.push_back(at, r);
+                }
+            }
+            for (_, r) in &lane.items {
+                len += 1;
+                bytes += r.record.size();
+                oldest = Some(oldest.map_or(r.born, |o: Instant| o.min(r.born)));
+            }
+        }
+        (self.len, self.bytes, self.oldest_born) = (len, bytes, oldest);
     }
 
     pub(super) fn len(&self) -> usize {
@@ -301,6 +359,7 @@ pub(super) fn test_ready(index: usize, generation: u64, size: usize, deadline: I
         deadline,
         shard: Some(ShardRef { index, generation }),
         expected: None,
+        born: deadline,
     }
 }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use std::time::Instant;
 
 use super::stream::StreamState;
+use crate::engine::pending::Pending;
 
 /// What, besides the streams, decides when the engine must wake.
 #[derive(Debug, Clone, Copy)]
@@ -50,6 +51,21 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
     }
     if let Some(t) = s.reroute_due() {
         at(t);
+    }
+    // Records waiting to be routed again, and queued records, whose RecordTtl runs out (a
+    // time already past was acted on: see `stream::expire_reroute` and
+    // `stream::expire_queued`).
+    if let Some(born) = Pending::oldest_arrival(&s.reroute)
+        && born + w.record_ttl > now
+    {
+        at(born + w.record_ttl);
+    }
+    // Queued records whose RecordTtl runs out (a time already past was acted on: see
+    // `stream::expire_queued`).
+    if let Some(born) = s.ready.oldest_born()
+        && born + w.record_ttl > now
+    {
+        at(born + w.record_ttl);
     }
     if w.can_send {
         // While a shard is over its rate nothing is sent before `limited_until` (see
@@ -96,7 +112,8 @@ mod tests {
             can_send,
             closing,
             unmapped_wait: 15_000 * MS,
-            record_ttl: 30_000 * MS,
+            // Past the periodic refresh (60 s), so the cases below see no expiry.
+            record_ttl: 120_000 * MS,
         }
     }
 
@@ -198,6 +215,19 @@ mod tests {
             next_wake(&[s], inputs(true, false), now),
             Some(now + 5 * MS)
         );
+    }
+
+    #[test]
+    fn queued_records_wake_the_core_when_their_ttl_runs_out() {
+        let now = Instant::now();
+        let mut s = mapped(now);
+        // Held back past its deadline (its shard busy, say): only its TTL wakes the core.
+        s.ready.push_back(test_ready(0, 1, 100, now - 10 * MS));
+        let w = WakeInputs {
+            record_ttl: 2_000 * MS,
+            ..inputs(true, false)
+        };
+        assert_eq!(next_wake(&[s], w, now), Some(now + 1_990 * MS));
     }
 
     #[test]

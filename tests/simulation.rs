@@ -1,0 +1,770 @@
+//! The deterministic simulation of the engine's core (FoundationDB's simulation and
+//! TigerBeetle's VOPR are the models): a seeded simulator drives the sans-I/O core exactly as
+//! the driver does (`src/engine/driver.rs`), on simulated time, against a model of Kinesis and
+//! a model of callers, and checks the invariants that span the engine's stages after each
+//! scenario. Nothing in a scenario reads a clock or draws from an unseeded source: a seed
+//! replays exactly.
+//!
+//! **Kinesis** is the in-memory one (`MemorySink`, driven synchronously: its calls complete on
+//! their first poll), with what the simulator adds around it:
+//! - per-entry throttling at a random share whatever our rate (other producers share the
+//!   stream), and each shard's own limits, 1,000 records and 1 MiB a second (counted in
+//!   one-second windows of simulated time, as `kinesis-facts.md` gives them);
+//! - whole calls failing (`InternalFailure`), answers that never come (the records stored
+//!   first: the driver's time limit, RequestTimeout plus its grace, then answers the call as
+//!   timed out), latency both ways, calls finishing out of order;
+//! - ListShards slow (up to 3 s) or failing (`LimitExceededException`);
+//! - splits and merges at random points (`harness::reshard_at_random`), and the stream deleted
+//!   and created again with other shards under the same ids, staying missing a while.
+//!
+//! **Callers** send one record at a time, or batches (`send_all`), waiting for room or refused
+//! when the buffer is full; flush, and flush and wait; ask for a refresh; drop futures
+//! (cancellation: the core must resolve them all the same); and shut down at the end.
+//! Configurations vary: aggregation on or off, per-key ordering on or off, RecordMaxBufferedTime,
+//! RecordTtl, the buffer's size, MaxConnections, CollectionMaxCount.
+//!
+//! **Invariants**, checked at every step or after each scenario:
+//! 1. every future resolves exactly once: each is ready at the end, none as `Stopped` (the core
+//!    never drops a record), and the records the ledger resolved number exactly those taken in;
+//! 2. every record `Ok` on the stream as it is now is visible to a KCL reader of the model's
+//!    stream at the shard, sequence and sub-sequence number its receipt names (the straddle
+//!    rule: `harness::kcl_view`);
+//! 3. with `PerKeyOrdering`, each key's records are in the order sent as that reader reads them
+//!    (lineage order, the straddle rule: `harness::kcl_order_by_key`; each record at its first
+//!    copy);
+//! 4. the charged budget never exceeds `MaxBufferedRecords`/`MaxBufferedBytes`, the core's count
+//!    of what it holds equals what the callers were charged less what the ledger gave back, at
+//!    every step, and both return to 0;
+//! 5. a flush-and-wait is done only once every record sent before it has resolved, and is done;
+//! 6. shutdown finishes within RecordTtl plus the request timeout (and its grace) after it is
+//!    asked for, without the core spinning (asking to be woken at the same instant without
+//!    end);
+//! 7. counts add up: records put plus records failed equal records sent.
+//!
+//! A failing seed prints itself and its draw; `KPL_SIM_SEED=n` replays it alone and
+//! `KPL_SIM_TRACE=1` prints each step. `KPL_SIM_SEEDS=n` runs n scenarios (the test command runs
+//! 3,000), `KPL_SIM_FIRST=n` starts at seed n, and `KPL_SIM_THREADS` sets how many threads
+//! share them (default: the machine's cores).
+
+use std::collections::{BinaryHeap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use kinesis_producer::__private::core::{SimCall, SimCore, SimListing};
+use kinesis_producer::sink::memory::MemorySink;
+use kinesis_producer::sink::{EntryResult, Sink, SinkError};
+use kinesis_producer::{BatchFuture, Config, HashKey, PutErrorKind, RecordFuture, UserRecord};
+
+mod common;
+use common::harness::{check_receipts, reshard_at_random};
+
+const STREAM: &str = "s";
+/// The driver's grace after RequestTimeout (`driver::TIMEOUT_GRACE`).
+const GRACE: Duration = Duration::from_millis(250);
+/// A shard's write limits (`kinesis-facts.md`).
+const SHARD_RECORDS: u32 = 1_000;
+const SHARD_BYTES: usize = 1 << 20;
+
+/// What one scenario drew, printed with a failure.
+#[derive(Debug)]
+struct Draw {
+    shards: usize,
+    aggregation: bool,
+    ordered: bool,
+    linger_ms: u64,
+    ttl_ms: u64,
+    timeout_ms: u64,
+    buffer: usize,
+    max_connections: usize,
+    max_count: usize,
+    throttle: u8,
+    answer_loss: u8,
+    call_failure: u8,
+    records: usize,
+    keys: usize,
+    reshards: usize,
+    recreate: bool,
+    slow_listing: bool,
+}
+
+fn draw(rng: &mut fastrand::Rng) -> Draw {
+    Draw {
+        shards: rng.usize(1..=4),
+        aggregation: rng.u8(..4) != 0,
+        ordered: rng.bool(),
+        linger_ms: rng.u64(1..=150),
+        ttl_ms: rng.u64(1_000..=30_000),
+        timeout_ms: rng.u64(100..=2_000),
+        buffer: rng.usize(10..=600),
+        max_connections: rng.usize(1..=8),
+        max_count: rng.usize(1..=500),
+        throttle: if rng.u8(..3) == 0 { 0 } else { rng.u8(..=60) },
+        answer_loss: if rng.u8(..4) == 0 { rng.u8(1..=8) } else { 0 },
+        call_failure: if rng.bool() { rng.u8(1..=10) } else { 0 },
+        records: rng.usize(10..=250),
+        keys: rng.usize(1..=30),
+        reshards: rng.usize(0..=3),
+        recreate: rng.u8(..8) == 0,
+        slow_listing: rng.u8(..4) == 0,
+    }
+}
+
+type Outcome = Result<kinesis_producer::Receipt, kinesis_producer::PutError>;
+
+/// What a caller holds for the records it sent: their future, or once it was seen ready, its
+/// outcome (a future is polled to completion once).
+enum Held {
+    One(usize, RecordFuture),
+    Batch(usize, usize, BatchFuture),
+    Done(usize, Vec<Outcome>),
+    /// Dropped by its caller: only the ledger's count shows it resolved.
+    Dropped,
+}
+
+impl Held {
+    /// How many records it stands for.
+    fn len(&self) -> usize {
+        match self {
+            Held::One(..) | Held::Dropped => 1,
+            Held::Batch(_, len, _) => *len,
+            Held::Done(_, o) => o.len(),
+        }
+    }
+
+    /// Whether its records have resolved (their outcomes kept if so); dropped ones count as
+    /// resolved (the ledger's count covers them).
+    fn resolved(&mut self) -> bool {
+        let done = match self {
+            Held::One(i, f) => now_or_never(f).map(|o| Held::Done(*i, vec![o])),
+            Held::Batch(first, _, f) => now_or_never(f).map(|o| Held::Done(*first, o)),
+            Held::Done(..) | Held::Dropped => return true,
+        };
+        match done {
+            Some(d) => {
+                *self = d;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The first record's index, for messages.
+    fn first(&self) -> Option<usize> {
+        match self {
+            Held::One(i, _) | Held::Batch(i, _, _) | Held::Done(i, _) => Some(*i),
+            Held::Dropped => None,
+        }
+    }
+}
+
+/// Something the model does at a time.
+enum Event {
+    /// A call reaches Kinesis.
+    Arrive(SimCall),
+    /// A listing reaches Kinesis; its answer takes the time given.
+    ListArrive(SimListing, Duration),
+    /// Its answer reaches the driver.
+    Answer(u64, Result<Vec<EntryResult>, SinkError>),
+    /// A listing's answer reaches the driver.
+    Listed(
+        SimListing,
+        Result<Vec<kinesis_producer::shard_map::Shard>, SinkError>,
+    ),
+    /// The deleted stream is created again.
+    Recreate(usize),
+}
+
+/// A time-ordered queue of events, ties in the order they were queued.
+struct Queue {
+    heap: BinaryHeap<std::cmp::Reverse<(Instant, u64)>>,
+    events: HashMap<u64, Event>,
+    seq: u64,
+}
+
+impl Queue {
+    fn new() -> Self {
+        Queue {
+            heap: BinaryHeap::new(),
+            events: HashMap::new(),
+            seq: 0,
+        }
+    }
+    fn push(&mut self, at: Instant, e: Event) {
+        self.seq += 1;
+        self.heap.push(std::cmp::Reverse((at, self.seq)));
+        self.events.insert(self.seq, e);
+    }
+    fn next_time(&self) -> Option<Instant> {
+        self.heap.peek().map(|r| r.0.0)
+    }
+    fn pop_due(&mut self, now: Instant) -> Option<Event> {
+        if self.next_time()? > now {
+            return None;
+        }
+        let std::cmp::Reverse((_, seq)) = self.heap.pop()?;
+        self.events.remove(&seq)
+    }
+}
+
+/// Polls a future once: the in-memory sink's calls, and resolved futures, are ready at once.
+fn now_or_never<F: Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+/// Each open shard's writes in the current one-second window of simulated time: the per-shard
+/// limits, applied in the sink's entry fault (which sees each entry as Kinesis takes it).
+struct Limits {
+    /// The open shards' ranges, refreshed after each resharding.
+    open: Vec<(HashKey, HashKey)>,
+    /// The window's second, and each open shard's (records, bytes) in it.
+    second: u64,
+    used: Vec<(u32, usize)>,
+}
+
+/// Mixes `v` into the digest `d` (FNV-1a's step).
+fn mix(d: &mut u64, v: u64) {
+    *d = (*d ^ v).wrapping_mul(0x0100_0000_01b3);
+}
+
+/// Runs scenario `seed`; returns what broke, if anything, or a digest of every call the core
+/// made and when (two runs of a seed give the same digest: it replays exactly).
+fn scenario(seed: u64, trace: bool) -> Result<u64, String> {
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let d = draw(&mut rng);
+    let fail = |what: String| Err(format!("seed {seed}: {what}\n{d:?}"));
+    let t0 = base();
+    let ttl = Duration::from_millis(d.ttl_ms);
+    let timeout = Duration::from_millis(d.timeout_ms);
+    let config = Config::builder()
+        .aggregation_enabled(d.aggregation)
+        .aggregation_max_count(rng.u64(1..=50))
+        .per_key_ordering(d.ordered)
+        .record_max_buffered_time(Duration::from_millis(d.linger_ms))
+        .record_ttl(ttl)
+        .request_timeout(timeout)
+        .max_connections(d.max_connections as u64)
+        .collection_max_count(d.max_count as u64)
+        .max_buffered_records(d.buffer as u64)
+        .build()
+        .map_err(|e| format!("seed {seed}: config: {e}"))?;
+    let (max_records, max_bytes) = (d.buffer, config.max_buffered_bytes());
+    let sink = MemorySink::new().with_stream(STREAM, d.shards);
+    // The model's clock, for the per-shard limits (milliseconds since t0).
+    let clock = Arc::new(AtomicU64::new(0));
+    let limits = Arc::new(Mutex::new(Limits {
+        open: Vec::new(),
+        second: 0,
+        used: Vec::new(),
+    }));
+    let refresh_limits = |limits: &Mutex<Limits>, sink: &MemorySink| {
+        let mut l = limits.lock().unwrap();
+        l.open = sink
+            .shards(STREAM)
+            .into_iter()
+            .filter(|s| !s.closed)
+            .map(|s| (s.start, s.end))
+            .collect();
+        l.used = vec![(0, 0); l.open.len()];
+    };
+    refresh_limits(&limits, &sink);
+    {
+        let (clock, limits) = (Arc::clone(&clock), Arc::clone(&limits));
+        let mut faults = fastrand::Rng::with_seed(seed ^ 0xfa17);
+        let throttle = d.throttle;
+        sink.set_entry_fault(move |e| {
+            let throttled = || {
+                Some((
+                    "ProvisionedThroughputExceededException".to_owned(),
+                    "Rate exceeded for shard".to_owned(),
+                ))
+            };
+            if faults.u8(..=255) < throttle {
+                return throttled();
+            }
+            let key = e
+                .explicit_hash_key
+                .unwrap_or_else(|| HashKey::from_partition_key(&e.partition_key));
+            let mut l = limits.lock().unwrap();
+            let second = clock.load(Ordering::Relaxed) / 1_000;
+            if second != l.second {
+                l.second = second;
+                l.used.iter_mut().for_each(|u| *u = (0, 0));
+            }
+            let k = l
+                .open
+                .iter()
+                .position(|(s, end)| *s <= key && key <= *end)?;
+            let size = e.data.len() + e.partition_key.len();
+            let (n, b) = l.used[k];
+            if n + 1 > SHARD_RECORDS || b + size > SHARD_BYTES {
+                return throttled();
+            }
+            l.used[k] = (n + 1, b + size);
+            None
+        });
+    }
+    let mut core = SimCore::new(config, seed ^ 0xc0de, t0);
+    core.add_stream(0, STREAM, t0);
+    let mut q = Queue::new();
+    let mut now = t0;
+    let mut held: Vec<Held> = Vec::new();
+    // The charge of what callers handed in, less what the ledger gave back.
+    let (mut charged_records, mut charged_bytes) = (0usize, 0usize);
+    let (mut sent, mut refused, mut resolved) = (0usize, 0usize, 0usize);
+    // Flush waiters: token -> how many records had been sent before it.
+    let mut flushes: HashMap<u64, usize> = HashMap::new();
+    let mut next_token = 0u64;
+    let mut n = 0usize; // records generated so far
+    let events: Vec<usize> = (0..d.reshards).map(|_| rng.usize(..d.records)).collect();
+    let recreate_at = d.recreate.then(|| rng.usize(..d.records));
+    let mut deleted = false;
+    // A call or listing reached Kinesis while the stream was missing.
+    let mut met_missing = false;
+    let mut next_action = t0;
+    let mut closed_at: Option<Instant> = None;
+    let mut waiting: Option<Vec<UserRecord>> = None; // a send_wait waiting for room
+    let mut same_instant = 0u32;
+    let mut digest = seed;
+    let mut last_now = now;
+    loop {
+        // 1. The callers act when due.
+        while closed_at.is_none() && now >= next_action {
+            if let Some(records) = waiting.take() {
+                let bytes: usize = records.iter().map(SimCore::charge).sum();
+                if charged_records + records.len() <= max_records
+                    && charged_bytes + bytes <= max_bytes
+                {
+                    charged_records += records.len();
+                    charged_bytes += bytes;
+                    sent += records.len();
+                    let first = n - records.len();
+                    let (entries, f) = SimCore::batch(records, STREAM);
+                    let len = entries.len();
+                    core.handle_records(0, entries, now);
+                    held.push(Held::Batch(first, len, f));
+                } else {
+                    waiting = Some(records);
+                    next_action = now + Duration::from_millis(rng.u64(1..=20));
+                    break;
+                }
+            }
+            if n >= d.records {
+                closed_at = Some(now);
+                if trace {
+                    eprintln!("{:?} close", now - t0);
+                }
+                core.close();
+                break;
+            }
+            // At most half the buffer: a batch waits for room for all of it.
+            let batch = rng.usize(1..=20).min(d.records - n).min(max_records / 2);
+            let records: Vec<UserRecord> = (n..n + batch)
+                .map(|i| UserRecord::new(format!("key-{}", i % d.keys), i.to_string()).unwrap())
+                .collect();
+            let range = n..n + batch;
+            n += batch;
+            match rng.u8(..4) {
+                // send: one at a time, refused when the buffer is full.
+                0 | 1 => {
+                    let drop_some = rng.u8(..8) == 0;
+                    let mut taken = Vec::new();
+                    for (k, r) in range.clone().zip(records) {
+                        let bytes = SimCore::charge(&r);
+                        if charged_records + 1 > max_records || charged_bytes + bytes > max_bytes {
+                            refused += 1;
+                            continue;
+                        }
+                        charged_records += 1;
+                        charged_bytes += bytes;
+                        sent += 1;
+                        let (entry, f) = SimCore::record(r, STREAM);
+                        taken.push(entry);
+                        held.push(if drop_some && rng.bool() {
+                            drop(f);
+                            Held::Dropped
+                        } else {
+                            Held::One(k, f)
+                        });
+                    }
+                    if !taken.is_empty() {
+                        core.handle_records(0, taken, now);
+                    }
+                }
+                // send_all_wait: the batch waits for room for all of it.
+                _ => waiting = Some(records),
+            }
+            for _ in events.iter().filter(|&&e| range.contains(&e)) {
+                if trace {
+                    eprintln!("{:?} reshard (records {range:?})", now - t0);
+                }
+                if !deleted {
+                    // Now and then a scaling: several splits and merges at once.
+                    let times = if rng.u8(..10) == 0 {
+                        rng.usize(2..=4)
+                    } else {
+                        1
+                    };
+                    for _ in 0..times {
+                        reshard_at_random(&sink, STREAM, &mut rng);
+                    }
+                    refresh_limits(&limits, &sink);
+                }
+            }
+            if !deleted && recreate_at.is_some_and(|r| range.contains(&r)) {
+                // Deleted, and created again with other shards after longer than a record
+                // lingers (`docs/delivery.md`: a recreation entirely between two calls is seen
+                // only at the next listing).
+                sink.delete_stream(STREAM);
+                deleted = true;
+                met_missing = false;
+                if trace {
+                    eprintln!("{:?} stream deleted (records {range:?})", now - t0);
+                }
+                let gone = d.linger_ms + 1_000 + rng.u64(0..=2_000);
+                q.push(
+                    now + Duration::from_millis(gone),
+                    Event::Recreate(rng.usize(1..=4)),
+                );
+            }
+            if rng.u8(..50) == 0 {
+                sink.fail_next_list_shards(
+                    rng.usize(1..=3),
+                    "LimitExceededException",
+                    "Rate exceeded",
+                );
+            }
+            match rng.u8(..40) {
+                0 => core.flush(),
+                1 => {
+                    flushes.insert(next_token, sent);
+                    core.flush_wait(next_token);
+                    next_token += 1;
+                }
+                2 => core.refresh(STREAM, now),
+                _ => {}
+            }
+            if waiting.is_none() {
+                next_action = now + Duration::from_millis(rng.u64(0..=30));
+            }
+        }
+        // 2. The driver's turn: the core acts on the time, its calls and listings go out, the
+        //    ledger's outcomes are delivered.
+        core.handle_timeout(now);
+        while let Some(listing) = core.poll_listing() {
+            let latency = if d.slow_listing {
+                rng.u64(0..=3_000)
+            } else {
+                rng.u64(1..=30)
+            };
+            // Kinesis reads the stream somewhere between the request and the answer.
+            let up = rng.u64(0..=latency);
+            let down = Duration::from_millis(latency - up);
+            q.push(
+                now + Duration::from_millis(up),
+                Event::ListArrive(listing, down),
+            );
+        }
+        while let Some(call) = core.poll_call(now) {
+            if trace {
+                eprintln!(
+                    "{:?} call {} of {} entries",
+                    now - t0,
+                    call.id,
+                    call.entries.len()
+                );
+            }
+            mix(&mut digest, (now - t0).as_nanos() as u64);
+            mix(&mut digest, call.entries.len() as u64);
+            for e in &call.entries {
+                mix(&mut digest, e.data.len() as u64);
+            }
+            let up = Duration::from_millis(rng.u64(0..=20));
+            q.push(now + up, Event::Arrive(call));
+        }
+        let delivered = core.deliver();
+        resolved += delivered.resolved;
+        charged_records -= delivered.released_records;
+        charged_bytes -= delivered.released_bytes;
+        if core.held() != (charged_records, charged_bytes) {
+            return fail(format!(
+                "the core holds {:?}, the callers were charged ({charged_records}, {charged_bytes})",
+                core.held()
+            ));
+        }
+        for token in delivered.flushed {
+            let Some(before) = flushes.remove(&token) else {
+                return fail(format!("flush {token} done twice or never asked"));
+            };
+            let mut counted = 0;
+            for h in &mut held {
+                if counted >= before {
+                    break;
+                }
+                counted += h.len();
+                if !h.resolved() {
+                    return fail(format!(
+                        "a flush returned before the records from {:?} resolved",
+                        h.first()
+                    ));
+                }
+            }
+        }
+        if let Some(at) = closed_at
+            && core.is_finished()
+        {
+            if now - at > ttl + timeout + GRACE + Duration::from_millis(50) {
+                return fail(format!("shutdown took {:?}", now - at));
+            }
+            break;
+        }
+        // 3. Time moves on to what comes first: an event, the core's timeout, the callers.
+        let next = [
+            q.next_time(),
+            core.poll_timeout(now),
+            closed_at.is_none().then_some(next_action),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
+        let Some(next) = next else {
+            return fail(format!(
+                "nothing is due, yet the core is not finished ({:?} held, {} calls)",
+                core.held(),
+                core.calls_in_flight()
+            ));
+        };
+        now = now.max(next);
+        if now == last_now {
+            same_instant += 1;
+            if same_instant > 10_000 {
+                return fail(format!("the core spins at {:?}", now - t0));
+            }
+        } else {
+            same_instant = 0;
+            last_now = now;
+        }
+        if now - t0 > Duration::from_secs(3_600) {
+            return fail("an hour of simulated time went by".into());
+        }
+        clock.store((now - t0).as_millis() as u64, Ordering::Relaxed);
+        // 4. The model acts on what is due.
+        while let Some(e) = q.pop_due(now) {
+            match e {
+                Event::ListArrive(listing, down) => {
+                    met_missing |= deleted;
+                    let shards =
+                        now_or_never(sink.list_shards(listing.stream())).expect("ready at once");
+                    q.push(now + down, Event::Listed(listing, shards));
+                }
+                Event::Arrive(call) => {
+                    met_missing |= deleted;
+                    if rng.u8(..100) < d.call_failure {
+                        sink.fail_next_calls(
+                            1,
+                            "InternalFailure",
+                            "We encountered an internal error.",
+                        );
+                    }
+                    let answer =
+                        now_or_never(sink.put_records(&call.stream, call.entries)).expect("ready");
+                    if rng.u8(..100) < d.answer_loss {
+                        // Stored, never answered: the driver's time limit answers.
+                        let at = now + timeout + GRACE;
+                        let e = SinkError::new("PutRecords", "RequestTimeout", "no answer");
+                        q.push(at, Event::Answer(call.id, Err(e)));
+                    } else {
+                        let down = Duration::from_millis(rng.u64(0..=40));
+                        q.push(now + down, Event::Answer(call.id, answer));
+                    }
+                }
+                Event::Answer(id, answer) => {
+                    if trace {
+                        let what = match &answer {
+                            Ok(r) => format!("{} results", r.len()),
+                            Err(e) => e.code.clone(),
+                        };
+                        eprintln!("{:?} answer {id}: {what}", now - t0);
+                    }
+                    core.handle_put_answer(id, answer, now);
+                }
+                Event::Listed(listing, shards) => {
+                    if trace {
+                        let what = match &shards {
+                            Ok(s) => format!("{} shards", s.len()),
+                            Err(e) => e.code.clone(),
+                        };
+                        eprintln!("{:?} listing: {what}", now - t0);
+                    }
+                    let limit = shards.as_ref().ok().map(|_| Ok(None));
+                    core.handle_listing(&listing, shards, limit, now);
+                }
+                // Not before a call met the stream missing: a recreation no answer shows is
+                // not covered (`docs/delivery.md`), and is not what this checks.
+                Event::Recreate(shards) if !met_missing => {
+                    q.push(now + Duration::from_millis(100), Event::Recreate(shards));
+                }
+                Event::Recreate(shards) => {
+                    if trace {
+                        eprintln!("{:?} stream created with {shards} shards", now - t0);
+                    }
+                    let _ = sink.clone().with_stream(STREAM, shards);
+                    deleted = false;
+                    refresh_limits(&limits, &sink);
+                }
+            }
+        }
+    }
+    // Every future resolved, exactly once, none as stopped; counts add up.
+    if resolved != sent {
+        return fail(format!("{sent} records taken in, {resolved} resolved"));
+    }
+    if (charged_records, charged_bytes) != (0, 0) {
+        return fail(format!(
+            "({charged_records}, {charged_bytes}) still charged"
+        ));
+    }
+    if !flushes.is_empty() {
+        return fail(format!("{} flushes never done", flushes.len()));
+    }
+    let mut receipts = HashMap::new();
+    let mut failed = 0usize;
+    let dropped = held.iter().filter(|h| matches!(h, Held::Dropped)).count();
+    for mut h in held {
+        if !h.resolved() {
+            return fail(format!("the records from {:?} never resolved", h.first()));
+        }
+        let Held::Done(first, outcomes) = h else {
+            continue;
+        };
+        for (k, o) in outcomes.into_iter().enumerate() {
+            let i = first + k;
+            match o {
+                Ok(r) => {
+                    receipts.insert(i, r);
+                }
+                Err(e) if matches!(e.kind, PutErrorKind::Stopped) => {
+                    return fail(format!("record {i} was dropped by the core (Stopped)"));
+                }
+                Err(_) => failed += 1,
+            }
+        }
+    }
+    if receipts.len() + failed + dropped != sent {
+        return fail(format!(
+            "{} put + {failed} failed + {dropped} dropped != {sent} sent ({refused} refused)",
+            receipts.len()
+        ));
+    }
+    if deleted {
+        // The stream is gone, and every record put on it with it.
+        return Ok(digest);
+    }
+    // Every Ok record on the stream as it is now is where its receipt says, for a KCL reader,
+    // and with per-key ordering, in order.
+    check_receipts(&sink, STREAM, &receipts, d.ordered)
+        .map_err(|e| format!("seed {seed}: {e}\n{d:?}"))?;
+    Ok(digest)
+}
+
+/// The instant scenarios start at: any will do (the core sees only differences), read once.
+fn base() -> Instant {
+    static BASE: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    #[allow(clippy::disallowed_methods)]
+    *BASE.get_or_init(Instant::now)
+}
+
+fn env(name: &str) -> Option<u64> {
+    std::env::var(name)
+        .ok()
+        .map(|v| v.parse().unwrap_or_else(|_| panic!("{name} is a number")))
+}
+
+#[test]
+fn simulated_scenarios_keep_every_invariant() {
+    let trace = std::env::var("KPL_SIM_TRACE").is_ok();
+    let (first, count) = match env("KPL_SIM_SEED") {
+        Some(one) => (one, 1),
+        None => (
+            env("KPL_SIM_FIRST").unwrap_or(0),
+            env("KPL_SIM_SEEDS").unwrap_or(3_000),
+        ),
+    };
+    let threads = env("KPL_SIM_THREADS")
+        .map(|t| t as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let next = AtomicU64::new(first);
+    let done = AtomicUsize::new(0);
+    let failures = Mutex::new(Vec::new());
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                loop {
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= first + count {
+                        break;
+                    }
+                    if let Err(e) = scenario(seed, trace) {
+                        eprintln!("{e}");
+                        failures.lock().unwrap().push(seed);
+                    }
+                    done.fetch_add(1, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_unstable();
+    eprintln!(
+        "{} scenarios from seed {first}, {} failed: {failures:?}",
+        done.load(Ordering::Relaxed),
+        failures.len()
+    );
+    assert!(
+        failures.is_empty(),
+        "failing seeds (replay one with KPL_SIM_SEED=n): {failures:?}"
+    );
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    for seed in 0..50 {
+        let first = scenario(seed, false);
+        assert_eq!(
+            first,
+            scenario(seed, false),
+            "seed {seed} took another path"
+        );
+    }
+}
+
+/// Seeds that found a bug, kept so that it stays fixed (each also named where it was fixed).
+const FOUND: &[(u64, &str)] = &[
+    (
+        65,
+        "per-key ordering: records queued behind a busy shard did not expire at RecordTtl, and \
+         shutdown took 22 s for a RecordTtl of 3.3 s (stream::expire_queued)",
+    ),
+    (
+        6848,
+        "per-key ordering: records of a call that failed after the stream was deleted waited \
+         for ever to be routed again, and shutdown never finished (stream::expire_reroute, and \
+         StreamState::needs_map asks for a listing for them)",
+    ),
+];
+
+#[test]
+fn the_seeds_that_found_bugs_keep_every_invariant() {
+    for (seed, what) in FOUND {
+        if let Err(e) = scenario(*seed, false) {
+            panic!("{e}\nthis seed found: {what}");
+        }
+    }
+}
