@@ -244,9 +244,8 @@ impl Tinyproxy {
             .collect()
     }
 
-    /// The requests it logged, once it has logged at least `n` (or after 5 s): tinyproxy may
-    /// write a request's line after the answer reached the client (seen once in the test
-    /// command: two of three lines there when read).
+    /// The requests it logged (one per client connection: see the basic authentication test),
+    /// once it has logged at least `n`, or after 5 s.
     fn requests_at_least(&self, n: usize) -> Vec<String> {
         for _ in 0..100 {
             let requests = self.requests();
@@ -332,10 +331,16 @@ async fn records_go_through_an_http_proxy_with_basic_authentication() {
     let sent = put(config, "proxied", "proxied", 100).await;
     assert_eq!(local.user_records(&arn).await, sent);
 
-    // The producer's calls (ListShards, DescribeStreamSummary, PutRecords) all went through it.
+    // The producer's calls (ListShards, DescribeStreamSummary, PutRecords) share one client,
+    // which went through the proxy. tinyproxy logs one request line per client connection, not
+    // per request: it reads a connection's first request, then relays the rest of it unparsed
+    // ("processes the headers from the client, the response from the server, and then relays
+    // the bytes between the two", src/reqs.c in tinyproxy/tinyproxy), so the calls the SDK
+    // sends on a kept-alive connection leave no line. Expecting one line per call made this
+    // test fail about one run in six (two lines of three).
     let target = format!("POST {}/ HTTP/1.1", local.endpoint);
-    let requests = proxy.requests_at_least(3);
-    assert!(requests.len() >= 3, "{requests:?}");
+    let requests = proxy.requests_at_least(1);
+    assert!(!requests.is_empty(), "nothing went through the proxy");
     assert!(requests.iter().all(|r| *r == target), "{requests:?}");
     log.assert_no_proxy_password();
 }

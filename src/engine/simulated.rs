@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::Batch;
-use super::core::{Core, Listed, Listing, Outcomes};
+use super::core::{Carried, Core, Listed, Listing, Outcomes};
 use super::pending::Pending;
 use super::{BatchFuture, RecordFuture};
 use crate::config::Config;
@@ -56,6 +56,8 @@ pub struct Delivered {
 pub struct SimCore {
     core: Core,
     outcomes: Outcomes,
+    /// The records of each call in flight, as the driver holds them until the answer.
+    carried: std::collections::HashMap<u64, Carried>,
 }
 
 impl SimCore {
@@ -64,6 +66,7 @@ impl SimCore {
         SimCore {
             core: Core::new(config, fastrand::Rng::with_seed(seed), now),
             outcomes: Outcomes::default(),
+            carried: std::collections::HashMap::new(),
         }
     }
 
@@ -122,10 +125,13 @@ impl SimCore {
     }
 
     pub fn poll_call(&mut self, now: Instant) -> Option<SimCall> {
-        self.core.poll_call(now).map(|c| SimCall {
-            id: c.id,
-            stream: c.stream,
-            entries: c.entries,
+        self.core.poll_call(now).map(|c| {
+            self.carried.insert(c.id, c.carried);
+            SimCall {
+                id: c.id,
+                stream: c.stream,
+                entries: c.entries,
+            }
         })
     }
 
@@ -135,7 +141,12 @@ impl SimCore {
         answer: Result<Vec<EntryResult>, SinkError>,
         now: Instant,
     ) {
-        self.core.handle_put_answer(id, answer, now);
+        let carried = self
+            .carried
+            .remove(&id)
+            .expect("an answer to a call in flight");
+        self.core
+            .handle_put_answer(id, carried.settle(answer, now), now);
     }
 
     pub fn poll_listing(&mut self) -> Option<SimListing> {

@@ -35,6 +35,7 @@ impl Epochs {
         self.current()
     }
 
+    #[cfg(test)]
     pub(super) fn resolve(&mut self, epoch: u64) {
         self.resolve_many(epoch, 1);
     }

@@ -129,23 +129,28 @@ impl Ledger {
         self.gather.call(stream, tally);
     }
 
-    /// Counts a record out: its room and its flush epoch.
-    fn count_out(&mut self, pending: &Pending) {
-        let bytes = charge(pending.record());
-        self.held.0 -= 1;
-        self.held.1 -= bytes;
-        self.out.released.0 += 1;
-        self.out.released.1 += bytes;
-        self.epochs.resolve(pending.epoch());
+    /// Counts records out: their room and their flush epochs.
+    pub(super) fn count_out(&mut self, counted: &Counted) {
+        for &(epoch, n) in &counted.epochs {
+            self.epochs.resolve_many(epoch, n);
+        }
+        self.held.0 -= counted.records;
+        self.held.1 -= counted.bytes;
+        self.out.released.0 += counted.records;
+        self.out.released.1 += counted.bytes;
     }
 
-    /// The user records of one Kinesis record put as `put` says; their metrics were counted
-    /// with the call's (see [`settle`]).
-    pub(super) fn put(&mut self, entries: Vec<Pending>, put: Arc<Put>) {
-        for pending in &entries {
-            self.count_out(pending);
-        }
+    /// The user records of one Kinesis record put as `put` says, already counted out with the
+    /// rest of their call's (`Settlement::put`, passed to [`count_out`](Self::count_out)); their
+    /// metrics were counted with the call's.
+    pub(super) fn put_settled(&mut self, entries: Vec<Pending>, put: Arc<Put>) {
         self.out.resolved.push(Outcome::Put { put, entries });
+    }
+
+    /// The user records of one Kinesis record put as `put` says, counted out here.
+    fn put(&mut self, entries: Vec<Pending>, put: Arc<Put>) {
+        self.count_out(&Counted::of(&entries));
+        self.put_settled(entries, put);
     }
 
     /// The user records of one Kinesis record of stream `stream`, put as `put` says, counted
@@ -180,7 +185,7 @@ impl Ledger {
             user_record_failed(tally.group(None, None), pending.attempts_made(), expired);
         }
         tally.resolved_arrival(pending.arrival());
-        self.count_out(&pending);
+        self.count_out(&Counted::of(std::iter::once(&pending)));
         self.out.resolved.push(Outcome::Failed { pending, kind });
     }
 
@@ -210,10 +215,7 @@ pub(super) type ShardOutcome = (ShardRef, usize, Option<bool>);
 /// What happened to one entry of a call.
 pub(super) enum EntryFate {
     /// Put where it was predicted to go (or with no prediction): its records are resolved.
-    Put {
-        shard_id: Arc<str>,
-        sequence_number: Arc<str>,
-    },
+    Put(Arc<Put>),
     /// An aggregate put on another shard than predicted: whether consumers keep it depends on
     /// that shard's range (see `mapping::verify`).
     Misrouted {
@@ -237,6 +239,37 @@ pub(super) struct Settlement {
     pub(super) stale: Vec<ShardRef>,
     /// The call's metrics.
     pub(super) tally: Tally,
+    /// What the records put (`EntryFate::Put`) count out of the ledger, found here, where the
+    /// answer is read, so that applying it does not visit each record again.
+    pub(super) put: Counted,
+}
+
+/// User records counted out together: how many, their charge in bytes as the budget counts it,
+/// and how many in each flush epoch (in runs).
+#[derive(Debug, Default)]
+pub(super) struct Counted {
+    records: usize,
+    bytes: usize,
+    epochs: Vec<(u64, u64)>,
+}
+
+impl Counted {
+    fn add(&mut self, pending: &Pending) {
+        self.records += 1;
+        self.bytes += charge(pending.record());
+        match self.epochs.last_mut() {
+            Some((epoch, n)) if *epoch == pending.epoch() => *n += 1,
+            _ => self.epochs.push((pending.epoch(), 1)),
+        }
+    }
+
+    fn of<'a>(entries: impl IntoIterator<Item = &'a Pending>) -> Counted {
+        let mut c = Counted::default();
+        for pending in entries {
+            c.add(pending);
+        }
+        c
+    }
 }
 
 /// Reads a PutRecords answer for the Kinesis records `batch`, sent at `started` and answered at
@@ -289,6 +322,7 @@ pub(super) fn settle(
         Err(e) => whole_call(e.to_attempt_error()),
     };
     let mut fates = Vec::with_capacity(batch.len());
+    let mut put = Counted::default();
     let mut outcomes = Vec::new();
     let mut stale = Vec::new();
     for (ready, result) in batch.iter().zip(results) {
@@ -330,6 +364,7 @@ pub(super) fn settle(
                 };
                 let mut puts = Puts::new(started);
                 for pending in &ready.entries {
+                    put.add(pending);
                     if group.is_some() {
                         let data = pending.record().data().len();
                         puts.add(data, pending.last_end(), pending.attempts_made());
@@ -339,10 +374,13 @@ pub(super) fn settle(
                 if let Some(g) = group {
                     puts.into_group(&mut tally.groups[g]);
                 }
-                fates.push(EntryFate::Put {
+                fates.push(EntryFate::Put(Arc::new(Put {
                     shard_id,
                     sequence_number,
-                });
+                    aggregated: ready.record.aggregated,
+                    started,
+                    duration,
+                })));
             }
             Err(error) => {
                 if let Some(g) = group {
@@ -363,6 +401,7 @@ pub(super) fn settle(
         outcomes,
         stale,
         tally,
+        put,
     }
 }
 

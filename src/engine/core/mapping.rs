@@ -7,16 +7,28 @@ use std::time::{Duration, Instant};
 use super::ledger::{Ledger, Misrouted};
 use super::order::{hold_for_new_map, reroute_later};
 use super::ready::{Ready, ShardRef};
+use super::retrier;
+use super::stream::Ctx;
 use super::stream::{ShardState, StreamState, flush_aggregators, request_refresh, retune, route};
-use super::{Ctx, Listed, REFRESH_RETRY, retrier};
 use crate::aggregation::Entry;
 use crate::aggregation::{Aggregator, MAX_RECORD_SIZE};
 use crate::engine::pending::Pending;
 use crate::engine::slot::Put;
 use crate::error::{ErrorClass, classify};
 use crate::outcome::{AttemptError, PutErrorKind};
+use crate::shard_map::Shard;
 use crate::shard_map::ShardMap;
 use crate::sink::SinkError;
+
+/// How long to wait before asking for a shard map again after ListShards failed.
+const REFRESH_RETRY: Duration = Duration::from_secs(1);
+
+/// What a listing found.
+pub(crate) struct Listed {
+    pub(crate) shards: Result<Vec<Shard>, SinkError>,
+    /// The stream's own per-record limit (asked for once the listing is in), if asked.
+    pub(crate) record_limit: Option<Result<Option<usize>, SinkError>>,
+}
 
 /// The error code of a call on a stream that does not exist (deleted, or not created yet).
 pub(super) const STREAM_MISSING: &str = "ResourceNotFoundException";

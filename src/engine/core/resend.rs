@@ -4,11 +4,10 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::Ctx;
 use super::order::reroute_later;
 use super::ready::Ready;
 use super::retrier::{self, Fate};
-use super::stream::{Retry, StreamState};
+use super::stream::{Ctx, Retry, StreamState};
 use crate::aggregation::{Entry, encode};
 use crate::engine::pending::Pending;
 use crate::error::ErrorClass;

@@ -15,6 +15,17 @@ use crate::outcome::{AttemptError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::shard_map::ShardMap;
 
+/// What the functions that work on one stream (`mapping`, `resend`, `order`, `stream`) need
+/// besides the stream: borrowed from the core for one step.
+pub(super) struct Ctx<'a> {
+    pub(super) config: &'a Config,
+    pub(super) ledger: &'a mut Ledger,
+    pub(super) rng: &'a mut fastrand::Rng,
+    /// Where the retry grid starts (see `retrier::RETRY_GRID`).
+    pub(super) origin: Instant,
+    pub(super) closing: bool,
+}
+
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
 pub(super) struct ShardState {
     /// The shard's id: Kinesis naming another one for a record predicted here means the map is

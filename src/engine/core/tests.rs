@@ -74,6 +74,13 @@ fn deliver(core: &mut Core) -> Outcomes {
     out
 }
 
+/// Answers `call` at `now`, as the driver does: the answer read where it arrives, then handed
+/// to the core.
+fn reply(core: &mut Core, call: Call, answer: Result<Vec<EntryResult>, SinkError>, now: Instant) {
+    let answered = call.carried.settle(answer, now);
+    core.handle_put_answer(call.id, answered, now);
+}
+
 /// Every entry of `call` put on shard `shard`.
 fn all_put(call: &Call, shard: &str) -> Vec<EntryResult> {
     (0..call.entries.len())
@@ -114,7 +121,7 @@ fn records_are_aggregated_and_sent_at_their_deadline_and_the_answer_resolves_the
     assert!(core.poll_call(now).is_none());
     assert_eq!(core.held().0, 2);
     let answer = all_put(&call, "shardId-000000000000");
-    core.handle_put_answer(call.id, Ok(answer), now + 20 * MS);
+    reply(&mut core, call, Ok(answer), now + 20 * MS);
     let out = deliver(&mut core);
     assert_eq!(out.released.0, 2);
     assert_eq!(core.held(), (0, 0));
@@ -138,7 +145,7 @@ fn a_flush_waiter_is_done_once_every_record_before_it_resolved_and_not_for_later
     let call = core.poll_call(t0).expect("a flush sends at once");
     assert!(deliver(&mut core).flushed.is_empty());
     let answer = all_put(&call, "shardId-000000000000");
-    core.handle_put_answer(call.id, Ok(answer), t0 + MS);
+    reply(&mut core, call, Ok(answer), t0 + MS);
     assert_eq!(deliver(&mut core).flushed, vec![9]);
 }
 
@@ -151,7 +158,7 @@ fn a_throttled_record_is_tried_again_after_its_backoff_and_counts_its_attempts()
     core.handle_timeout(t0);
     let call = core.poll_call(t0).unwrap();
     let answer = failed(&call, "ProvisionedThroughputExceededException");
-    core.handle_put_answer(call.id, Ok(answer), t0 + MS);
+    reply(&mut core, call, Ok(answer), t0 + MS);
     assert!(outcome(&mut a).is_none());
     let again = core.poll_timeout(t0 + MS).expect("a retry is scheduled");
     assert!(
@@ -161,7 +168,8 @@ fn a_throttled_record_is_tried_again_after_its_backoff_and_counts_its_attempts()
     );
     core.handle_timeout(again);
     let call = core.poll_call(again).expect("tried again");
-    core.handle_put_answer(call.id, Ok(all_put(&call, "shardId-000000000000")), again);
+    let answer = all_put(&call, "shardId-000000000000");
+    reply(&mut core, call, Ok(answer), again);
     deliver(&mut core);
     let receipt = outcome(&mut a).unwrap().unwrap();
     assert_eq!(receipt.attempts.count(), 2);
@@ -176,7 +184,7 @@ fn an_error_that_cannot_heal_fails_the_records_at_once() {
     core.handle_timeout(t0);
     let call = core.poll_call(t0).unwrap();
     let denied = SinkError::new("PutRecords", "AccessDeniedException", "not allowed");
-    core.handle_put_answer(call.id, Err(denied), t0 + MS);
+    reply(&mut core, call, Err(denied), t0 + MS);
     deliver(&mut core);
     let e = outcome(&mut a).unwrap().unwrap_err();
     assert!(
@@ -207,11 +215,9 @@ fn at_most_max_connections_calls_are_in_flight() {
     core.handle_timeout(t0);
     let calls: Vec<Call> = std::iter::from_fn(|| core.poll_call(t0)).collect();
     assert_eq!(calls.len(), 2);
-    core.handle_put_answer(
-        calls[0].id,
-        Ok(all_put(&calls[0], "shardId-000000000000")),
-        t0,
-    );
+    let first = calls.into_iter().next().unwrap();
+    let answer = all_put(&first, "shardId-000000000000");
+    reply(&mut core, first, Ok(answer), t0);
     assert!(core.poll_call(t0).is_some(), "an answer frees a connection");
 }
 
@@ -228,7 +234,8 @@ fn an_aggregate_put_on_an_unexpected_shard_waits_for_a_listing_and_is_sent_again
     let call = core.poll_call(t0).unwrap();
     assert_eq!(call.entries.len(), 1);
     // The stream was split meanwhile: Kinesis put the aggregate on child shard 1.
-    core.handle_put_answer(call.id, Ok(all_put(&call, "shardId-000000000001")), t0 + MS);
+    let answer = all_put(&call, "shardId-000000000001");
+    reply(&mut core, call, Ok(answer), t0 + MS);
     deliver(&mut core);
     assert!(
         futures.iter_mut().all(|f| outcome(f).is_none()),
@@ -268,8 +275,9 @@ fn with_per_key_ordering_a_shard_carries_one_kinesis_record_at_a_time() {
         "PutRecords does not order its entries"
     );
     assert!(core.poll_call(t0).is_none(), "the shard is busy");
+    let first = call.entries[0].data.clone();
     let answer = failed(&call, "ProvisionedThroughputExceededException");
-    core.handle_put_answer(call.id, Ok(answer), t0 + MS);
+    reply(&mut core, call, Ok(answer), t0 + MS);
     core.handle_timeout(t0 + MS);
     assert!(
         core.poll_call(t0 + MS).is_none(),
@@ -278,11 +286,7 @@ fn with_per_key_ordering_a_shard_carries_one_kinesis_record_at_a_time() {
     let at = core.poll_timeout(t0 + MS).unwrap();
     core.handle_timeout(at);
     let again = core.poll_call(at).unwrap();
-    assert_eq!(
-        &*again.entries[0].data,
-        &call.entries[0].data[..],
-        "the same record first"
-    );
+    assert_eq!(&*again.entries[0].data, &first[..], "the same record first");
 }
 
 #[test]
@@ -321,11 +325,8 @@ fn records_queued_behind_a_busy_shard_expire_at_their_ttl() {
         outcome(&mut f[0]).is_none(),
         "in flight: its answer decides"
     );
-    core.handle_put_answer(
-        call.id,
-        Ok(all_put(&call, "shardId-000000000000")),
-        t0 + ttl,
-    );
+    let answer = all_put(&call, "shardId-000000000000");
+    reply(&mut core, call, Ok(answer), t0 + ttl);
     deliver(&mut core);
     assert!(outcome(&mut f[0]).unwrap().is_ok());
     assert!(core.is_finished());
@@ -340,7 +341,7 @@ fn a_missing_stream_drops_its_map_and_records_wait_for_a_listing_of_it_as_it_is_
     core.handle_timeout(t0);
     let call = core.poll_call(t0).unwrap();
     let missing = SinkError::new("PutRecords", "ResourceNotFoundException", "no stream");
-    core.handle_put_answer(call.id, Err(missing), t0 + MS);
+    reply(&mut core, call, Err(missing), t0 + MS);
     let _b = send(&mut core, "b", "2", t0 + 2 * MS);
     core.flush();
     core.handle_timeout(t0 + 2 * MS);
