@@ -16,6 +16,7 @@ pub mod kinesis_local;
 pub mod log_buffer;
 pub mod moto;
 pub mod overload;
+pub mod sim_model;
 
 use std::io::Write;
 use std::path::PathBuf;

@@ -118,6 +118,14 @@ pub(super) fn on_listing(
 ) {
     let interval = cx.config.shard_map_refresh_interval;
     s.refreshing = false;
+    if generation <= s.listed_before_missing {
+        // Asked for before the stream was found missing: it may list the stream as it was
+        // (see `forget_map`). Ask again.
+        tracing::debug!(stream = %s.name, generation, "a listing asked for before the stream was found missing is not used");
+        s.refresh_again = false;
+        s.next_refresh = now;
+        return;
+    }
     let again = std::mem::take(&mut s.refresh_again);
     if !again {
         // A listing is in (or ListShards failed): held aggregates go, packed for whatever
@@ -147,7 +155,7 @@ pub(super) fn on_listing(
             s.map_refused = classify(&e.code) == ErrorClass::NonRetryable;
             s.next_refresh = now + REFRESH_RETRY;
             if e.code == STREAM_MISSING {
-                forget_map(s, now);
+                forget_map(s, cx.listings, now);
                 s.next_refresh = now + REFRESH_RETRY;
             }
         }
@@ -160,7 +168,14 @@ pub(super) fn on_listing(
 /// range). Its map is dropped: what was packed for it waits again for a map, as records do
 /// before the first one (going out aggregated by hash key only, which lands right whatever
 /// the shards), until a listing of the stream as it is now comes in.
-pub(super) fn forget_map(s: &mut StreamState, now: Instant) {
+pub(super) fn forget_map(s: &mut StreamState, listings: u64, now: Instant) {
+    // A listing asked for before now may have been read before the stream was deleted, and
+    // answer after it was created again, with the old stream's shards: it is not used (found by
+    // the simulation's soak, seed 665590 of `tests/simulation.rs`: a 3-second ListShards of the
+    // deleted stream, answered after the new one was created, was installed, and aggregates
+    // packed for the old shards landed on the new shards of the same ids, which KCL consumers
+    // drop). One asked for after this was read after the deletion.
+    s.listed_before_missing = s.listed_before_missing.max(listings);
     if s.map.is_none() {
         return;
     }

@@ -51,10 +51,11 @@ use crate::error::RecordError;
 use crate::limiter::Feedback;
 use crate::metrics::{Gather, Granularity, Level, Name, Sample};
 use crate::outcome::PutErrorKind;
-use crate::sink::{EntryResult, PutEntry, SinkError};
+use crate::sink::PutEntry;
 
 use super::pending::{self, Pending};
 
+mod call;
 mod collector;
 mod epochs;
 mod ledger;
@@ -68,63 +69,14 @@ mod stream;
 mod tests;
 mod wake;
 
+use call::InFlight;
+pub(crate) use call::{Answered, Call, CallId, Carried};
 use collector::{CallLimits, Taken};
-use ledger::{EntryFate, Ledger, Misrouted, settle};
+use ledger::{EntryFate, Ledger, Misrouted};
 pub(crate) use ledger::{Outcome, Outcomes};
 pub(crate) use mapping::Listed;
-use ready::Ready;
 use stream::{Ctx, StreamState, flush_aggregators, flush_due, request_refresh, retune, route};
 use wake::WakeInputs;
-
-/// A PutRecords call in flight, by the number the core gave it.
-pub(crate) type CallId = u64;
-
-/// A PutRecords call for the driver to make, and answer with
-/// [`handle_put_answer`](Core::handle_put_answer).
-pub(crate) struct Call {
-    pub(crate) id: CallId,
-    pub(crate) stream: Arc<str>,
-    pub(crate) entries: Vec<PutEntry>,
-    /// The call's span: its stream, entries, bytes and attempt, linked to its callers' spans.
-    pub(crate) span: tracing::Span,
-    /// The call's Kinesis records, lent to the driver with the call so that the answer is read
-    /// ([`Carried::settle`], the ledger's pure `settle`) where it arrives, off the core's
-    /// thread: reading it on the core's task cost 10 to 18% of the engine's speed
-    /// (`cargo bench --bench engine`, before and after in one sitting).
-    pub(crate) carried: Carried,
-}
-
-/// A call's Kinesis records, on loan to the driver until its answer.
-pub(crate) struct Carried {
-    batch: Vec<Ready>,
-    started: Instant,
-    metrics: bool,
-}
-
-impl Carried {
-    /// Reads the answer to the call, which came at `finished` (see [`ledger::settle`]).
-    pub(crate) fn settle(
-        self,
-        answer: Result<Vec<EntryResult>, SinkError>,
-        finished: Instant,
-    ) -> Answered {
-        let settlement = settle(&self.batch, answer, self.started, finished, self.metrics);
-        Answered {
-            batch: self.batch,
-            settlement,
-            started: self.started,
-            finished,
-        }
-    }
-}
-
-/// A call's records back from the driver, with what its answer says of each.
-pub(crate) struct Answered {
-    batch: Vec<Ready>,
-    settlement: ledger::Settlement,
-    started: Instant,
-    finished: Instant,
-}
 
 /// A listing for the driver to make (ListShards, then DescribeStreamSummary for the stream's
 /// own record limit) and answer with [`handle_listing`](Core::handle_listing).
@@ -133,13 +85,6 @@ pub(crate) struct Listing {
     pub(crate) name: Arc<str>,
     /// Its place in the order listings were asked for: a map is never replaced by an older one.
     pub(crate) generation: u64,
-}
-
-/// A call in flight: from which stream, how many Kinesis records, under which map.
-struct InFlight {
-    stream: usize,
-    entries: usize,
-    generation: u64,
 }
 
 /// How long a record waits for its stream's first shard map before it goes out without one
@@ -206,6 +151,7 @@ impl Core {
                 rng: &mut self.rng,
                 origin: self.origin,
                 closing: self.closing,
+                listings: self.generation,
             },
         )
     }
@@ -540,7 +486,7 @@ impl Core {
             }
         }
         if missing {
-            mapping::forget_map(s, now);
+            mapping::forget_map(s, cx.listings, now);
         }
     }
 

@@ -24,6 +24,8 @@ pub(super) struct Ctx<'a> {
     /// Where the retry grid starts (see `retrier::RETRY_GRID`).
     pub(super) origin: Instant,
     pub(super) closing: bool,
+    /// The generation of the latest listing asked for.
+    pub(super) listings: u64,
 }
 
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
@@ -147,6 +149,9 @@ pub(super) struct StreamState {
     pub(super) reroute: Vec<Pending>,
     /// Not before this (the backoff of the failed records among them).
     pub(super) reroute_at: Instant,
+    /// Listings of this generation or older were asked for before the stream was last found
+    /// missing, and are not used (see `mapping::forget_map`).
+    pub(super) listed_before_missing: u64,
 }
 
 impl StreamState {
@@ -184,6 +189,7 @@ impl StreamState {
             draining: 0,
             reroute: Vec::new(),
             reroute_at: now,
+            listed_before_missing: 0,
         }
     }
 
