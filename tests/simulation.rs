@@ -666,6 +666,13 @@ const FOUND: &[(u64, &str)] = &[
          the same ids, and KCL consumers drop them (mapping::forget_map: listings asked for before \
          the stream was found missing are not used)",
     ),
+    (
+        3556678,
+        "an aggregate in a call sent before the stream was found missing reached it after it \
+         was created again, under a shard id it expected but a new range, and was reported put; \
+         KCL consumers drop it (Core::handle_put_answer: such aggregates are checked against a \
+         listing of the stream as it is now)",
+    ),
 ];
 
 #[test]

@@ -63,4 +63,6 @@ pub(super) struct InFlight {
     pub(super) stream: usize,
     pub(super) entries: usize,
     pub(super) generation: u64,
+    /// How many times its stream had been found missing when it was sent.
+    pub(super) missing: u64,
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::epochs::Epochs;
 use super::ready::{Ready, ShardRef};
-use crate::aggregation::Entry;
+use crate::aggregation::{Entry, KinesisRecord};
 use crate::budget::charge;
 use crate::engine::pending::{Pending, Resolution};
 use crate::engine::slot::Put;
@@ -31,6 +31,9 @@ pub(crate) enum Outcome {
     Put {
         put: Arc<Put>,
         entries: Vec<Pending>,
+        /// Their Kinesis record, spent: dropped where the outcome is delivered, off the core's
+        /// task (its data's last reference is freed there).
+        record: KinesisRecord,
     },
     /// A user record not put, for this reason.
     Failed {
@@ -43,7 +46,11 @@ impl Outcome {
     /// Leaves the outcome in the future(s) and wakes them; gives how many user records.
     pub(crate) fn deliver(self) -> usize {
         match self {
-            Outcome::Put { put, entries } => {
+            Outcome::Put {
+                put,
+                entries,
+                record,
+            } => {
                 let n = entries.len();
                 for (n, pending) in entries.into_iter().enumerate() {
                     pending.resolve(Resolution::Put {
@@ -51,6 +58,8 @@ impl Outcome {
                         sub_sequence_number: n as u32,
                     });
                 }
+                // Freed here, after the futures are woken, not on the core's task.
+                drop(record);
                 n
             }
             Outcome::Failed { pending, kind } => {
@@ -143,23 +152,29 @@ impl Ledger {
     /// The user records of one Kinesis record put as `put` says, already counted out with the
     /// rest of their call's (`Settlement::put`, passed to [`count_out`](Self::count_out)); their
     /// metrics were counted with the call's.
-    pub(super) fn put_settled(&mut self, entries: Vec<Pending>, put: Arc<Put>) {
-        self.out.resolved.push(Outcome::Put { put, entries });
+    pub(super) fn put_settled(&mut self, ready: Ready, put: Arc<Put>) {
+        let (entries, record) = (ready.entries, ready.record);
+        self.out.resolved.push(Outcome::Put {
+            put,
+            entries,
+            record,
+        });
     }
 
-    /// The user records of one Kinesis record put as `put` says, counted out here.
-    fn put(&mut self, entries: Vec<Pending>, put: Arc<Put>) {
-        self.count_out(&Counted::of(&entries));
-        self.put_settled(entries, put);
+    /// The user records of one Kinesis record put as `put` says, counted out here (not with
+    /// their call's: see `Core::handle_put_answer`).
+    pub(super) fn put(&mut self, ready: Ready, put: Arc<Put>) {
+        self.count_out(&Counted::of(&ready.entries));
+        self.put_settled(ready, put);
     }
 
     /// The user records of one Kinesis record of stream `stream`, put as `put` says, counted
     /// in the metrics here (an aggregate verified after its call: see `mapping::verify`).
-    pub(super) fn put_verified(&mut self, stream: usize, entries: Vec<Pending>, put: Arc<Put>) {
+    pub(super) fn put_verified(&mut self, stream: usize, ready: Ready, put: Arc<Put>) {
         let tally = self.gather.tally(stream);
         if tally.on {
             let mut puts = Puts::new(put.started);
-            for pending in &entries {
+            for pending in &ready.entries {
                 puts.add(
                     pending.record().data().len(),
                     pending.last_end(),
@@ -169,11 +184,11 @@ impl Ledger {
             }
             puts.into_group(tally.group(Some(&put.shard_id), None));
         } else {
-            for pending in &entries {
+            for pending in &ready.entries {
                 tally.resolved_arrival(pending.arrival());
             }
         }
-        self.put(entries, put);
+        self.put(ready, put);
     }
 
     /// A user record of stream `stream` that was not put, for reason `kind`.

@@ -176,6 +176,7 @@ pub(super) fn forget_map(s: &mut StreamState, listings: u64, now: Instant) {
     // packed for the old shards landed on the new shards of the same ids, which KCL consumers
     // drop). One asked for after this was read after the deletion.
     s.listed_before_missing = s.listed_before_missing.max(listings);
+    s.missing += 1;
     if s.map.is_none() {
         return;
     }
@@ -359,7 +360,7 @@ pub(super) fn verify(s: &mut StreamState, ledger: &mut Ledger, map: &ShardMap, n
                 started: m.started,
                 duration: m.duration,
             });
-            ledger.put_verified(s.index, m.ready.entries, put);
+            ledger.put_verified(s.index, m.ready, put);
             continue;
         };
         let message = format!(

@@ -152,6 +152,8 @@ pub(super) struct StreamState {
     /// Listings of this generation or older were asked for before the stream was last found
     /// missing, and are not used (see `mapping::forget_map`).
     pub(super) listed_before_missing: u64,
+    /// How many times the stream was found missing (see `mapping::forget_map`).
+    pub(super) missing: u64,
 }
 
 impl StreamState {
@@ -190,6 +192,7 @@ impl StreamState {
             reroute: Vec::new(),
             reroute_at: now,
             listed_before_missing: 0,
+            missing: 0,
         }
     }
 
