@@ -348,3 +348,76 @@ fn a_missing_stream_drops_its_map_and_records_wait_for_a_listing_of_it_as_it_is_
     assert!(core.poll_call(t0 + 2 * MS).is_none(), "no map: it waits");
     assert!(core.poll_listing().is_some(), "a listing is asked for");
 }
+
+#[test]
+fn a_listing_asked_for_before_the_stream_was_found_missing_is_not_used() {
+    // Found by the simulation (seed 665590): such a listing may describe the stream as it was
+    // before it was deleted and created again.
+    let t0 = Instant::now();
+    let mut core = mapped(config(|c| c), 1, t0);
+    let _a = send(&mut core, "a", "1", t0);
+    core.flush();
+    core.refresh("s", t0);
+    core.handle_timeout(t0);
+    let listing = core.poll_listing().expect("the refresh");
+    let call = core.poll_call(t0).unwrap();
+    let missing = SinkError::new("PutRecords", "ResourceNotFoundException", "no stream");
+    reply(&mut core, call, Err(missing), t0 + MS);
+    let old = Listed {
+        shards: Ok(shards(1)),
+        record_limit: Some(Ok(None)),
+    };
+    core.handle_listing(&listing, old, t0 + 2 * MS);
+    let _b = send(&mut core, "b", "2", t0 + 2 * MS);
+    core.flush();
+    core.handle_timeout(t0 + 2 * MS);
+    assert!(
+        core.poll_call(t0 + 2 * MS).is_none(),
+        "no map was installed"
+    );
+    assert!(
+        core.poll_listing().is_some(),
+        "another listing is asked for at once"
+    );
+}
+
+#[test]
+fn an_aggregate_sent_before_the_stream_was_found_missing_is_verified_before_it_resolves() {
+    // Found by the simulation (seed 3556678): it may have reached the stream created again,
+    // under a shard id it expected but another range.
+    let t0 = Instant::now();
+    let mut core = mapped(config(|c| c), 1, t0);
+    let mut first: Vec<_> = (0..10)
+        .map(|i| send(&mut core, &format!("k{i}"), &i.to_string(), t0))
+        .collect();
+    core.flush();
+    core.handle_timeout(t0);
+    let a = core.poll_call(t0).unwrap();
+    let _later = send(&mut core, "z", "z", t0);
+    core.flush();
+    core.handle_timeout(t0);
+    let b = core.poll_call(t0).unwrap();
+    let missing = SinkError::new("PutRecords", "ResourceNotFoundException", "no stream");
+    reply(&mut core, b, Err(missing), t0 + MS);
+    let answer = all_put(&a, "shardId-000000000000");
+    reply(&mut core, a, Ok(answer), t0 + 2 * MS);
+    deliver(&mut core);
+    assert!(
+        first.iter_mut().all(|f| outcome(f).is_none()),
+        "not before a listing"
+    );
+    core.handle_timeout(t0 + 2 * MS);
+    let listing = core.poll_listing().expect("a listing is asked for");
+    let now = Listed {
+        shards: Ok(shards(1)),
+        record_limit: Some(Ok(None)),
+    };
+    core.handle_listing(&listing, now, t0 + 3 * MS);
+    deliver(&mut core);
+    assert!(
+        first
+            .iter_mut()
+            .all(|f| outcome(f).is_some_and(|o| o.is_ok())),
+        "the shard's range holds them all: put"
+    );
+}
