@@ -42,7 +42,8 @@
 //! 7. counts add up: records put plus records failed equal records sent.
 //!
 //! A failing seed prints itself and its draw; `KPL_SIM_SEED=n` replays it alone and
-//! `KPL_SIM_TRACE=1` prints each step. `KPL_SIM_SEEDS=n` runs n scenarios (the test command runs
+//! `KPL_SIM_TRACE=1` prints each step (`KPL_SIM_TRACE=2` also each wake-up: what is due next, what
+//! the core holds). `KPL_SIM_SEEDS=n` runs n scenarios (the test command runs
 //! 3,000), `KPL_SIM_FIRST=n` starts at seed n, and `KPL_SIM_THREADS` sets how many threads
 //! share them (default: the machine's cores).
 
@@ -440,6 +441,17 @@ fn scenario(seed: u64, trace: bool) -> Result<u64, String> {
                 core.calls_in_flight()
             ));
         };
+        if trace && std::env::var("KPL_SIM_TRACE").as_deref() == Ok("2") {
+            eprintln!(
+                "{:?} next {:?} (event {:?}, core {:?}), held {:?}, {} calls",
+                now - t0,
+                next - t0,
+                q.next_time().map(|t| t - t0),
+                core.poll_timeout(now).map(|t| t - t0),
+                core.held(),
+                core.calls_in_flight()
+            );
+        }
         now = now.max(next);
         if now == last_now {
             same_instant += 1;
@@ -672,6 +684,13 @@ const FOUND: &[(u64, &str)] = &[
          was created again, under a shard id it expected but a new range, and was reported put; \
          KCL consumers drop it (Core::handle_put_answer: such aggregates are checked against a \
          listing of the stream as it is now)",
+    ),
+    (
+        8402965,
+        "a record whose RecordTtl ended at the very moment it came out of its retry's wait was \
+         queued behind a stale shard after the expiry check, with no wake-up for its TTL; \
+         shutdown waited for the next listing, 0.3 s past RecordTtl + RequestTimeout \
+         (Core::handle_timeout expires queued records last)",
     ),
 ];
 
