@@ -690,7 +690,7 @@ const FOUND: &[(u64, &str)] = &[
         "a record whose RecordTtl ended at the very moment it came out of its retry's wait was \
          queued behind a stale shard after the expiry check, with no wake-up for its TTL; \
          shutdown waited for the next listing, 0.3 s past RecordTtl + RequestTimeout \
-         (Core::handle_timeout expires queued records last)",
+         (wake::next_wake wakes for a queued TTL even when it has passed)",
     ),
 ];
 

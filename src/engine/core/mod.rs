@@ -288,20 +288,19 @@ impl Core {
             for pending in due {
                 route(s, cx.ledger, pending, now);
             }
+            // Before the aggregates due join the queue: they go now if they can, even those
+            // that lingered past their TTL (RecordMaxBufferedTime longer than RecordTtl). What
+            // cannot go, and whose TTL is over, is expired at the next turn, which the wake-up
+            // for the queue's oldest TTL asks for at once (`wake::next_wake`).
+            let ttl = cx.config.record_ttl;
+            if s.ready.oldest_born().is_some_and(|b| b + ttl <= now) {
+                stream::expire_queued(s, cx.ledger, ttl, now);
+            }
             if cx.closing {
                 flush_aggregators(s);
                 s.forced = s.ready.len();
             } else if s.aggregators_due.is_some_and(|d| d <= now) {
                 flush_due(s, now, cx.config.record_max_buffered_time / 5);
-            }
-            // Last, once everything due has reached the queue: a record whose TTL ends now
-            // and that had just come out of its retry's wait was otherwise left queued behind
-            // a stale shard with no wake-up for its TTL (the wake-up counts only TTLs still
-            // ahead), and shutdown waited for the next listing (found by the simulation's
-            // soak, seed 8402965).
-            let ttl = cx.config.record_ttl;
-            if s.ready.oldest_born().is_some_and(|b| b + ttl <= now) {
-                stream::expire_queued(s, cx.ledger, ttl, now);
             }
         }
     }

@@ -52,19 +52,15 @@ fn stream_wake(s: &StreamState, w: WakeInputs, now: Instant) -> Option<Instant> 
     if let Some(t) = s.reroute_due() {
         at(t);
     }
-    // Records waiting to be routed again, and queued records, whose RecordTtl runs out (a
-    // time already past was acted on: see `stream::expire_reroute` and
-    // `stream::expire_queued`).
-    if let Some(born) = Pending::oldest_arrival(&s.reroute)
-        && born + w.record_ttl > now
-    {
+    // Records waiting to be routed again, and queued records, whose RecordTtl runs out. Even
+    // a time already past: such a record joined after this turn's check (a retry whose wait
+    // ended the instant its TTL did, left behind a stale shard, had no wake-up and waited for
+    // the next listing: found by the simulation's soak, seed 8402965), and the next turn
+    // expires it (`stream::expire_reroute`, `stream::expire_queued`), so this cannot spin.
+    if let Some(born) = Pending::oldest_arrival(&s.reroute) {
         at(born + w.record_ttl);
     }
-    // Queued records whose RecordTtl runs out (a time already past was acted on: see
-    // `stream::expire_queued`).
-    if let Some(born) = s.ready.oldest_born()
-        && born + w.record_ttl > now
-    {
+    if let Some(born) = s.ready.oldest_born() {
         at(born + w.record_ttl);
     }
     if w.can_send {
