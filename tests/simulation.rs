@@ -692,6 +692,12 @@ const FOUND: &[(u64, &str)] = &[
          shutdown waited for the next listing, 0.3 s past RecordTtl + RequestTimeout \
          (wake::next_wake wakes for a queued TTL even when it has passed)",
     ),
+    (
+        32543,
+        "per-key ordering: an in-order retry some of whose records expired kept its oldest \
+         record's arrival as its own, so the wake-up for a TTL already past (the fix for seed \
+         8402965) spun the core (resend::retry_in_order takes it from the records kept)",
+    ),
 ];
 
 #[test]

@@ -375,8 +375,10 @@ pub(super) fn expire_queued(s: &mut StreamState, ledger: &mut Ledger, ttl: Durat
             // A subset of an aggregate, in the same order, is smaller than the aggregate.
             let records: Vec<UserRecord> = keep.iter().map(|p| p.record().clone()).collect();
             r.record = encode(&records).expect("at least one record");
-            r.born = born(&keep, now);
         }
+        // Taken again from what is left, whatever it was: every record left in the queue is
+        // then born after `cutoff`, so the wake-up for the oldest TTL is ahead, and cannot spin.
+        r.born = born(&keep, now);
         r.entries = keep;
     });
     s.forced = s.forced.min(s.ready.len());
