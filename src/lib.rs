@@ -97,6 +97,7 @@ pub mod producer;
 pub mod record;
 pub mod shard_map;
 pub mod sink;
+pub mod spool;
 
 /// The README's examples, compiled and run as doc tests so they stay true.
 #[cfg(doctest)]
@@ -119,3 +120,4 @@ pub use hash_key::HashKey;
 pub use outcome::{Attempt, AttemptError, Attempts, PutError, PutErrorKind, Receipt};
 pub use producer::{BatchFuture, Buffered, Producer, RecordFuture};
 pub use record::UserRecord;
+pub use spool::{SpoolError, SpoolStats};

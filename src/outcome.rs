@@ -223,6 +223,10 @@ pub enum PutErrorKind {
     /// Sent after [`Producer::shutdown`](crate::Producer::shutdown): not accepted.
     #[error("the producer is shut down and accepts no records")]
     Closed,
+    /// The spool did not take the record (`SpoolDirectory` set): full, or writing it fails, or it
+    /// could not be opened. Nothing was sent; the record is handed back.
+    #[error(transparent)]
+    Spool(#[from] crate::spool::SpoolError),
     /// The producer's engine stopped (its runtime shut down, or it failed) before the record was
     /// resolved. The record may or may not have been put.
     #[error(

@@ -28,8 +28,9 @@ use crate::metrics::{Metrics, Shared};
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
 use crate::sink::Sink;
+use crate::spool::{Recovered, Spool, SpoolError, SpoolStats, Tag};
 
-struct Inner {
+pub(crate) struct Inner {
     tx: mpsc::UnboundedSender<Msg>,
     /// Buffered records and bytes against MaxBufferedRecords and MaxBufferedBytes.
     budget: Arc<Budget>,
@@ -51,6 +52,10 @@ struct Inner {
     /// The runtime the producer made for itself when created outside one; shut down (in the
     /// background, so dropping the producer never blocks or panics) with the last handle.
     runtime: Option<tokio::runtime::Runtime>,
+    /// The durable spool, when `SpoolDirectory` is set and it opened.
+    spool: Option<Arc<Spool>>,
+    /// Why the spool configured could not be opened: every record is refused with it.
+    spool_failed: Option<SpoolError>,
 }
 
 impl Drop for Inner {
@@ -89,10 +94,32 @@ impl Producer {
     /// # Cancellation
     /// Loading the AWS configuration is the only await; dropping the future before it completes
     /// creates nothing.
+    ///
+    /// With `SpoolDirectory` set, prefer [`try_new`](Self::try_new): if the spool cannot be
+    /// opened (another producer holds it, the disk refuses), this producer refuses every record
+    /// with that error ([`PutErrorKind::Spool`]) and logs it once.
     #[cfg(feature = "aws")]
     pub async fn new(config: Config) -> Producer {
         let sdk = crate::sink::aws::load_sdk_config(&config).await;
         Producer::from_sdk_config(&sdk, config)
+    }
+
+    /// As [`new`](Self::new), but an error when the spool (`SpoolDirectory`) cannot be opened.
+    /// The spool is opened, and what an earlier producer left in it is read back and sent
+    /// first, before this returns.
+    ///
+    /// # Errors
+    /// [`SpoolError::Locked`] when another producer has the directory open,
+    /// [`SpoolError::Open`] when it cannot be created, read or written.
+    ///
+    /// # Cancellation
+    /// Dropping the future before it completes creates nothing.
+    #[cfg(feature = "aws")]
+    pub async fn try_new(config: Config) -> Result<Producer, SpoolError> {
+        let sdk = crate::sink::aws::load_sdk_config(&config).await;
+        let sink = crate::sink::aws::AwsSink::from_sdk_config(&sdk, &config);
+        let spool = open_spool(&config).transpose()?;
+        Ok(Producer::build(config, sink, spool.map(Ok)))
     }
 
     /// A producer over the AWS SDK configured from an AWS configuration you loaded yourself,
@@ -139,6 +166,57 @@ impl Producer {
     /// Created outside a tokio runtime, it builds one of its own; if the operating system
     /// refuses it threads, that panics.
     pub fn with_sink<S: Sink>(config: Config, sink: S) -> Producer {
+        let spool = open_spool(&config);
+        if let Some(Err(e)) = &spool {
+            tracing::error!("{e}; every record sent to this producer is refused");
+        }
+        Producer::build(config, sink, spool)
+    }
+
+    /// As [`with_sink`](Self::with_sink), but an error when the spool (`SpoolDirectory`) cannot
+    /// be opened.
+    ///
+    /// ```
+    /// # use kinesis_producer::{Config, Producer, SpoolError, UserRecord};
+    /// # use kinesis_producer::sink::memory::MemorySink;
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let dir = std::env::temp_dir().join(format!("kpl-spool-doc-{}", std::process::id()));
+    /// let config = Config::builder().spool_directory(&dir).build().unwrap();
+    /// let sink = MemorySink::new().with_stream("s", 1);
+    /// let producer = Producer::try_with_sink(config.clone(), sink.clone()).unwrap();
+    /// let put = producer.send("s", UserRecord::new("k", "kept on disk until put").unwrap());
+    /// // Once this returns, the record survives a crash of the process or the machine.
+    /// producer.sync_spool().await.unwrap();
+    /// // A second producer on the same directory is refused.
+    /// let refused = Producer::try_with_sink(config, sink).unwrap_err();
+    /// assert!(matches!(refused, SpoolError::Locked { .. }));
+    /// put.await.unwrap();
+    /// producer.shutdown().await;
+    /// # std::fs::remove_dir_all(&dir).unwrap();
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// As [`try_new`](Self::try_new).
+    ///
+    /// # Panics
+    /// As [`with_sink`](Self::with_sink).
+    pub fn try_with_sink<S: Sink>(config: Config, sink: S) -> Result<Producer, SpoolError> {
+        let spool = open_spool(&config).transpose()?;
+        Ok(Producer::build(config, sink, spool.map(Ok)))
+    }
+
+    fn build<S: Sink>(
+        config: Config,
+        sink: S,
+        spool: Option<Result<(Spool, Vec<Recovered>), SpoolError>>,
+    ) -> Producer {
+        let (spool, recovered, spool_failed) = match spool {
+            None => (None, Vec::new(), None),
+            Some(Ok((spool, recovered))) => (Some(Arc::new(spool)), recovered, None),
+            Some(Err(e)) => (None, Vec::new(), Some(e)),
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         // The channel itself is unbounded; what bounds memory is this budget, reserved before a
         // record enters the channel and released when it resolves.
@@ -166,7 +244,7 @@ impl Producer {
                 (rt.handle().clone(), Some(rt))
             }
         };
-        Producer {
+        let producer = Producer {
             inner: Arc::new(Inner {
                 tx,
                 budget,
@@ -177,8 +255,14 @@ impl Producer {
                 engine_stopped,
                 handle,
                 runtime,
+                spool,
+                spool_failed,
             }),
+        };
+        if !recovered.is_empty() {
+            crate::spool::resend::start(&producer, recovered);
         }
+        producer
     }
 
     /// Sends a record to `stream`. Never blocks and never waits: callable from any thread,
@@ -244,11 +328,23 @@ impl Producer {
     pub async fn send_wait(&self, stream: &str, record: UserRecord) -> RecordFuture {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        if !self.inner.budget.reserve(charge(&record), closed).await {
-            return closed_while_waiting(stream, record);
+        let mut record = record;
+        loop {
+            if !self.inner.budget.reserve(charge(&record), closed).await {
+                return closed_while_waiting(stream, record);
+            }
+            match self.enqueue(Arc::clone(&stream), stream_id, record) {
+                Err(e) if is_spool_full(&e.kind) => {
+                    record = e.record;
+                    if let Some(spool) = &self.inner.spool {
+                        spool
+                            .wait_room(spool.frame_len(&stream, &record), closed)
+                            .await;
+                    }
+                }
+                done => return done.unwrap_or_else(RecordFuture::resolved),
+            }
         }
-        self.enqueue(stream, stream_id, record)
-            .unwrap_or_else(RecordFuture::resolved)
     }
 
     /// As [`send_wait`](Self::send_wait), blocking the calling thread while the buffer is full:
@@ -257,11 +353,21 @@ impl Producer {
     pub fn send_blocking(&self, stream: &str, record: UserRecord) -> RecordFuture {
         let (stream, stream_id) = self.stream_id(stream);
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        if !self.inner.budget.reserve_blocking(charge(&record), closed) {
-            return closed_while_waiting(stream, record);
+        let mut record = record;
+        loop {
+            if !self.inner.budget.reserve_blocking(charge(&record), closed) {
+                return closed_while_waiting(stream, record);
+            }
+            match self.enqueue(Arc::clone(&stream), stream_id, record) {
+                Err(e) if is_spool_full(&e.kind) => {
+                    record = e.record;
+                    if let Some(spool) = &self.inner.spool {
+                        spool.wait_room_blocking(spool.frame_len(&stream, &record), closed);
+                    }
+                }
+                done => return done.unwrap_or_else(RecordFuture::resolved),
+            }
         }
-        self.enqueue(stream, stream_id, record)
-            .unwrap_or_else(RecordFuture::resolved)
     }
 
     /// Sends many records to `stream` at once: as [`send`](Self::send) for each, in order,
@@ -292,7 +398,7 @@ impl Producer {
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
-        let mut batch = self.admitting(stream, records);
+        let mut batch = self.admitting(stream, records, true);
         // `None`: everything was taken, and nothing is left to refuse.
         let refusal = self.admit(&mut batch).unwrap_or(PutErrorKind::Closed);
         batch.future(refusal)
@@ -310,15 +416,26 @@ impl Producer {
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
+        self.send_all_waiting(self.admitting(stream, records, true))
+            .await
+    }
+
+    /// Sends `batch`, waiting for room in the buffer and the spool.
+    async fn send_all_waiting(&self, mut batch: Admitting) -> BatchFuture {
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        let mut batch = self.admitting(stream, records);
-        while let Some(next) = self.admit_next(&mut batch) {
-            let room = self.inner.budget.reserve(charge(&next), closed).await;
-            if !batch.waited(next, room) {
-                break;
+        let refusal = loop {
+            match self.admit_or_wait(&mut batch) {
+                Wait::Done(kind) => break kind,
+                Wait::Spool(spool, len) => spool.wait_room(len, closed).await,
+                Wait::Budget(next) => {
+                    let room = self.inner.budget.reserve(charge(&next), closed).await;
+                    if !batch.waited(next, room) {
+                        break PutErrorKind::Closed;
+                    }
+                }
             }
-        }
-        batch.future(PutErrorKind::Closed)
+        };
+        batch.future(refusal)
     }
 
     /// As [`send_all_wait`](Self::send_all_wait), blocking the calling thread while the buffer is
@@ -329,18 +446,73 @@ impl Producer {
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        let mut batch = self.admitting(stream, records);
-        while let Some(next) = self.admit_next(&mut batch) {
-            let room = self.inner.budget.reserve_blocking(charge(&next), closed);
-            if !batch.waited(next, room) {
-                break;
+        let mut batch = self.admitting(stream, records, true);
+        let refusal = loop {
+            match self.admit_or_wait(&mut batch) {
+                Wait::Done(kind) => break kind,
+                Wait::Spool(spool, len) => spool.wait_room_blocking(len, closed),
+                Wait::Budget(next) => {
+                    let room = self.inner.budget.reserve_blocking(charge(&next), closed);
+                    if !batch.waited(next, room) {
+                        break PutErrorKind::Closed;
+                    }
+                }
             }
-        }
-        batch.future(PutErrorKind::Closed)
+        };
+        batch.future(refusal)
     }
 
-    /// A batch to admit as room allows.
-    fn admitting(&self, stream: &str, records: impl IntoIterator<Item = UserRecord>) -> Admitting {
+    /// Admits what fits of `batch`, and says what to wait for before the rest.
+    fn admit_or_wait(&self, batch: &mut Admitting) -> Wait {
+        match self.admit(batch) {
+            // Everything admitted: nothing is left for the refusal to apply to.
+            None => Wait::Done(PutErrorKind::Closed),
+            Some(kind) if is_spool_full(&kind) => {
+                match (&self.inner.spool, batch.rest.as_slice().first()) {
+                    _ if self.inner.closed.load(Ordering::Acquire) => {
+                        Wait::Done(PutErrorKind::Closed)
+                    }
+                    (Some(spool), Some(next)) => {
+                        Wait::Spool(Arc::clone(spool), spool.frame_len(&batch.stream, next))
+                    }
+                    _ => Wait::Done(kind),
+                }
+            }
+            Some(PutErrorKind::BufferFull { .. }) => match batch.rest.next() {
+                Some(next) => Wait::Budget(next),
+                None => Wait::Done(PutErrorKind::Closed),
+            },
+            Some(kind) => Wait::Done(kind),
+        }
+    }
+
+    /// Records found in the spool when it was opened, sent again: as `send_all_wait`, without
+    /// appending them to the spool again (they are in it already).
+    pub(crate) async fn send_recovered(
+        &self,
+        stream: &str,
+        records: Vec<UserRecord>,
+    ) -> BatchFuture {
+        self.send_all_waiting(self.admitting(stream, records, false))
+            .await
+    }
+
+    /// As [`send_recovered`](Self::send_recovered), without waiting: what does not fit is
+    /// refused as buffer full.
+    pub(crate) fn send_recovered_now(&self, stream: &str, records: Vec<UserRecord>) -> BatchFuture {
+        let mut batch = self.admitting(stream, records, false);
+        let refusal = self.admit(&mut batch).unwrap_or(PutErrorKind::Closed);
+        batch.future(refusal)
+    }
+
+    /// A batch to admit as room allows; `spool`: append its records to the spool, if there is
+    /// one.
+    fn admitting(
+        &self,
+        stream: &str,
+        records: impl IntoIterator<Item = UserRecord>,
+        spool: bool,
+    ) -> Admitting {
         let (stream, stream_id) = self.stream_id(stream);
         let records: Vec<UserRecord> = records.into_iter().collect();
         Admitting {
@@ -349,52 +521,75 @@ impl Producer {
             batch: Batch::new(records.len()),
             rest: records.into_iter(),
             reserved: Vec::new(),
+            spool,
         }
     }
 
-    /// Admits all of the batch there is room for; returns the next record, to wait for room
-    /// for, or `None` when nothing is left to wait for (all admitted, or the producer closed).
-    fn admit_next(&self, a: &mut Admitting) -> Option<UserRecord> {
-        let refusal = self.admit(a)?;
-        let next = a.rest.next()?;
-        if refusal == PutErrorKind::Closed {
-            a.batch.refuse(PutErrorKind::Closed, next);
-            return None;
-        }
-        Some(next)
-    }
-
-    /// Hands the engine, in one message, the entries whose room is reserved already and as
-    /// many of the records not yet admitted as there is room for: the room of all of them at
-    /// once when it is there, else of each in turn until one does not fit. Returns why the
-    /// rest was not taken: the buffer is full, or the producer is closed; `None` when
-    /// everything was. Entries the engine cannot take (it stopped) resolve as stopped.
+    /// Hands the engine, in one message, the records whose room is reserved already and as
+    /// many of the records not yet admitted as there is room for (in the buffer, then in the
+    /// spool): the room of all of them at once when it is there, else of each in turn until
+    /// one does not fit. Returns why the rest was not taken: the buffer or spool is full, the
+    /// producer is closed, the spool fails; `None` when everything was. Entries the engine
+    /// cannot take (it stopped) resolve as stopped.
     fn admit(&self, a: &mut Admitting) -> Option<PutErrorKind> {
         let Admitting {
+            stream,
             stream_id,
             batch,
             rest,
             reserved,
-            ..
+            spool,
         } = a;
-        let mut entries = std::mem::take(reserved);
-        let refusal = if self.refusal().is_some() {
-            Some(PutErrorKind::Closed)
-        } else {
-            let all: usize = rest.as_slice().iter().map(charge).sum();
-            if self.inner.budget.try_reserve_many(rest.len(), all) {
-                entries.extend(rest.by_ref().map(|r| batch.entry(r)));
-                None
-            } else {
-                while let Some(first) = rest.as_slice().first()
-                    && self.inner.budget.try_reserve(charge(first))
-                {
-                    entries.push(batch.entry(rest.next().expect("looked at")));
+        if let Some(kind) = self.refusal() {
+            if !reserved.is_empty() {
+                let bytes = reserved.iter().map(charge).sum();
+                self.inner.budget.release(reserved.len(), bytes);
+                for record in reserved.drain(..) {
+                    batch.refuse(kind.clone(), record);
                 }
-                Some(self.full_kind())
             }
-        };
-        if !entries.is_empty() {
+            return Some(kind).filter(|_| rest.len() > 0);
+        }
+        let all: usize = rest.as_slice().iter().map(charge).sum();
+        let mut fit = 0;
+        let mut refusal = None;
+        if self.inner.budget.try_reserve_many(rest.len(), all) {
+            fit = rest.len();
+        } else {
+            while let Some(next) = rest.as_slice().get(fit)
+                && self.inner.budget.try_reserve(charge(next))
+            {
+                fit += 1;
+            }
+            refusal = Some(self.full_kind());
+        }
+        let mut records = std::mem::take(reserved);
+        records.extend(rest.by_ref().take(fit));
+        let mut tags = None;
+        if *spool {
+            let (appended, refused) = self.spool_many(stream, &records);
+            if let Some(kind) = refused {
+                // What the spool did not take goes back in front of the rest, its room given
+                // back; the records before it go on.
+                let taken = appended.as_ref().map_or(0, Vec::len);
+                let back: Vec<UserRecord> = records.drain(taken..).collect();
+                let bytes = back.iter().map(charge).sum();
+                self.inner.budget.release(back.len(), bytes);
+                let again: Vec<UserRecord> = back.into_iter().chain(rest.by_ref()).collect();
+                *rest = again.into_iter();
+                refusal = Some(kind);
+            }
+            tags = appended;
+        }
+        if !records.is_empty() {
+            let entries: Vec<Pending> = match tags {
+                Some(tags) => records
+                    .into_iter()
+                    .zip(tags)
+                    .map(|(r, tag)| batch.entry(r).spooled(tag))
+                    .collect(),
+                None => records.into_iter().map(|r| batch.entry(r)).collect(),
+            };
             let msg = Msg::Records {
                 stream: *stream_id,
                 entries,
@@ -410,6 +605,98 @@ impl Producer {
             }
         }
         refusal.filter(|_| rest.len() > 0)
+    }
+
+    /// Appends `records` to the spool, if there is one: their tags (`None` without a spool),
+    /// as many as it took, and why it refused the rest.
+    fn spool_many(
+        &self,
+        stream: &str,
+        records: &[UserRecord],
+    ) -> (Option<Vec<Tag>>, Option<PutErrorKind>) {
+        if let Some(e) = &self.inner.spool_failed {
+            return (Some(Vec::new()), Some(PutErrorKind::Spool(e.clone())));
+        }
+        match &self.inner.spool {
+            None => (None, None),
+            Some(spool) => {
+                let (tags, refused) = spool.append(stream, records);
+                (Some(tags), refused.map(PutErrorKind::Spool))
+            }
+        }
+    }
+
+    /// Appends one record to the spool, if there is one.
+    fn spool_one(&self, stream: &str, record: &UserRecord) -> Result<Option<Tag>, PutErrorKind> {
+        if let Some(e) = &self.inner.spool_failed {
+            return Err(PutErrorKind::Spool(e.clone()));
+        }
+        match &self.inner.spool {
+            None => Ok(None),
+            Some(spool) => spool
+                .append_one(stream, record)
+                .map(Some)
+                .map_err(PutErrorKind::Spool),
+        }
+    }
+
+    /// Waits until every record sent before this call is durable in the spool: from then on it
+    /// survives `kill -9` of the process, a panic, or power loss of a machine whose disk
+    /// honours `fdatasync` (see `docs/delivery.md`, "The spool"). Without waiting for this,
+    /// a record is made durable within `SpoolSyncInterval`.
+    ///
+    /// # Errors
+    /// [`SpoolError::NotConfigured`] without a spool; the spool's error if writing it fails
+    /// meanwhile (the records sent before are then not known to be durable) or it could not be
+    /// opened; [`SpoolError::Closed`] after shutdown.
+    ///
+    /// # Cancellation
+    /// Dropping the future stops the waiting only: the records are made durable regardless.
+    pub async fn sync_spool(&self) -> Result<(), SpoolError> {
+        match (&self.inner.spool, &self.inner.spool_failed) {
+            (Some(spool), _) => spool.sync().await,
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(SpoolError::NotConfigured),
+        }
+    }
+
+    /// As [`sync_spool`](Self::sync_spool), blocking the calling thread: for callers outside an
+    /// async runtime (do not call it from an async task).
+    ///
+    /// # Errors
+    /// As [`sync_spool`](Self::sync_spool).
+    pub fn sync_spool_blocking(&self) -> Result<(), SpoolError> {
+        match (&self.inner.spool, &self.inner.spool_failed) {
+            (Some(spool), _) => spool.sync_blocking(),
+            (None, Some(e)) => Err(e.clone()),
+            (None, None) => Err(SpoolError::NotConfigured),
+        }
+    }
+
+    /// What the spool has done since it was opened (records recovered and put again, bytes
+    /// written, syncs, segments deleted or found damaged); `None` without a spool.
+    pub fn spool_stats(&self) -> Option<SpoolStats> {
+        self.inner.spool.as_ref().map(|s| s.stats())
+    }
+
+    /// The spool, for the task that sends again what it held.
+    pub(crate) fn spool(&self) -> Option<&Arc<Spool>> {
+        self.inner.spool.as_ref()
+    }
+
+    /// A handle that does not keep the producer alive.
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Inner> {
+        Arc::downgrade(&self.inner)
+    }
+
+    /// The producer of a handle from [`downgrade`](Self::downgrade), if it is still alive.
+    pub(crate) fn upgrade(weak: &std::sync::Weak<Inner>) -> Option<Producer> {
+        weak.upgrade().map(|inner| Producer { inner })
+    }
+
+    /// The runtime the producer's tasks run on.
+    pub(crate) fn runtime(&self) -> &tokio::runtime::Handle {
+        &self.inner.handle
     }
 
     /// Records and bytes buffered now: accepted and not yet resolved (see [`Buffered`]). Never
@@ -507,7 +794,22 @@ impl Producer {
         record: UserRecord,
     ) -> Result<RecordFuture, PutError> {
         let size = charge(&record);
-        let (pending, future) = Pending::new(record, Arc::clone(&stream));
+        let tag = match self.spool_one(&stream, &record) {
+            Ok(tag) => tag,
+            Err(kind) => {
+                self.inner.budget.release(1, size);
+                return Err(PutError {
+                    kind,
+                    stream,
+                    record,
+                    attempts: Attempts::default(),
+                });
+            }
+        };
+        let (mut pending, future) = Pending::new(record, Arc::clone(&stream));
+        if let Some(tag) = tag {
+            pending = pending.spooled(tag);
+        }
         let msg = Msg::Record {
             stream: stream_id,
             pending,
@@ -594,6 +896,11 @@ impl Producer {
         if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
             let _ = rx.await;
         }
+        // Every record resolved: the spool deletes what it can and lets go of the directory.
+        if let Some(spool) = &self.inner.spool {
+            let spool = Arc::clone(spool);
+            let _ = tokio::task::spawn_blocking(move || spool.close()).await;
+        }
     }
 }
 
@@ -604,7 +911,10 @@ struct Admitting {
     stream_id: usize,
     batch: Batch,
     rest: std::vec::IntoIter<UserRecord>,
-    reserved: Vec<Pending>,
+    /// Records whose room in the buffer is reserved, to go in the next message.
+    reserved: Vec<UserRecord>,
+    /// Append them to the spool (not when they come from it).
+    spool: bool,
 }
 
 impl Admitting {
@@ -612,7 +922,7 @@ impl Admitting {
     /// producer closed meanwhile and the record is refused). Returns whether to go on.
     fn waited(&mut self, next: UserRecord, room: bool) -> bool {
         if room {
-            self.reserved.push(self.batch.entry(next));
+            self.reserved.push(next);
         } else {
             self.batch.refuse(PutErrorKind::Closed, next);
         }
@@ -626,6 +936,26 @@ impl Admitting {
         }
         self.batch.future(self.stream)
     }
+}
+
+/// What a waiting batch waits for next.
+enum Wait {
+    /// Nothing: the rest is refused for this reason (or nothing is left).
+    Done(PutErrorKind),
+    /// Room for a frame of this many bytes in the spool.
+    Spool(Arc<Spool>, u64),
+    /// Room in the buffer for this record.
+    Budget(UserRecord),
+}
+
+/// Whether a refusal is the spool being full, which a waiting send waits out.
+fn is_spool_full(kind: &PutErrorKind) -> bool {
+    matches!(kind, PutErrorKind::Spool(SpoolError::Full { .. }))
+}
+
+/// Opens the spool `config` asks for, if any.
+fn open_spool(config: &Config) -> Option<Result<(Spool, Vec<Recovered>), SpoolError>> {
+    config.spool.clone().map(crate::spool::open)
 }
 
 /// The outcome of a record whose sender waited for room until the producer shut down.

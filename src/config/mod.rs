@@ -89,6 +89,8 @@ pub struct Config {
     pub(crate) proxy: Option<Proxy>,
     pub(crate) trusted_certificates: Option<TrustedCertificates>,
     pub(crate) ignored: Vec<IgnoredProperty>,
+    /// `SpoolDirectory`, `SpoolMaxBytes`, `SpoolSyncInterval`: the durable spool, when set.
+    pub(crate) spool: Option<crate::spool::Options>,
 }
 
 impl Default for Config {
@@ -126,6 +128,26 @@ impl Config {
     /// `RecordMaxBufferedTime` (default 100 ms).
     pub fn record_max_buffered_time(&self) -> Duration {
         self.record_max_buffered_time
+    }
+    /// `SpoolDirectory`: where records are kept on disk until they resolve, when set (see
+    /// [`ConfigBuilder::spool_directory`]).
+    pub fn spool_directory(&self) -> Option<&std::path::Path> {
+        self.spool.as_ref().map(|s| s.dir.as_path())
+    }
+    /// `SpoolMaxBytes` (default 1 GiB): the most the spool holds on disk.
+    pub fn spool_max_bytes(&self) -> u64 {
+        self.spool
+            .as_ref()
+            .map_or(DEFAULT_SPOOL_MAX_BYTES, |s| s.max_bytes)
+    }
+    /// `SpoolSyncInterval` (default 5 ms): the longest a record appended to the spool waits
+    /// before it is made durable.
+    pub fn spool_sync_interval(&self) -> Duration {
+        self.spool
+            .as_ref()
+            .map_or(Duration::from_millis(DEFAULT_SPOOL_SYNC_INTERVAL_MS), |s| {
+                s.sync_interval
+            })
     }
     /// `RecordTtl` (default 30 s), or `UserRecordTimeoutInMillis` when that is set and
     /// shorter.
@@ -287,6 +309,9 @@ pub struct ConfigBuilder {
     max_user_record_size: Option<u64>,
     credentials: Option<StaticCredentials>,
     shard_map_refresh_interval_ms: u64,
+    spool_directory: Option<std::path::PathBuf>,
+    spool_max_bytes: u64,
+    spool_sync_interval_ms: u64,
     fail_if_throttled: bool,
     per_key_ordering: bool,
     rate_limit: u64,
@@ -306,6 +331,11 @@ pub const DEFAULT_METRICS_NAMESPACE: &str = "KinesisProducerLibrary";
 pub const DEFAULT_MAX_BUFFERED_RECORDS: usize = 500_000;
 /// Default `MaxBufferedBytes` (256 MiB of buffered records, bookkeeping included).
 pub const DEFAULT_MAX_BUFFERED_BYTES: usize = 256 << 20;
+
+/// Default `SpoolMaxBytes`: 1 GiB on disk.
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
+/// Default `SpoolSyncInterval`, in milliseconds.
+pub const DEFAULT_SPOOL_SYNC_INTERVAL_MS: u64 = 5;
 
 impl Default for ConfigBuilder {
     fn default() -> Self {
@@ -348,6 +378,9 @@ impl Default for ConfigBuilder {
             rate_limit: 150,
             max_buffered_records: DEFAULT_MAX_BUFFERED_RECORDS as u64,
             max_buffered_bytes: DEFAULT_MAX_BUFFERED_BYTES as u64,
+            spool_directory: None,
+            spool_max_bytes: DEFAULT_SPOOL_MAX_BYTES,
+            spool_sync_interval_ms: DEFAULT_SPOOL_SYNC_INTERVAL_MS,
         }
     }
 }
@@ -481,6 +514,27 @@ impl ConfigBuilder {
     /// (at least 100 ms; default 30 s).
     pub fn record_ttl(mut self, value: Duration) -> Self {
         self.record_ttl_ms = millis(value);
+        self
+    }
+    /// `SpoolDirectory`: keep every record on local disk, in this directory, from when it is
+    /// sent until it resolves, so that records survive a crash of the process or the machine
+    /// (see `docs/delivery.md`, "The spool"). A producer opened on the directory sends first
+    /// what an earlier one left unresolved; [`Producer::sync_spool`](crate::Producer::sync_spool)
+    /// waits until what was sent before it is durable. One producer per directory.
+    pub fn spool_directory(mut self, dir: impl Into<std::path::PathBuf>) -> Self {
+        self.spool_directory = Some(dir.into());
+        self
+    }
+    /// `SpoolMaxBytes`: the most the spool holds on disk (1 MiB ..= 1 PiB, default 1 GiB);
+    /// when full, sends are refused or wait as when the buffer is full.
+    pub fn spool_max_bytes(mut self, value: u64) -> Self {
+        self.spool_max_bytes = value;
+        self
+    }
+    /// `SpoolSyncInterval`: the longest a record appended to the spool waits before it is made
+    /// durable with `fdatasync` (0 ..= 60 s, default 5 ms); appends in between share one.
+    pub fn spool_sync_interval(mut self, value: Duration) -> Self {
+        self.spool_sync_interval_ms = millis(value);
         self
     }
     /// `RequestTimeout`: the limit on one PutRecords or ListShards call (100 ms ..= 600 s).
@@ -747,6 +801,13 @@ impl ConfigBuilder {
                 });
             }
         }
+        let spool_max_bytes = check("SpoolMaxBytes", self.spool_max_bytes, 1 << 20, 1 << 50)?;
+        check_ms("SpoolSyncInterval", self.spool_sync_interval_ms, 0, 60_000)?;
+        let spool = self.spool_directory.map(|dir| crate::spool::Options {
+            dir,
+            max_bytes: spool_max_bytes,
+            sync_interval: Duration::from_millis(self.spool_sync_interval_ms),
+        });
         let proxy = self.proxy.build()?;
         let trusted_certificates = network::trusted_certificates(
             self.ca_cert_file.as_deref(),
@@ -788,6 +849,7 @@ impl ConfigBuilder {
             proxy,
             trusted_certificates,
             ignored: self.ignored,
+            spool,
         })
     }
 }

@@ -145,6 +145,10 @@ pub const PROPERTIES: &[Property] = &[
     // KPL 1.0.4+. Always true here: a failed record's error hands it back.
     applied("ReturnUserRecordOnFailure", Kind::Boolean, "false"),
     applied("ShardMapRefreshInterval", Kind::Number, "60000"),
+    // Ours: the durable spool (`ConfigBuilder::spool_directory`).
+    applied("SpoolDirectory", Kind::Text, ""),
+    applied("SpoolMaxBytes", Kind::Number, "1073741824"),
+    applied("SpoolSyncInterval", Kind::Number, "5"),
     ignored("StsEndpoint", Kind::Text, "", CHAIN),
     ignored("StsPort", Kind::Number, "443", CHAIN),
     ignored("TempDirectory", Kind::Text, "", NO_DAEMON),
@@ -453,6 +457,13 @@ impl ConfigBuilder {
                 c.secret_access_key = value.to_owned();
                 self
             }
+            "SpoolDirectory" if value.is_empty() => self,
+            "SpoolDirectory" => self.spool_directory(value),
+            "SpoolMaxBytes" => self.spool_max_bytes(number()?),
+            "SpoolSyncInterval" => Self {
+                spool_sync_interval_ms: number()?,
+                ..self
+            },
             "UploadMetrics" => self.upload_metrics(boolean()?),
             "MetricsNamespace" => self.metrics_namespace(value),
             "MetricsUploadDelay" => Self {

@@ -62,6 +62,9 @@ pub(crate) struct Pending {
     /// Its place in the order the engine took records in: with per-key ordering, records sent
     /// again after a resharding are routed in this order, whatever queue they come from.
     seq: u64,
+    /// Its segment in the spool, when there is one: released when it resolves (put, or failed
+    /// and handed back), kept when it is dropped unresolved (the next producer sends it).
+    spool: Option<crate::spool::Tag>,
 }
 
 /// The instant arrivals are counted from: read once per process. (Any instant will do: a paused
@@ -124,7 +127,14 @@ impl Pending {
             arrival_ns: 0,
             epoch: 0,
             seq: 0,
+            spool: None,
         }
+    }
+
+    /// The record is in the spool, in `tag`'s segment.
+    pub(crate) fn spooled(mut self, tag: crate::spool::Tag) -> Pending {
+        self.spool = Some(tag);
+        self
     }
 
     /// The engine took the record in at `now`, counted in flush epoch `epoch`, as the `seq`th.
@@ -200,6 +210,12 @@ impl Pending {
             charge: charge(&self.record),
             epoch: self.epoch,
         };
+        if let Some(tag) = self.spool.take() {
+            // Stopped is not an outcome the caller can act on: the record stays in the spool.
+            if !matches!(how, Resolution::Failed(PutErrorKind::Stopped)) {
+                tag.release();
+            }
+        }
         let Some(slot) = self.slot.take() else {
             return resolved;
         };
