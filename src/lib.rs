@@ -112,6 +112,8 @@ pub mod __private {
     pub use crate::aggregation::proto::{AggregatedRecord, Record, Tag};
     /// The engine's sans-I/O core, for the deterministic simulation (`tests/simulation.rs`).
     pub use crate::engine::simulated as core;
+    /// Called at the spool writer's kill points, for the crash tests (`cli/tests/cli_spool.rs`).
+    pub use crate::spool::writer::set_hook as spool_hook;
 }
 
 pub use config::{Config, ConfigBuilder};

@@ -398,7 +398,7 @@ impl Producer {
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
-        let mut batch = self.admitting(stream, records, true);
+        let mut batch = self.admitting(stream, records, Spooling::Append);
         // `None`: everything was taken, and nothing is left to refuse.
         let refusal = self.admit(&mut batch).unwrap_or(PutErrorKind::Closed);
         batch.future(refusal)
@@ -416,7 +416,7 @@ impl Producer {
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
-        self.send_all_waiting(self.admitting(stream, records, true))
+        self.send_all_waiting(self.admitting(stream, records, Spooling::Append))
             .await
     }
 
@@ -446,7 +446,7 @@ impl Producer {
         records: impl IntoIterator<Item = UserRecord>,
     ) -> BatchFuture {
         let closed = || self.inner.closed.load(Ordering::Acquire);
-        let mut batch = self.admitting(stream, records, true);
+        let mut batch = self.admitting(stream, records, Spooling::Append);
         let refusal = loop {
             match self.admit_or_wait(&mut batch) {
                 Wait::Done(kind) => break kind,
@@ -487,31 +487,37 @@ impl Producer {
     }
 
     /// Records found in the spool when it was opened, sent again: as `send_all_wait`, without
-    /// appending them to the spool again (they are in it already).
+    /// appending them to the spool again (they are in it already, in `tags`' segments, one per
+    /// record).
     pub(crate) async fn send_recovered(
         &self,
         stream: &str,
         records: Vec<UserRecord>,
+        tags: Vec<Tag>,
     ) -> BatchFuture {
-        self.send_all_waiting(self.admitting(stream, records, false))
-            .await
+        let batch = self.admitting(stream, records, Spooling::Recovered(tags.into()));
+        self.send_all_waiting(batch).await
     }
 
     /// As [`send_recovered`](Self::send_recovered), without waiting: what does not fit is
     /// refused as buffer full.
-    pub(crate) fn send_recovered_now(&self, stream: &str, records: Vec<UserRecord>) -> BatchFuture {
-        let mut batch = self.admitting(stream, records, false);
+    pub(crate) fn send_recovered_now(
+        &self,
+        stream: &str,
+        records: Vec<UserRecord>,
+        tags: Vec<Tag>,
+    ) -> BatchFuture {
+        let mut batch = self.admitting(stream, records, Spooling::Recovered(tags.into()));
         let refusal = self.admit(&mut batch).unwrap_or(PutErrorKind::Closed);
         batch.future(refusal)
     }
 
-    /// A batch to admit as room allows; `spool`: append its records to the spool, if there is
-    /// one.
+    /// A batch to admit as room allows.
     fn admitting(
         &self,
         stream: &str,
         records: impl IntoIterator<Item = UserRecord>,
-        spool: bool,
+        spool: Spooling,
     ) -> Admitting {
         let (stream, stream_id) = self.stream_id(stream);
         let records: Vec<UserRecord> = records.into_iter().collect();
@@ -565,8 +571,20 @@ impl Producer {
         }
         let mut records = std::mem::take(reserved);
         records.extend(rest.by_ref().take(fit));
-        let mut tags = None;
-        if *spool {
+        let tags;
+        if let Spooling::Recovered(recovered) = spool {
+            // One tag a record, in the order they leave `rest`.
+            tags = Some(
+                records
+                    .iter()
+                    .map(|_| {
+                        recovered
+                            .pop_front()
+                            .expect("a tag for each recovered record")
+                    })
+                    .collect(),
+            );
+        } else {
             let (appended, refused) = self.spool_many(stream, &records);
             if let Some(kind) = refused {
                 // What the spool did not take goes back in front of the rest, its room given
@@ -913,8 +931,16 @@ struct Admitting {
     rest: std::vec::IntoIter<UserRecord>,
     /// Records whose room in the buffer is reserved, to go in the next message.
     reserved: Vec<UserRecord>,
-    /// Append them to the spool (not when they come from it).
-    spool: bool,
+    /// What the spool does with them.
+    spool: Spooling,
+}
+
+/// What the spool does with a batch's records.
+enum Spooling {
+    /// Append them (when there is a spool).
+    Append,
+    /// Nothing: they come from it, each with its place there (in the order of the records).
+    Recovered(std::collections::VecDeque<Tag>),
 }
 
 impl Admitting {

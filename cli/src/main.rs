@@ -10,6 +10,7 @@ mod lines;
 mod local;
 mod logging;
 mod pick;
+mod positions;
 mod progress;
 mod prometheus;
 mod put;

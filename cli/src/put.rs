@@ -21,6 +21,7 @@ Examples:
   kpl put --stream events --json --partition-key-field user --data-field payload events.jsonl
   kpl put --stream events --endpoint-url http://127.0.0.1:4567 events.txt   # a local Kinesis
   kpl put --stream events --replay kpl-dead-letter.jsonl   # send failed records again
+  kpl put --stream logs --spool /var/spool/kpl app.log     # survives a crash; run it again to go on
 Records that could not be put are written to the dead-letter file (JSON Lines: the record, as
 `kpl aggregate` reads it, with the error), and the exit status is then 1.";
 
@@ -40,7 +41,17 @@ pub struct Args {
     /// Send the records of a dead-letter file (written by an earlier `kpl put`) again.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["files", "json"])]
     replay: Option<PathBuf>,
+    /// Keep every record on disk in this directory until it is put (the producer's
+    /// SpoolDirectory): after a crash or `kill -9`, running the same command again sends what
+    /// the spool held and, for files, goes on from the line it had reached (saved in the
+    /// directory once the lines before it are durable). One `kpl put` per directory.
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
 }
+
+/// How often, at most, `--spool` saves how far it has read the files (each save waits for the
+/// spool to make what was read durable first).
+const SAVE_POSITIONS: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Records whose outcomes are not yet awaited are kept to this many: batches resolve roughly in
 /// order, so waiting on the oldest keeps memory flat on an endless stdin.
@@ -55,6 +66,8 @@ const BATCH: usize = 1_000;
 struct Tally {
     lines: u64,
     bad: u64,
+    /// Lines an earlier run with the same spool had read.
+    skipped: u64,
     put: u64,
     failed: u64,
     bytes: u64,
@@ -91,6 +104,12 @@ struct Sending<'a> {
     tally: Tally,
     dead: DeadLetter,
     progress: Progress,
+    /// With `--spool` and files: how far they are read.
+    positions: Option<crate::positions::Positions>,
+    /// The last line gathered into the batch: the file's name and the line's number.
+    last_source: String,
+    last_number: usize,
+    saved_at: Instant,
 }
 
 impl Sending<'_> {
@@ -103,8 +122,27 @@ impl Sending<'_> {
             let future = self.producer.send_all_blocking(self.stream, batch);
             self.outstanding.push_back(future);
         }
+        // The lines gathered are in the spool now (appended when the batch was admitted).
+        if let Some(positions) = &mut self.positions {
+            positions.read(&self.last_source, self.last_number);
+            if positions.unsaved() && self.saved_at.elapsed() >= SAVE_POSITIONS {
+                self.save_positions()?;
+            }
+        }
         while self.unsettled > OUTSTANDING {
             self.settle_oldest()?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the spool holds what was read durably, then saves how far that is.
+    fn save_positions(&mut self) -> std::io::Result<()> {
+        if let Some(positions) = &mut self.positions {
+            self.producer
+                .sync_spool_blocking()
+                .map_err(std::io::Error::other)?;
+            positions.save()?;
+            self.saved_at = Instant::now();
         }
         Ok(())
     }
@@ -131,7 +169,25 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     // The producer's engine runs on the runtime's workers; this thread reads the input and
     // waits (blocking) for room, so an endless stdin streams through with bounded memory.
     runtime.block_on(async { args.metrics.install() })?;
-    let producer = runtime.block_on(Producer::new(config));
+    let producer = match &args.spool {
+        None => runtime.block_on(Producer::new(config)),
+        Some(dir) => {
+            let config = args.conn.build(
+                args.conn
+                    .builder(kinesis_producer::Config::builder())?
+                    .spool_directory(dir),
+            )?;
+            runtime.block_on(Producer::try_new(config))?
+        }
+    };
+    if let Some(stats) = producer.spool_stats()
+        && stats.recovered_records > 0
+    {
+        eprintln!(
+            "kpl put: the spool holds {} records an earlier run did not see put: sending them first",
+            stats.recovered_records
+        );
+    }
     let stream = args.conn.stream.clone();
     let dead = DeadLetter::new(args.dead_letter.clone());
     let progress = Progress::new("put", None);
@@ -167,7 +223,17 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     } else {
         &replay
     };
+    let positions = match &args.spool {
+        Some(dir) if replay.is_empty() && !args.files.is_empty() => {
+            Some(crate::positions::Positions::load(dir, &args.files)?)
+        }
+        _ => None,
+    };
     let sending = RefCell::new(Sending {
+        positions,
+        last_source: String::new(),
+        last_number: 0,
+        saved_at: Instant::now(),
         producer: &producer,
         runtime: &runtime,
         stream: &stream,
@@ -180,7 +246,17 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     });
     let line = |source: &str, number: usize, line: &[u8]| {
         let s = &mut *sending.borrow_mut();
+        if s.positions.as_ref().is_some_and(|p| p.done(source, number)) {
+            s.tally.skipped += 1;
+            return Ok(());
+        }
         s.tally.lines += 1;
+        if s.positions.is_some() {
+            if s.last_source != source {
+                source.clone_into(&mut s.last_source);
+            }
+            s.last_number = number;
+        }
         let record = if args.replay.is_some() {
             serde_json::from_slice::<InputRecord>(line)
                 .map_err(|e| format!("not a dead-letter line: {e}"))
@@ -217,6 +293,7 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
     let mut sending = sending.into_inner();
     sending.send()?;
     producer.flush();
+    sending.save_positions()?;
     while sending.settle_oldest()? {}
     let Sending {
         tally,
@@ -230,6 +307,12 @@ pub fn run(args: Args) -> Result<ExitCode, Box<dyn std::error::Error>> {
         std::fs::remove_file(aside)?;
     }
     progress.finish();
+    if tally.skipped > 0 {
+        eprintln!(
+            "kpl put: {} lines skipped, read by an earlier run with this spool",
+            tally.skipped
+        );
+    }
     let secs = start.elapsed().as_secs_f64();
     eprintln!(
         "kpl put: {} lines, {} put, {} failed{}, {} bad lines skipped; {} bytes in {secs:.2} s ({:.0} records/s)",

@@ -253,24 +253,10 @@ fn a_properties_file_uses_kpl_names_and_refuses_unknown_ones() {
 
 #[test]
 fn kpl_local_serves_streams_that_put_and_read_use() {
-    use std::io::BufRead;
-    let mut server = Command::new(env!("CARGO_BIN_EXE_kpl"))
-        .args(["local", "--port", "0", "--create-stream", "dev:2"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = lines.next().unwrap().unwrap();
-    let endpoint = first
-        .strip_prefix("local Kinesis listening on ")
-        .expect(&first)
-        .to_owned();
+    let server = common::KplLocal::start("dev:2");
+    let endpoint = server.endpoint.clone();
     assert!(endpoint.starts_with("http://127.0.0.1:"), "{endpoint}");
-    assert_eq!(
-        lines.next().unwrap().unwrap(),
-        "created stream dev with 2 shard(s)"
-    );
+    assert_eq!(server.created, ["created stream dev with 2 shard(s)"]);
     let put = kpl(
         &["put", "--stream", "dev", "--endpoint-url", &endpoint],
         b"a\nb\nc\n",
@@ -286,8 +272,7 @@ fn kpl_local_serves_streams_that_put_and_read_use() {
         ],
         b"",
     );
-    server.kill().unwrap();
-    server.wait().unwrap();
+    drop(server);
     assert!(put.status.success(), "{}", text(&put.stderr));
     assert!(
         text(&counted.stdout).contains("3 user records"),

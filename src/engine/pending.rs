@@ -211,9 +211,12 @@ impl Pending {
             epoch: self.epoch,
         };
         if let Some(tag) = self.spool.take() {
-            // Stopped is not an outcome the caller can act on: the record stays in the spool.
-            if !matches!(how, Resolution::Failed(PutErrorKind::Stopped)) {
-                tag.release();
+            match &how {
+                Resolution::Put { .. } => tag.resolved(true),
+                // Stopped is not an outcome the caller can act on: the record stays in the
+                // spool.
+                Resolution::Failed(PutErrorKind::Stopped) => {}
+                Resolution::Failed(_) => tag.resolved(false),
             }
         }
         let Some(slot) = self.slot.take() else {

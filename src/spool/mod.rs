@@ -17,23 +17,36 @@
 //! on our interval with waiters; and they refuse to open on a corrupt segment, where the spool
 //! must move it aside and go on (`docs/architecture.md`).
 
+mod acks;
 pub(crate) mod frame;
+mod handle;
 mod recover;
 pub(crate) mod resend;
-mod writer;
+pub(crate) mod writer;
 
 use std::fs::File;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use crate::record::UserRecord;
-
 pub(crate) use recover::Recovered;
 
-/// A record's place in the spool, held by its entry in the engine until it resolves.
-pub(crate) type Tag = Arc<Segment>;
+/// A record's place in the spool, held by its entry in the engine until it resolves: its
+/// segment and its index there.
+#[derive(Debug, Clone)]
+pub(crate) struct Tag {
+    segment: Arc<Segment>,
+    index: u32,
+}
+
+impl Tag {
+    /// The record resolved: `put`, or failed (handed back to its caller, or, recovered, kept to
+    /// send again).
+    pub(crate) fn resolved(&self, put: bool) {
+        self.segment.resolved(self.index, put);
+    }
+}
 
 /// Why the spool did not take a record, or could not be used.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -175,12 +188,37 @@ pub(crate) struct Segment {
     live: AtomicUsize,
     /// Its size, header included, counted in the spool's `used` until it is deleted.
     bytes: AtomicU64,
+    /// Records appended to it: the next one's index.
+    records: AtomicU32,
+    /// Written by an earlier producer: its records have no caller to hand a failure back to, so
+    /// a failed one keeps its place (the resend task sends it again).
+    recovered: bool,
     shared: Weak<Shared>,
 }
 
 impl Segment {
-    /// One of its records resolved (put, or failed and handed back to the caller); the last one
-    /// of a sealed segment has it deleted.
+    /// One of its records resolved: `put`, or failed (handed back to its caller, or, recovered,
+    /// kept to send again).
+    fn resolved(self: &Arc<Self>, index: u32, put: bool) {
+        if put || !self.recovered {
+            if let Some(shared) = self.shared.upgrade() {
+                let first = {
+                    let mut acks = shared.acks.lock().unwrap_or_else(|e| e.into_inner());
+                    acks.push((self.id, index));
+                    acks.len() == 1
+                };
+                // The first ack since the writer's last turn wakes it, should it be idle: acks
+                // are written within an interval, so a crash repeats little.
+                if first {
+                    shared.to_writer.notify_one();
+                }
+            }
+            self.release();
+        }
+    }
+
+    /// One of its records no longer needs its place; the last one of a sealed segment has it
+    /// deleted.
     pub(crate) fn release(self: &Arc<Self>) {
         if self.live.fetch_sub(1, Ordering::AcqRel) == 1
             && let Some(shared) = self.shared.upgrade()
@@ -209,6 +247,9 @@ pub(crate) struct Shared {
     changed_async: tokio::sync::Notify,
     /// Records appended and synced: `sync_spool` waits for `synced` to reach what was appended.
     synced: AtomicU64,
+    /// Records resolved (segment id, index), for the writer to append to the ack files. Its own
+    /// lock: resolving never waits for an append.
+    acks: Mutex<Vec<(u64, u32)>>,
     stats: Stats,
     /// Writes to fail with `ENOSPC` (a full disk), for the tests.
     #[cfg(test)]
@@ -267,7 +308,7 @@ impl Shared {
         self.changed_async.notify_waiters();
     }
 
-    fn new_segment(self: &Arc<Self>, state: &mut State) -> Arc<Segment> {
+    fn new_segment(self: &Arc<Self>, state: &mut State, recovered: bool) -> Arc<Segment> {
         let id = state.next_id;
         state.next_id += 1;
         state.used += frame::HEADER.len() as u64;
@@ -276,6 +317,8 @@ impl Shared {
             id,
             live: AtomicUsize::new(1),
             bytes: AtomicU64::new(frame::HEADER.len() as u64),
+            records: AtomicU32::new(0),
+            recovered,
             shared: Arc::downgrade(self),
         });
         state.chunks.push(Chunk {
@@ -292,7 +335,7 @@ impl Shared {
             return;
         }
         self.seal_active(state);
-        state.active = self.new_segment(state);
+        state.active = self.new_segment(state, false);
         state.active_len = frame::HEADER.len() as u64;
     }
 
@@ -356,6 +399,8 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
             id: 0,
             live: AtomicUsize::new(1),
             bytes: AtomicU64::new(0),
+            records: AtomicU32::new(0),
+            recovered: false,
             shared: Weak::clone(weak),
         });
         Shared {
@@ -380,6 +425,7 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
             changed: Condvar::new(),
             changed_async: tokio::sync::Notify::new(),
             synced: AtomicU64::new(0),
+            acks: Mutex::new(Vec::new()),
             stats: Stats::default(),
             #[cfg(test)]
             fail_writes: AtomicUsize::new(0),
@@ -390,7 +436,9 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
         let mut state = shared.lock();
         state.next_id = found.next_id;
         state.used = found.used;
-        state.active = shared.new_segment(&mut state);
+        // Records kept from damaged segments go first, in a segment of their own, marked
+        // recovered like the segments they came from.
+        state.active = shared.new_segment(&mut state, !found.rescued.is_empty());
         state.active_len = frame::HEADER.len() as u64;
     }
     let spool = Spool {
@@ -405,7 +453,11 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
         let tags = spool
             .append_stored(&found.rescued)
             .map_err(|e| io(std::io::Error::other(e)))?;
-        let target = spool.shared.lock().appended;
+        let target = {
+            let mut state = spool.shared.lock();
+            spool.shared.roll(&mut state);
+            state.appended
+        };
         spool.ask_sync();
         spool
             .wait_synced_blocking(target)
@@ -415,7 +467,7 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
                 .rescued
                 .into_iter()
                 .zip(tags)
-                .map(|(stored, segment)| Recovered { stored, segment }),
+                .map(|(stored, tag)| Recovered { stored, tag }),
         );
     }
     spool
@@ -434,267 +486,6 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
             .increment(recovered.len() as u64);
     }
     Ok((spool, recovered))
-}
-
-impl Spool {
-    /// Appends `records`, bound for `stream`, in order, as many as fit: their tags, and why the
-    /// rest (if any) was not taken.
-    pub(crate) fn append(
-        &self,
-        stream: &str,
-        records: &[UserRecord],
-    ) -> (Vec<Tag>, Option<SpoolError>) {
-        let mut state = self.shared.lock();
-        let mut tags = Vec::with_capacity(records.len());
-        let mut refused = None;
-        for record in records {
-            let len = frame::frame_len(stream, record) as u64;
-            if let Err(e) = self.check(&mut state, len) {
-                refused = Some(e);
-                break;
-            }
-            tags.push(self.push(&mut state, stream, record));
-        }
-        let n = tags.len();
-        let full = matches!(refused, Some(SpoolError::Full { .. }));
-        self.appended(state, n);
-        if full {
-            self.shared.to_writer.notify_one();
-        }
-        (tags, refused)
-    }
-
-    /// Appends one record, bound for `stream`: its tag.
-    ///
-    /// # Errors
-    /// [`SpoolError::Full`] when it does not fit, [`SpoolError::TooLarge`] when it never could,
-    /// the writer's failure while writing fails, or [`SpoolError::Closed`].
-    pub(crate) fn append_one(&self, stream: &str, record: &UserRecord) -> Result<Tag, SpoolError> {
-        let (mut tags, refused) = self.append(stream, std::slice::from_ref(record));
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(tags.pop().expect("one record appended")),
-        }
-    }
-
-    fn append_stored(&self, stored: &[frame::Stored]) -> Result<Vec<Tag>, SpoolError> {
-        let mut state = self.shared.lock();
-        let mut tags = Vec::with_capacity(stored.len());
-        for s in stored {
-            tags.push(self.push(&mut state, &s.stream, &s.record));
-        }
-        self.appended(state, stored.len());
-        Ok(tags)
-    }
-
-    /// Whether `len` more bytes may be appended now.
-    fn check(&self, state: &mut State, len: u64) -> Result<(), SpoolError> {
-        let shared = &self.shared;
-        let max = shared.options.max_bytes;
-        let header = frame::HEADER.len() as u64;
-        if len + 2 * header > max {
-            return Err(SpoolError::TooLarge {
-                frame: len,
-                max_bytes: max,
-            });
-        }
-        if state.closing {
-            return Err(SpoolError::Closed);
-        }
-        if let Some(e) = &state.failure {
-            return Err(e.clone());
-        }
-        // Room for the record, and for the header of a segment it may start.
-        if state.used + len + header > max || state.unwritten + len > MAX_UNWRITTEN.max(len) {
-            // What is appended to the active segment cannot be freed until it is sealed.
-            shared.roll(state);
-            return Err(SpoolError::Full {
-                used: state.used,
-                max_bytes: max,
-                dir: shared.options.dir.clone(),
-            });
-        }
-        Ok(())
-    }
-
-    fn push(&self, state: &mut State, stream: &str, record: &UserRecord) -> Tag {
-        let shared = &self.shared;
-        let len = frame::frame_len(stream, record) as u64;
-        if state.active_len + len > shared.segment_bytes {
-            shared.roll(state);
-        }
-        let chunk = match state.chunks.last_mut() {
-            Some(c) if Arc::ptr_eq(&c.segment, &state.active) => c,
-            _ => {
-                state.chunks.push(Chunk {
-                    segment: Arc::clone(&state.active),
-                    bytes: Vec::new(),
-                    seal: false,
-                });
-                state.chunks.last_mut().expect("just pushed")
-            }
-        };
-        frame::encode(&mut chunk.bytes, stream, record);
-        state.active_len += len;
-        state.used += len;
-        state.unwritten += len;
-        state.active.bytes.fetch_add(len, Ordering::Relaxed);
-        state.active.live.fetch_add(1, Ordering::Relaxed);
-        Arc::clone(&state.active)
-    }
-
-    fn appended(&self, mut state: MutexGuard<'_, State>, n: usize) {
-        state.appended += n as u64;
-        if std::mem::take(&mut state.writer_idle) {
-            drop(state);
-            self.shared.to_writer.notify_one();
-        }
-    }
-
-    fn ask_sync(&self) {
-        self.shared.lock().sync_asked = true;
-        self.shared.to_writer.notify_one();
-    }
-
-    /// Makes every record appended so far durable, and waits for it.
-    ///
-    /// # Errors
-    /// The writer's failure, if writing fails meanwhile; [`SpoolError::Closed`] if the spool
-    /// closes first.
-    pub(crate) async fn sync(&self) -> Result<(), SpoolError> {
-        let target = self.shared.lock().appended;
-        self.ask_sync();
-        loop {
-            let notified = self.shared.changed_async.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if let Some(done) = self.synced(target) {
-                return done;
-            }
-            notified.await;
-        }
-    }
-
-    fn synced(&self, target: u64) -> Option<Result<(), SpoolError>> {
-        if self.shared.synced.load(Ordering::Acquire) >= target {
-            return Some(Ok(()));
-        }
-        let state = self.shared.lock();
-        if let Some(e) = &state.failure {
-            return Some(Err(e.clone()));
-        }
-        if state.closing && state.chunks.is_empty() {
-            return Some(Err(SpoolError::Closed));
-        }
-        None
-    }
-
-    fn wait_synced_blocking(&self, target: u64) -> Result<(), SpoolError> {
-        loop {
-            if let Some(done) = self.synced(target) {
-                return done;
-            }
-            let state = self.shared.lock();
-            if self.shared.synced.load(Ordering::Acquire) >= target || state.failure.is_some() {
-                continue;
-            }
-            drop(
-                self.shared
-                    .changed
-                    .wait_timeout(state, Duration::from_millis(50))
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-        }
-    }
-
-    /// As [`sync`](Self::sync), blocking the thread.
-    ///
-    /// # Errors
-    /// As [`sync`](Self::sync).
-    pub(crate) fn sync_blocking(&self) -> Result<(), SpoolError> {
-        let target = self.shared.lock().appended;
-        self.ask_sync();
-        self.wait_synced_blocking(target)
-    }
-
-    /// The bytes `record`, bound for `stream`, takes in the spool.
-    pub(crate) fn frame_len(&self, stream: &str, record: &UserRecord) -> u64 {
-        frame::frame_len(stream, record) as u64
-    }
-
-    /// Whether `len` more bytes would fit now (a waiter's check; the append checks again).
-    fn has_room(&self, len: u64) -> bool {
-        let state = self.shared.lock();
-        state.closing
-            || state.failure.is_some()
-            || (state.used + len + frame::HEADER.len() as u64 <= self.shared.options.max_bytes
-                && state.unwritten + len <= MAX_UNWRITTEN.max(len))
-    }
-
-    /// Waits until `len` bytes may fit, or `give_up` says to stop.
-    pub(crate) async fn wait_room(&self, len: u64, give_up: impl Fn() -> bool) {
-        loop {
-            let notified = self.shared.changed_async.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.has_room(len) || give_up() {
-                return;
-            }
-            // Room comes with the writer's deletions, which wake us; the timeout only guards
-            // against a wake-up missed between two waiters.
-            let _ = tokio::time::timeout(Duration::from_millis(100), notified).await;
-        }
-    }
-
-    /// As [`wait_room`](Self::wait_room), blocking the thread.
-    pub(crate) fn wait_room_blocking(&self, len: u64, give_up: impl Fn() -> bool) {
-        while !self.has_room(len) && !give_up() {
-            let state = self.shared.lock();
-            drop(
-                self.shared
-                    .changed
-                    .wait_timeout(state, Duration::from_millis(100))
-                    .unwrap_or_else(|e| e.into_inner()),
-            );
-        }
-    }
-
-    /// A recovered record was put: counted.
-    pub(crate) fn recovered_put(&self) {
-        self.shared
-            .stats
-            .recovered_put
-            .fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// What the spool has done since it was opened.
-    pub(crate) fn stats(&self) -> SpoolStats {
-        let s = &self.shared.stats;
-        let state = self.shared.lock();
-        SpoolStats {
-            recovered_records: s.recovered_records.load(Ordering::Relaxed),
-            recovered_put: s.recovered_put.load(Ordering::Relaxed),
-            corrupt_segments: s.corrupt_segments.load(Ordering::Relaxed),
-            torn_tails: s.torn_tails.load(Ordering::Relaxed),
-            appended_records: state.appended,
-            written_bytes: s.written_bytes.load(Ordering::Relaxed),
-            syncs: s.syncs.load(Ordering::Relaxed),
-            deleted_segments: s.deleted_segments.load(Ordering::Relaxed),
-            used_bytes: state.used,
-        }
-    }
-
-    /// Writes and syncs what is appended, deletes what is resolved, and stops the writer.
-    /// Records not resolved stay in the spool for the next producer.
-    pub(crate) fn close(&self) {
-        self.shared.lock().closing = true;
-        self.shared.to_writer.notify_one();
-        let writer = self.writer.lock().unwrap_or_else(|e| e.into_inner()).take();
-        if let Some(writer) = writer {
-            let _ = writer.join();
-        }
-        self.shared.wake_callers();
-    }
 }
 
 impl Drop for Spool {

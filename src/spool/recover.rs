@@ -2,16 +2,17 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
+use super::acks::{self, ack_name};
 use super::frame::{self, Damage, Stored};
-use super::{CORRUPT, Segment, Shared, segment_name};
+use super::{CORRUPT, Segment, Shared, Tag, segment_name};
 
-/// A record found in the spool, to send again; its segment is released once it is put.
+/// A record found in the spool, to send again; its place there is released once it is put.
 #[derive(Debug)]
 pub(crate) struct Recovered {
     pub(crate) stored: Stored,
-    pub(crate) segment: Arc<Segment>,
+    pub(crate) tag: Tag,
 }
 
 /// What a spool directory held.
@@ -38,15 +39,33 @@ fn segment_id(name: &str) -> Option<u64> {
 /// it panic: every frame is checked before it is trusted.
 pub(super) fn scan(shared: &Arc<Shared>, dir: &Path) -> std::io::Result<Found> {
     let mut ids: Vec<(u64, PathBuf)> = Vec::new();
+    let mut ack_files = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
-        if let Some(id) = entry.file_name().to_str().and_then(segment_id)
-            && entry.file_type()?.is_file()
-        {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        if let Some(id) = segment_id(name) {
             ids.push((id, entry.path()));
+        } else if name.starts_with("segment-") && name.ends_with(".acks") {
+            ack_files.push(entry.path());
         }
     }
     ids.sort();
+    // Ack files whose segment is gone (deleted between the two removals) go too.
+    for path in ack_files {
+        let id = path.file_name().and_then(|n| n.to_str()).and_then(|n| {
+            n.strip_prefix("segment-")?
+                .strip_suffix(".acks")?
+                .parse::<u64>()
+                .ok()
+        });
+        if !id.is_some_and(|id| ids.iter().any(|(i, _)| *i == id)) {
+            std::fs::remove_file(&path)?;
+        }
+    }
     let mut found = Found {
         recovered: Vec::new(),
         rescued: Vec::new(),
@@ -74,22 +93,40 @@ pub(super) fn scan(shared: &Arc<Shared>, dir: &Path) -> std::io::Result<Found> {
                     file.set_len(read.whole as u64)?;
                     file.sync_data()?;
                 }
-                if read.records.is_empty() {
+                // Records whose resolution was acked are not sent again.
+                let ack_path = dir.join(ack_name(id));
+                let acked = match std::fs::read(&ack_path) {
+                    Ok(bytes) => acks::read(&bytes),
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Default::default(),
+                    Err(e) => return Err(e),
+                };
+                let count = read.records.len();
+                let left: Vec<(u32, Stored)> = (0u32..)
+                    .zip(read.records)
+                    .filter(|(i, _)| !acked.contains(i))
+                    .collect();
+                if left.is_empty() {
                     std::fs::remove_file(&path)?;
+                    let _ = std::fs::remove_file(&ack_path);
                     continue;
                 }
                 let segment = Arc::new(Segment {
                     id,
-                    live: AtomicUsize::new(read.records.len()),
+                    live: AtomicUsize::new(left.len()),
                     bytes: AtomicU64::new(read.whole as u64),
+                    records: AtomicU32::new(count as u32),
+                    recovered: true,
                     shared: Arc::downgrade(shared),
                 });
                 found.used += read.whole as u64;
                 found
                     .recovered
-                    .extend(read.records.into_iter().map(|stored| Recovered {
+                    .extend(left.into_iter().map(|(index, stored)| Recovered {
                         stored,
-                        segment: Arc::clone(&segment),
+                        tag: Tag {
+                            segment: Arc::clone(&segment),
+                            index,
+                        },
                     }));
             }
             Some(damage) => {
@@ -97,6 +134,14 @@ pub(super) fn scan(shared: &Arc<Shared>, dir: &Path) -> std::io::Result<Found> {
                 std::fs::create_dir_all(&aside)?;
                 let moved = aside.join(segment_name(id));
                 std::fs::rename(&path, &moved)?;
+                // Its acks are moved with it: what was put already is not rescued again.
+                let ack_path = dir.join(ack_name(id));
+                let acked = std::fs::read(&ack_path)
+                    .map(|bytes| acks::read(&bytes))
+                    .unwrap_or_default();
+                if ack_path.exists() {
+                    std::fs::rename(&ack_path, aside.join(ack_name(id)))?;
+                }
                 let offset = match damage {
                     Damage::Corrupt { offset } | Damage::Torn { offset } => offset,
                     Damage::NotASegment => 0,
@@ -114,7 +159,12 @@ pub(super) fn scan(shared: &Arc<Shared>, dir: &Path) -> std::io::Result<Found> {
                     moved.display()
                 );
                 stats.corrupt_segments.fetch_add(1, Ordering::Relaxed);
-                found.rescued.extend(read.records);
+                found.rescued.extend(
+                    (0u32..)
+                        .zip(read.records)
+                        .filter(|(i, _)| !acked.contains(i))
+                        .map(|(_, stored)| stored),
+                );
             }
         }
     }

@@ -2,7 +2,7 @@
 //!
 //! The records go in before [`Producer`] construction returns, as far as the buffer has room
 //! (the rest as it frees, ahead of nothing: new records may then come between). Each one put
-//! releases its place in the segment it was found in. One that fails (its `RecordTtl` passed
+//! releases its place in the tag it was found in. One that fails (its `RecordTtl` passed
 //! while Kinesis was away, say) has no caller to hand it back to: it stays in the spool and is
 //! sent again after a pause, for as long as the producer runs; a producer dropped or shut down
 //! meanwhile leaves it for the next one.
@@ -10,7 +10,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Recovered, Segment};
+use super::{Recovered, Tag};
 use crate::outcome::PutErrorKind;
 use crate::producer::Producer;
 use crate::record::UserRecord;
@@ -20,11 +20,11 @@ use crate::record::UserRecord;
 const FIRST_PAUSE: Duration = Duration::from_secs(1);
 const MAX_PAUSE: Duration = Duration::from_secs(30);
 
-/// Records of one stream, in the order found, each with its segment.
+/// Records of one stream, in the order found, each with its tag.
 struct Run {
     stream: Arc<str>,
     records: Vec<UserRecord>,
-    segments: Vec<Arc<Segment>>,
+    tags: Vec<Tag>,
 }
 
 /// Consecutive records of one stream go in one batch.
@@ -34,12 +34,12 @@ fn runs(recovered: Vec<Recovered>) -> Vec<Run> {
         match runs.last_mut() {
             Some(run) if run.stream == r.stored.stream => {
                 run.records.push(r.stored.record);
-                run.segments.push(r.segment);
+                run.tags.push(r.tag);
             }
             _ => runs.push(Run {
                 stream: r.stored.stream,
                 records: vec![r.stored.record],
-                segments: vec![r.segment],
+                tags: vec![r.tag],
             }),
         }
     }
@@ -47,27 +47,26 @@ fn runs(recovered: Vec<Recovered>) -> Vec<Run> {
 }
 
 /// Sends `recovered` through `producer`: what fits in its buffer now, before this returns; the
-/// rest, and any retries, from a task on its runtime.
+/// rest, and any retries, from a task on its runtime. Each entry carries its record's tag,
+/// released as soon as the record is put (`Segment::resolved`).
 pub(crate) fn start(producer: &Producer, recovered: Vec<Recovered>) {
     let Some(spool) = producer.spool().map(Arc::clone) else {
         return;
     };
     let mut first = Vec::new();
     for run in runs(recovered) {
-        let future = producer.send_recovered_now(&run.stream, run.records);
-        first.push((run.stream, future, run.segments));
+        let future = producer.send_recovered_now(&run.stream, run.records, run.tags.clone());
+        first.push((run.stream, future, run.tags));
     }
     let weak = producer.downgrade();
     producer.runtime().spawn(async move {
-        let mut failed: Vec<(Arc<str>, UserRecord, Arc<Segment>, PutErrorKind)> = Vec::new();
-        for (stream, future, segments) in first {
-            for (outcome, segment) in future.await.into_iter().zip(segments) {
+        let mut failed: Vec<(Arc<str>, UserRecord, Tag, PutErrorKind)> = Vec::new();
+        for (stream, future, tags) in first {
+            for (outcome, tag) in future.await.into_iter().zip(tags) {
+                // A record put released its place as it resolved; one that failed kept it.
                 match outcome {
-                    Ok(_) => {
-                        segment.release();
-                        spool.recovered_put();
-                    }
-                    Err(e) => failed.push((Arc::clone(&stream), e.record, segment, e.kind)),
+                    Ok(_) => spool.recovered_put(),
+                    Err(e) => failed.push((Arc::clone(&stream), e.record, tag, e.kind)),
                 }
             }
         }
@@ -99,28 +98,27 @@ pub(crate) fn start(producer: &Producer, recovered: Vec<Recovered>) {
             };
             let retry = std::mem::take(&mut failed);
             let mut runs: Vec<Run> = Vec::new();
-            for (stream, record, segment, _) in retry {
+            for (stream, record, tag, _) in retry {
                 match runs.last_mut() {
                     Some(run) if run.stream == stream => {
                         run.records.push(record);
-                        run.segments.push(segment);
+                        run.tags.push(tag);
                     }
                     _ => runs.push(Run {
                         stream,
                         records: vec![record],
-                        segments: vec![segment],
+                        tags: vec![tag],
                     }),
                 }
             }
             for run in runs {
-                let future = producer.send_recovered(&run.stream, run.records).await;
-                for (outcome, segment) in future.await.into_iter().zip(run.segments) {
+                let future = producer
+                    .send_recovered(&run.stream, run.records, run.tags.clone())
+                    .await;
+                for (outcome, tag) in future.await.into_iter().zip(run.tags) {
                     match outcome {
-                        Ok(_) => {
-                            segment.release();
-                            spool.recovered_put();
-                        }
-                        Err(e) => failed.push((Arc::clone(&run.stream), e.record, segment, e.kind)),
+                        Ok(_) => spool.recovered_put(),
+                        Err(e) => failed.push((Arc::clone(&run.stream), e.record, tag, e.kind)),
                     }
                 }
             }

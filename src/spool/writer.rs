@@ -10,7 +10,24 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use super::acks::AckFiles;
 use super::{Chunk, IDLE_SEAL, Segment, Shared, SpoolError, State, segment_name};
+
+/// A function the crash tests have called at the points they kill the process in: `"sync"`
+/// (written, not yet made durable) and `"delete"` (a segment about to be removed). Unset, a
+/// load and a branch.
+static HOOK: std::sync::OnceLock<fn(&'static str)> = std::sync::OnceLock::new();
+
+/// Sets [`HOOK`] (once per process; `__private::spool_hook`).
+pub fn set_hook(hook: fn(&'static str)) {
+    let _ = HOOK.set(hook);
+}
+
+fn hook(point: &'static str) {
+    if let Some(hook) = HOOK.get() {
+        hook(point);
+    }
+}
 
 /// The spool's clock: the writer runs in real time, outside the engine's core (whose time is an
 /// input).
@@ -40,14 +57,19 @@ struct Writer {
     shared: Arc<Shared>,
     current: Option<Current>,
     last_sync: Instant,
+    /// When acks were last written: at most one turn an interval for them alone.
+    last_acks: Instant,
+    acks: AckFiles,
 }
 
 impl Writer {
     fn new(shared: Arc<Shared>) -> Writer {
         Writer {
+            acks: AckFiles::new(shared.options.dir.clone()),
             shared,
             current: None,
             last_sync: now(),
+            last_acks: now(),
         }
     }
 
@@ -75,6 +97,7 @@ impl Writer {
                 segment.release();
             }
             self.delete(deletes);
+            self.last_acks = now();
             self.shared.wake_callers();
             // Closing, the writer stops once all is written, or at the first failure (what was
             // not synced then was never promised).
@@ -107,13 +130,19 @@ impl Writer {
                 return self.take(&mut state);
             }
             let since = self.last_sync.elapsed();
+            let acks = !shared
+                .acks
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_empty();
             let due = !state.chunks.is_empty()
                 && (state.sync_asked || since >= interval)
                 && (state.failure.is_none() || since >= interval);
-            if due || !state.deletes.is_empty() {
+            let acks_due = acks && self.last_acks.elapsed() >= interval;
+            if due || !state.deletes.is_empty() || acks_due {
                 return self.take(&mut state);
             }
-            let wait = if state.chunks.is_empty() {
+            let wait = if state.chunks.is_empty() && !acks {
                 state.writer_idle = true;
                 IDLE_SEAL
             } else {
@@ -263,6 +292,7 @@ impl Writer {
         if current.unsynced.is_empty() {
             return Ok(());
         }
+        hook("sync");
         if let Err(e) = current.file.sync_data() {
             // After a failed fdatasync the kernel may have dropped the pages: what was written
             // since the last good sync is cut and written again, never trusted.
@@ -312,8 +342,19 @@ impl Writer {
         state.failure = Some(e);
     }
 
+    /// Appends the acks of records resolved so far (before any deletion: an ack never comes
+    /// after its segment's deletion, which the last of its records' acks precedes).
+    fn write_acks(&mut self) {
+        let acks = std::mem::take(&mut *self.shared.acks.lock().unwrap_or_else(|e| e.into_inner()));
+        if !acks.is_empty() {
+            self.acks.write(acks);
+        }
+    }
+
     fn delete(&mut self, deletes: Vec<Arc<Segment>>) {
+        self.write_acks();
         for segment in deletes {
+            self.acks.remove(segment.id);
             let path = self.shared.options.dir.join(segment_name(segment.id));
             if self
                 .current
@@ -322,6 +363,7 @@ impl Writer {
             {
                 self.current = None;
             }
+            hook("delete");
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}

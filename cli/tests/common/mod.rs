@@ -63,3 +63,45 @@ pub fn assert_refused(args: &[&str], message: &str) {
         "{args:?}: wanted {message:?} in {err}"
     );
 }
+
+/// `kpl local` on a free port serving one stream (`name:shards`), stopped when dropped.
+pub struct KplLocal {
+    server: std::process::Child,
+    /// Its URL, as it printed it.
+    pub endpoint: String,
+    /// What it printed after its address: the streams it created, one line each.
+    pub created: Vec<String>,
+}
+
+impl KplLocal {
+    pub fn start(stream: &str) -> KplLocal {
+        use std::io::BufRead;
+        let mut server = Command::new(env!("CARGO_BIN_EXE_kpl"))
+            .args(["local", "--port", "0", "--create-stream", stream])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = std::io::BufReader::new(server.stdout.take().unwrap()).lines();
+        let first = lines.next().unwrap().unwrap();
+        let endpoint = first
+            .strip_prefix("local Kinesis listening on ")
+            .expect(&first)
+            .to_owned();
+        let created = vec![lines.next().unwrap().unwrap()];
+        // Keep reading (and dropping) what it prints, so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        KplLocal {
+            server,
+            endpoint,
+            created,
+        }
+    }
+}
+
+impl Drop for KplLocal {
+    fn drop(&mut self) {
+        let _ = self.server.kill();
+        let _ = self.server.wait();
+    }
+}
