@@ -17,7 +17,7 @@ them unchanged), with per-shard rate limits, retries and backpressure.
 
 from ._consumer import UserRecord, deaggregate, deaggregate_lambda_event
 from ._errors import BufferFull, ConfigError, InvalidRecord, ProducerClosed, PutError, Record
-from ._native import Receipt
+from ._native import Receipt, SpoolError
 from ._producer import Outcome, Producer, SyncProducer
 
 __version__ = "0.1.0"
@@ -32,6 +32,7 @@ __all__ = [
     "PutError",
     "Receipt",
     "Record",
+    "SpoolError",
     "SyncProducer",
     "UserRecord",
     "deaggregate",

@@ -22,8 +22,9 @@ class PutError(Exception):
         kind: why: ``"invalid_record"``, ``"buffer_full"``, ``"expired"`` (not put within
             ``RecordTtl``), ``"rejected"`` (an error retrying cannot heal, e.g. no such stream),
             ``"no_credentials"`` (no AWS credentials found, or their configuration is invalid),
-            ``"throttled"`` (with ``FailIfThrottled``), ``"closed"`` (the producer was closed) or
-            ``"stopped"`` (the producer stopped before the outcome was known).
+            ``"throttled"`` (with ``FailIfThrottled``), ``"closed"`` (the producer was closed),
+            ``"stopped"`` (the producer stopped before the outcome was known) or ``"spool"``
+            (with ``SpoolDirectory``: the spool is full or cannot be written).
         record: the record, handed back (:class:`Record`).
         stream: the stream it was sent to.
         attempts: how many PutRecords attempts were made for it.

@@ -26,7 +26,9 @@ def _settle(batch: List[Any]) -> None:
             # Cancelled by the caller: the record was still put (or failed) once; no one waits.
             continue
         try:
-            if ok:
+            if isinstance(value, BaseException):
+                fut.set_exception(value)
+            elif ok:
                 fut.set_result(value)
             elif ok is None:
                 fut.set_result([from_native(v) if type(v) is tuple else v for v in value])
@@ -286,6 +288,20 @@ class Producer(_Base):
         self._native.flush_then(fut)
         await fut
 
+    async def sync_spool(self) -> None:
+        """With the ``SpoolDirectory`` property set, returns once every record put before it
+        is durable on disk: from then on it survives ``kill -9`` of the process or power loss
+        of the machine, and a producer opened on the same directory sends it if this one did
+        not. Cancelling stops the waiting only.
+
+        Raises:
+            SpoolError: without a spool, or when writing it fails.
+        """
+        self._usable()
+        fut = asyncio.get_running_loop().create_future()
+        self._native.sync_spool_then(fut)
+        await fut
+
     async def close(self) -> None:
         """Stops taking records, sends everything buffered and returns once every record has
         resolved. Later puts raise :class:`ProducerClosed`."""
@@ -359,6 +375,20 @@ class SyncProducer(_Base):
         _not_from_a_callback("flush()", timeout)
         done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
         self._native.flush_then(done)
+        return _wait(done, timeout)
+
+    def sync_spool(self, timeout: Optional[float] = None) -> bool:
+        """With the ``SpoolDirectory`` property set, blocks until every record put before it
+        is durable on disk (see :meth:`Producer.sync_spool`), or ``timeout`` seconds pass;
+        returns whether it is.
+
+        Raises:
+            SpoolError: without a spool, or when writing it fails.
+        """
+        self._usable()
+        _not_from_a_callback("sync_spool()", timeout)
+        done: "concurrent.futures.Future[None]" = concurrent.futures.Future()
+        self._native.sync_spool_then(done)
         return _wait(done, timeout)
 
     def close(self, timeout: Optional[float] = None) -> bool:

@@ -117,6 +117,8 @@ pub(crate) enum Outcome {
     Many(Vec<Result<RustReceipt, Failure>>),
     /// A flush or a shutdown finished.
     Done,
+    /// A spool sync failed, for this reason (raised as `SpoolError`).
+    SpoolFailed(String),
 }
 
 pub(crate) struct Delivery {
@@ -188,6 +190,13 @@ fn to_python(py: Python<'_>, batch: Vec<Delivery>) -> PyResult<Bound<'_, PyList>
                 (all_ok.then_some(true), PyList::new(py, items)?.into_any())
             }
             Outcome::Done => (Some(true), py.None().into_bound(py)),
+            Outcome::SpoolFailed(message) => (
+                Some(false),
+                crate::native::SpoolError::new_err(message)
+                    .into_value(py)
+                    .into_bound(py)
+                    .into_any(),
+            ),
         };
         list.append((token, ok, value))?;
     }
@@ -261,6 +270,7 @@ fn kind(k: &PutErrorKind) -> (&'static str, Option<String>, String) {
         PutErrorKind::BufferFull { .. } => ("buffer_full", None, k.to_string()),
         PutErrorKind::Closed => ("closed", None, k.to_string()),
         PutErrorKind::Stopped => ("stopped", None, k.to_string()),
+        PutErrorKind::Spool(_) => ("spool", None, k.to_string()),
         _ => ("error", None, k.to_string()),
     }
 }

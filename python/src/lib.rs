@@ -65,5 +65,7 @@ mod _native {
     #[pymodule_export]
     use super::native::NativeProducer;
     #[pymodule_export]
+    use super::native::SpoolError;
+    #[pymodule_export]
     use super::native::Waiting;
 }

@@ -25,6 +25,13 @@ pyo3::create_exception!(
     "A producer setting is unknown or out of its range; the message names it and the range."
 );
 
+pyo3::create_exception!(
+    kinesis_producer,
+    SpoolError,
+    pyo3::exceptions::PyOSError,
+    "The spool (SpoolDirectory) cannot be used: another producer holds the directory, or the disk refuses; the message names the directory or file and the cause."
+);
+
 /// How a send waits when the buffer is full.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Room {
@@ -174,7 +181,10 @@ impl NativeProducer {
             })?;
         // Loading the AWS configuration (credentials, region) can take a moment: not holding
         // the GIL meanwhile.
-        let producer = crate::exit::detach(py, || runtime.block_on(Producer::new(config)));
+        // With SpoolDirectory set, opening the spool can fail (another producer holds it):
+        // an exception here, not a producer that refuses every record.
+        let producer = crate::exit::detach(py, || runtime.block_on(Producer::try_new(config)))
+            .map_err(|e| SpoolError::new_err(e.to_string()))?;
         let out = deliver::start(deliver).map_err(|e| {
             PyRuntimeError::new_err(format!("cannot start the producer's delivery thread: {e}"))
         })?;
@@ -291,6 +301,19 @@ impl NativeProducer {
             producer.flush_and_wait().await;
             reaper.settle().await;
             Outcome::Done
+        })
+        .map(drop)
+    }
+
+    /// Makes every record sent before durable in the spool; then `token` is resolved (or
+    /// fails with `SpoolError`, or without a spool).
+    fn sync_spool_then(&self, token: Py<PyAny>) -> PyResult<()> {
+        let producer = self.producer.clone();
+        self.deliver_later(token, async move {
+            match producer.sync_spool().await {
+                Ok(()) => Outcome::Done,
+                Err(e) => Outcome::SpoolFailed(e.to_string()),
+            }
         })
         .map(drop)
     }
