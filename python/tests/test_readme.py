@@ -20,7 +20,7 @@ def test_the_readme_has_python_examples():
 # The `kind` of every PutError: an example that prints a failure prints one of these first.
 FAILURE_KINDS = (
     "invalid_record", "buffer_full", "closed", "rejected", "no_credentials", "expired",
-    "throttled", "stopped",
+    "throttled", "stopped", "spool",
 )
 
 
