@@ -162,3 +162,92 @@ async fn a_full_spool_hands_records_back_or_makes_waiting_sends_wait() {
     producer.shutdown().await;
     assert_eq!(segments(dir.path()), 0);
 }
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Mounted(std::path::PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A real full disk: the spool on a 2 MiB tmpfs, half of it taken by another file. Records are
+/// refused with the disk's error (each handed back), `sync_spool` fails with it, nothing
+/// panics; once the other file goes, records are taken and synced again and every record taken
+/// before is put. Needs `mount` (root); without it, says so and checks nothing here
+/// (`src/spool/tests.rs` injects ENOSPC into the writer regardless).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_records_with_its_error_and_they_flow_again_once_there_is_room() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk");
+    std::fs::create_dir(&disk).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=2m", "tmpfs"])
+        .arg(&disk)
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!(
+            "skipped: cannot mount a tmpfs here (not root?); the writer's ENOSPC path is tested in src/spool/tests.rs"
+        );
+        return;
+    }
+    let _unmount = Mounted(disk.clone());
+    let filler = disk.join("filler");
+    std::fs::write(&filler, vec![0u8; 1 << 20]).unwrap();
+    let sink = MemorySink::new().with_stream("s", 2);
+    let cfg = config(&disk.join("spool")).build().unwrap();
+    let producer = Producer::try_with_sink(cfg, sink.clone()).unwrap();
+    let big = |i: usize| UserRecord::new(format!("k{i}"), vec![b'x'; 1024]).unwrap();
+    let mut taken = Vec::new();
+    let mut refused = None;
+    for i in 0..20_000 {
+        match producer.try_send("s", big(i)) {
+            Ok(future) => taken.push(future),
+            Err(e) => {
+                refused = Some(e);
+                break;
+            }
+        }
+        if i % 100 == 99 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let refused = refused.expect("the disk never filled");
+    let PutErrorKind::Spool(SpoolError::Write { path, .. }) = &refused.kind else {
+        panic!("{refused}");
+    };
+    assert!(path.starts_with(disk.join("spool")), "{}", path.display());
+    assert!(
+        refused.to_string().contains("No space left on device"),
+        "{refused}"
+    );
+    assert_eq!(
+        refused.record.data().len(),
+        1024,
+        "the record is handed back"
+    );
+    assert!(matches!(
+        producer.sync_spool().await,
+        Err(SpoolError::Write { .. })
+    ));
+    // Room again: the writer's next try succeeds, and records are taken and synced.
+    std::fs::remove_file(&filler).unwrap();
+    let mut again = None;
+    for i in 0..500 {
+        if let Ok(future) = producer.try_send("s", big(i)) {
+            again = Some(future);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let again = again.expect("records were not taken again once the disk had room");
+    producer.sync_spool().await.unwrap();
+    again.await.unwrap();
+    for future in taken {
+        future.await.unwrap();
+    }
+    producer.shutdown().await;
+}

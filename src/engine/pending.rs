@@ -62,9 +62,6 @@ pub(crate) struct Pending {
     /// Its place in the order the engine took records in: with per-key ordering, records sent
     /// again after a resharding are routed in this order, whatever queue they come from.
     seq: u64,
-    /// Its segment in the spool, when there is one: released when it resolves (put, or failed
-    /// and handed back), kept when it is dropped unresolved (the next producer sends it).
-    spool: Option<crate::spool::Tag>,
 }
 
 /// The instant arrivals are counted from: read once per process. (Any instant will do: a paused
@@ -127,13 +124,17 @@ impl Pending {
             arrival_ns: 0,
             epoch: 0,
             seq: 0,
-            spool: None,
         }
     }
 
-    /// The record is in the spool, in `tag`'s segment.
+    /// The record is in the spool, at `tag`: its outcome, when it comes, goes there too
+    /// ([`Owner::Spooled`]; no field here, so that a producer without a spool keeps every
+    /// buffered record as small as before).
     pub(crate) fn spooled(mut self, tag: crate::spool::Tag) -> Pending {
-        self.spool = Some(tag);
+        self.slot = self
+            .slot
+            .take()
+            .map(|owner| Owner::Spooled(Box::new((owner, tag))));
         self
     }
 
@@ -210,15 +211,6 @@ impl Pending {
             charge: charge(&self.record),
             epoch: self.epoch,
         };
-        if let Some(tag) = self.spool.take() {
-            match &how {
-                Resolution::Put { .. } => tag.resolved(true),
-                // Stopped is not an outcome the caller can act on: the record stays in the
-                // spool.
-                Resolution::Failed(PutErrorKind::Stopped) => {}
-                Resolution::Failed(_) => tag.resolved(false),
-            }
-        }
         let Some(slot) = self.slot.take() else {
             return resolved;
         };

@@ -125,6 +125,9 @@ impl BatchSlot {
 pub(super) enum Owner {
     One(Arc<Slot>),
     Batch(Arc<BatchSlot>, u32),
+    /// A record kept in the spool (`SpoolDirectory`), at this place: its outcome is noted
+    /// there too. Boxed: the spool's records pay for it, the others keep a 16-byte owner.
+    Spooled(Box<(Owner, crate::spool::Tag)>),
 }
 
 impl Owner {
@@ -132,6 +135,19 @@ impl Owner {
         match self {
             Owner::One(slot) => slot.fill(outcome),
             Owner::Batch(batch, index) => batch.fill(*index as usize, outcome),
+            Owner::Spooled(spooled) => {
+                let (owner, tag) = &**spooled;
+                match &outcome {
+                    State::Put { .. } => tag.resolved(true),
+                    // Stopped (the engine went away) is not an outcome: the record stays in
+                    // the spool, for the next producer to send.
+                    State::Failed(f) if f.kind == PutErrorKind::Stopped => {}
+                    // Handed back to its caller (or, recovered, kept to send again).
+                    State::Failed(_) => tag.resolved(false),
+                    State::Waiting(_) | State::Taken => {}
+                }
+                owner.fill(outcome);
+            }
         }
     }
 
@@ -139,6 +155,7 @@ impl Owner {
         match self {
             Owner::One(slot) => slot.caller.as_deref(),
             Owner::Batch(batch, _) => batch.caller(),
+            Owner::Spooled(spooled) => spooled.0.caller(),
         }
     }
 }

@@ -135,9 +135,14 @@ impl Writer {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .is_empty();
+            // After a failed write, the next try waits the interval (at least 10 ms, so that a
+            // full disk with SpoolSyncInterval 0 is not retried in a spin), whatever is asked.
+            let retry = interval.max(Duration::from_millis(10));
             let due = !state.chunks.is_empty()
-                && (state.sync_asked || since >= interval)
-                && (state.failure.is_none() || since >= interval);
+                && match state.failure {
+                    None => state.sync_asked || since >= interval,
+                    Some(_) => since >= retry,
+                };
             let acks_due = acks && self.last_acks.elapsed() >= interval;
             if due || !state.deletes.is_empty() || acks_due {
                 return self.take(&mut state);
@@ -145,11 +150,15 @@ impl Writer {
             let wait = if state.chunks.is_empty() && !acks {
                 state.writer_idle = true;
                 IDLE_SEAL
+            } else if state.chunks.is_empty() {
+                // Acks only: written an interval after the last ones.
+                interval.saturating_sub(self.last_acks.elapsed())
+            } else if state.failure.is_some() {
+                retry.saturating_sub(since)
             } else {
-                interval
-                    .saturating_sub(since)
-                    .max(Duration::from_micros(50))
-            };
+                interval.saturating_sub(since)
+            }
+            .max(Duration::from_micros(50));
             state = shared
                 .to_writer
                 .wait_timeout(state, wait)
