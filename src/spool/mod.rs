@@ -1,15 +1,18 @@
-//! The durable spool: every record appended to a segmented log on local disk before the engine
-//! takes it, made durable in groups (`fdatasync` at most every `SpoolSyncInterval`, or when a
-//! caller asks with [`Producer::sync_spool`](crate::Producer::sync_spool)), and a segment deleted
-//! once every record in it is resolved. A producer opened on the same directory sends again what
-//! the spool still holds ([`open`]).
+//! The durable spool (`SpoolDirectory`): every record appended to a segmented log on local disk
+//! before the engine takes it, made durable in groups (`fdatasync` at most every
+//! `SpoolSyncInterval`, or when a caller asks with
+//! [`Producer::sync_spool`](crate::Producer::sync_spool)), and a segment deleted once every
+//! record in it is resolved. A producer opened on the same directory sends again what the spool
+//! still holds. Public here: its errors ([`SpoolError`]) and figures ([`SpoolStats`]); the
+//! guarantee and its limits are in `docs/delivery.md`, "The spool".
 //!
-//! Ownership: callers append under one short lock ([`Spool::append`]), which only encodes into
-//! memory; one writer thread ([`writer`]) owns the files: it writes, syncs, seals and deletes
-//! segments. A record's entry in the engine holds a [`Tag`], its segment, and resolving it
-//! releases its place ([`Segment::release`]); the last release of a sealed segment asks the
-//! writer to delete it. An entry dropped unresolved (the engine stopped) releases nothing: its
-//! record stays in the spool for the next producer.
+//! Ownership: callers append under one short lock (`Spool::append`), which only encodes into
+//! memory; one writer thread (`writer.rs`) owns the files: it writes, syncs, seals and deletes
+//! segments. A record's owner in the engine (where its outcome goes) carries a `Tag`, its
+//! segment and index, and its outcome releases its place (`Segment::release`) and notes it in
+//! the segment's acks; the last release of a sealed segment asks the writer to delete it. An
+//! entry dropped unresolved (the engine stopped) releases nothing: its record stays in the spool
+//! for the next producer.
 //!
 //! Why not a write-ahead-log crate: those looked at (walogs, wal-db, okaywal) free segments by
 //! checkpointing a prefix of the log, while records here resolve out of order and a segment is

@@ -18,7 +18,8 @@ use super::{Chunk, IDLE_SEAL, Segment, Shared, SpoolError, State, segment_name};
 /// load and a branch.
 static HOOK: std::sync::OnceLock<fn(&'static str)> = std::sync::OnceLock::new();
 
-/// Sets [`HOOK`] (once per process; `__private::spool_hook`).
+/// Sets the function called at the writer's kill points, `"sync"` and `"delete"` (once per
+/// process; `__private::spool_hook`, for the crash tests).
 pub fn set_hook(hook: fn(&'static str)) {
     let _ = HOOK.set(hook);
 }
