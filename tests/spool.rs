@@ -251,3 +251,240 @@ async fn a_full_disk_refuses_records_with_its_error_and_they_flow_again_once_the
     }
     producer.shutdown().await;
 }
+
+/// Records of one seed's run, by number: sent, and whose `sync_spool` returned.
+#[derive(Default)]
+struct Ledger {
+    sent: u64,
+    synced: Vec<std::ops::Range<u64>>,
+}
+
+/// One incarnation of a producer on `dir`: sends records `from..from + n` with random syncs,
+/// under the sink's faults, then crashes (its runtime dropped with everything in it, the way a
+/// killed process loses its memory) after a random time. Returns how far syncs got.
+fn incarnation(
+    dir: &std::path::Path,
+    sink: &MemorySink,
+    rng: &mut fastrand::Rng,
+    from: u64,
+    n: u64,
+    ttl_ms: u64,
+) -> u64 {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let cfg = config(dir)
+        .record_ttl(Duration::from_millis(ttl_ms))
+        .record_max_buffered_time(Duration::from_millis(rng.u64(5..50)))
+        .spool_max_bytes(1 << 20)
+        .build()
+        .unwrap();
+    let producer = {
+        let _guard = rt.enter();
+        Producer::try_with_sink(cfg, sink.clone()).unwrap()
+    };
+    let mut synced_to = from;
+    let mut futures = Vec::new();
+    for i in from..from + n {
+        futures.push(producer.send("s", record(i as usize)));
+        if rng.u8(..) < 8 {
+            rt.block_on(producer.sync_spool()).unwrap();
+            synced_to = i + 1;
+        }
+        if rng.u8(..) < 4 {
+            std::thread::sleep(Duration::from_millis(rng.u64(1..5)));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(rng.u64(0..150)));
+    // The crash: the engine's tasks, the outcomes on their way and the futures go; what the
+    // spool's writer had not written is lost with them when it is dropped mid-way below.
+    drop(futures);
+    drop(rt);
+    drop(producer);
+    synced_to
+}
+
+/// Many seeds of crashes at random moments under faults (throttling, answers lost after the
+/// write, latency): every
+/// record whose `sync_spool` returned is in the stream at the end, and once the last producer
+/// finished with the faults gone, the spool holds nothing. `KPL_SPOOL_SEEDS` runs more seeds.
+#[test]
+fn crashes_at_random_moments_lose_no_synced_record() {
+    let seeds: u64 = std::env::var("KPL_SPOOL_SEEDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(40);
+    let mut duplicates = 0;
+    let mut recovered = 0;
+    let mut sent = 0;
+    for seed in 0..seeds {
+        let mut rng = fastrand::Rng::with_seed(seed);
+        let dir = tempfile::tempdir().unwrap();
+        let sink = MemorySink::new().with_stream("s", rng.usize(1..5));
+        let throttle = rng.u8(..40);
+        let mut faults = fastrand::Rng::with_seed(seed ^ 0xFA);
+        sink.set_entry_fault(move |_| {
+            (faults.u8(..100) < throttle).then(|| {
+                (
+                    "ProvisionedThroughputExceededException".to_owned(),
+                    "Rate exceeded for shard".to_owned(),
+                )
+            })
+        });
+        if rng.bool() {
+            sink.set_answer_loss(0.2, seed);
+        }
+        sink.set_latency(Duration::from_millis(rng.u64(0..20)));
+        let mut ledger = Ledger::default();
+        for _ in 0..rng.usize(1..4) {
+            let n = rng.u64(50..400);
+            // RecordTtl stays at its default: a record that fails is handed back to its caller
+            // and leaves the spool (what `records_handed_back_leave_the_spool` checks), which a
+            // caller that crashed never saw.
+            let ttl = 30_000;
+            let to = incarnation(dir.path(), &sink, &mut rng, ledger.sent, n, ttl);
+            ledger.synced.push(ledger.sent..to);
+            ledger.sent += n;
+        }
+        // The faults stop; a last producer sends what the spool holds, and finishes.
+        sink.clear_entry_fault();
+        sink.set_answer_loss(0.0, seed);
+        sink.set_latency(Duration::ZERO);
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(async {
+            let last =
+                Producer::try_with_sink(config(dir.path()).build().unwrap(), sink.clone()).unwrap();
+            let stats = last.spool_stats().unwrap();
+            recovered += stats.recovered_records;
+            // Bounded: the recovered records go in at once (the buffer has room for them all).
+            for _ in 0..1_000 {
+                if last.spool_stats().unwrap().recovered_put == stats.recovered_records {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert_eq!(
+                last.spool_stats().unwrap().recovered_put,
+                stats.recovered_records,
+                "seed {seed}: recovered records not all put"
+            );
+            last.shutdown().await;
+        });
+        let seen = stored(&sink, "s");
+        for range in &ledger.synced {
+            for i in range.clone() {
+                assert!(
+                    seen.contains_key(&format!("record {i}")),
+                    "seed {seed}: record {i} was synced and is not in the stream"
+                );
+            }
+        }
+        assert!(
+            seen.len() as u64 <= ledger.sent,
+            "seed {seed}: records never sent"
+        );
+        duplicates += seen.values().map(|c| c - 1).sum::<usize>();
+        sent += ledger.sent;
+        assert_eq!(
+            segments(dir.path()),
+            0,
+            "seed {seed}: the spool kept segments"
+        );
+    }
+    eprintln!(
+        "{seeds} seeds: {sent} records sent, {recovered} recovered after crashes, {duplicates} duplicates"
+    );
+}
+
+/// Throttled without end, at a RecordTtl of 150 ms: each record expires.
+fn always_throttled(shards: usize) -> MemorySink {
+    let sink = MemorySink::new().with_stream("s", shards);
+    sink.set_entry_fault(|_| {
+        Some((
+            "ProvisionedThroughputExceededException".to_owned(),
+            "Rate exceeded for shard".to_owned(),
+        ))
+    });
+    sink
+}
+
+/// A record that failed and was handed back to its caller is resolved: a crash after that
+/// does not send it again. A recovered record that fails has no caller: it stays in the spool
+/// until a producer puts it.
+#[test]
+fn records_handed_back_leave_the_spool_and_recovered_ones_that_fail_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = || {
+        config(dir.path())
+            .record_ttl(Duration::from_millis(150))
+            .build()
+            .unwrap()
+    };
+    // Handed back: expired, each future says so; a crash after that leaves nothing to send.
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let producer = {
+            let _guard = rt.enter();
+            Producer::try_with_sink(short(), always_throttled(1)).unwrap()
+        };
+        let outcomes = rt.block_on(producer.send_all("s", (0..50).map(record)));
+        assert!(
+            outcomes
+                .iter()
+                .all(|o| matches!(o, Err(e) if matches!(e.kind, PutErrorKind::Expired { .. })))
+        );
+        drop(rt); // the crash
+        drop(producer);
+    }
+    {
+        let p = Producer::try_with_sink(short(), MemorySink::new().with_stream("s", 1)).unwrap();
+        assert_eq!(p.spool_stats().unwrap().recovered_records, 0);
+    }
+    // Not resolved at a crash (Kinesis never answers), then recovered by a producer whose
+    // records all expire: they stay; a third producer puts them.
+    let hung = MemorySink::new().with_stream("s", 1);
+    hung.set_latency(Duration::from_secs(3600));
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let producer = {
+            let _guard = rt.enter();
+            Producer::try_with_sink(config(dir.path()).build().unwrap(), hung).unwrap()
+        };
+        drop(producer.send_all("s", (100..130).map(record)));
+        producer.sync_spool_blocking().unwrap();
+        drop(rt);
+        drop(producer);
+    }
+    {
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let producer = {
+            let _guard = rt.enter();
+            Producer::try_with_sink(short(), always_throttled(1)).unwrap()
+        };
+        assert_eq!(producer.spool_stats().unwrap().recovered_records, 30);
+        // Long enough for them all to expire once (the resend task then waits 1 s).
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(producer.spool_stats().unwrap().recovered_put, 0);
+        drop(rt);
+        drop(producer);
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let up = MemorySink::new().with_stream("s", 1);
+        let producer =
+            Producer::try_with_sink(config(dir.path()).build().unwrap(), up.clone()).unwrap();
+        assert_eq!(producer.spool_stats().unwrap().recovered_records, 30);
+        for _ in 0..400 {
+            if producer.spool_stats().unwrap().recovered_put == 30 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        producer.shutdown().await;
+        let seen = stored(&up, "s");
+        assert!((100..130).all(|i| seen.contains_key(&format!("record {i}"))));
+    });
+    assert_eq!(segments(dir.path()), 0);
+}
