@@ -2,8 +2,9 @@
 //! lines before it are durable in the spool, so that the same command run again after a crash
 //! goes on from there (the spool sends what it held; the file gives the rest).
 //!
-//! A file is known by its path and its identity on disk (device and inode): a different file
-//! at the same path (rotated, replaced) is read from its start, with a message.
+//! A file is known by its identity on disk (device and inode), found by the path it was given
+//! or, named otherwise (another working directory), by that identity: a different file at the
+//! same path (rotated, replaced) is read from its start, with a message.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::MetadataExt;
@@ -14,12 +15,35 @@ use serde::{Deserialize, Serialize};
 /// The file the positions are kept in, in the spool directory.
 pub const FILE: &str = "kpl-put-positions.json";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 struct Position {
     dev: u64,
     ino: u64,
+    /// The MD5 (hex) of the file's first `head_len` bytes when the position was saved: an inode
+    /// number is reused as soon as a file is deleted, its first bytes are not.
+    head: String,
+    head_len: usize,
     /// Lines read and durable in the spool (blank and bad lines included).
     lines: usize,
+}
+
+/// How many of a file's first bytes tell it apart (as `kpl tail`'s fingerprints).
+const HEAD: usize = 256;
+
+/// The MD5 (hex) of the first `len` bytes of `path`, or `None` when it has fewer.
+fn head(path: &Path, len: usize) -> std::io::Result<Option<String>> {
+    use md5::{Digest, Md5};
+    use std::io::Read;
+    let mut bytes = Vec::with_capacity(len);
+    std::fs::File::open(path)?
+        .take(len as u64)
+        .read_to_end(&mut bytes)?;
+    Ok((bytes.len() == len).then(|| {
+        Md5::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }))
 }
 
 /// The positions of a run's input files.
@@ -30,6 +54,10 @@ pub struct Positions {
     saved: BTreeMap<String, Position>,
     /// What this run has read and handed to the spool, not yet saved.
     read: BTreeMap<String, Position>,
+    /// The positions of files this run does not read: kept as they were.
+    others: BTreeMap<String, Position>,
+    /// Each file's path, by name.
+    paths: BTreeMap<String, PathBuf>,
 }
 
 impl Positions {
@@ -51,6 +79,8 @@ impl Positions {
             path,
             saved: BTreeMap::new(),
             read: BTreeMap::new(),
+            others: BTreeMap::new(),
+            paths: BTreeMap::new(),
         };
         for file in files {
             let name = file.display().to_string();
@@ -58,17 +88,29 @@ impl Positions {
             let here = Position {
                 dev: meta.dev(),
                 ino: meta.ino(),
+                head: String::new(),
+                head_len: 0,
                 lines: 0,
             };
+            let same = |p: &&Position| {
+                (p.dev, p.ino) == (here.dev, here.ino)
+                    && head(file, p.head_len).ok().flatten().as_deref() == Some(p.head.as_str())
+            };
+            // By its name, or by its identity when named otherwise (another working directory,
+            // a link): the same file goes on where it stopped.
             let position = match saved.get(&name) {
-                Some(p) if (p.dev, p.ino) == (here.dev, here.ino) => *p,
-                Some(_) => {
-                    eprintln!(
-                        "kpl put: {name} is not the file read before; reading it from its start"
-                    );
-                    here
-                }
-                None => here,
+                Some(p) if same(&p) => p.clone(),
+                found => match saved.values().find(same) {
+                    Some(p) => p.clone(),
+                    None => {
+                        if found.is_some() {
+                            eprintln!(
+                                "kpl put: {name} is not the file read before; reading it from its start"
+                            );
+                        }
+                        here
+                    }
+                },
             };
             if position.lines > 0 {
                 eprintln!(
@@ -76,9 +118,14 @@ impl Positions {
                     position.lines
                 );
             }
-            positions.saved.insert(name.clone(), position);
-            positions.read.insert(name, position);
+            positions.saved.insert(name.clone(), position.clone());
+            positions.read.insert(name.clone(), position);
+            positions.paths.insert(name, file.clone());
         }
+        positions.others = saved
+            .into_iter()
+            .filter(|(name, _)| !positions.read.contains_key(name))
+            .collect();
         Ok(positions)
     }
 
@@ -105,8 +152,25 @@ impl Positions {
     /// # Errors
     /// Writing fails.
     pub fn save(&mut self) -> std::io::Result<()> {
+        for (name, position) in &mut self.read {
+            if position.lines > 0
+                && position.head_len < HEAD
+                && let Some(path) = self.paths.get(name)
+            {
+                // The first bytes as far as they go now (up to HEAD), taken once they are there.
+                let len = std::fs::metadata(path)?.len().min(HEAD as u64) as usize;
+                if len > position.head_len
+                    && let Some(h) = head(path, len)?
+                {
+                    position.head = h;
+                    position.head_len = len;
+                }
+            }
+        }
         let tmp = self.path.with_extension("json.tmp");
-        let bytes = serde_json::to_vec_pretty(&self.read).map_err(std::io::Error::other)?;
+        let mut all = self.others.clone();
+        all.extend(self.read.iter().map(|(k, v)| (k.clone(), v.clone())));
+        let bytes = serde_json::to_vec_pretty(&all).map_err(std::io::Error::other)?;
         let mut file = std::fs::File::create(&tmp)?;
         std::io::Write::write_all(&mut file, &bytes)?;
         file.sync_all()?;

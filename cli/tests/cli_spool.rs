@@ -415,3 +415,62 @@ fn kpl_put_with_a_spool_goes_on_after_kill_9_where_it_stopped() {
         "{resent} records sent again by a run after the one that finished"
     );
 }
+
+/// `kpl put --spool` knows a file by its identity: lines appended since the last run are sent
+/// (the file named by another path too), and a new file at the same path is read from its start.
+#[test]
+fn kpl_put_with_a_spool_sends_what_was_appended_and_reads_a_replaced_file_whole() {
+    let local = Local::start("grow");
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    let input = dir.path().join("app.log");
+    let put = |path: &str| {
+        let out = common::kpl(
+            &[
+                "put",
+                "--stream",
+                "grow",
+                "--endpoint-url",
+                &local.endpoint,
+                "--spool",
+                &spool.display().to_string(),
+                path,
+            ],
+            b"",
+        );
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let lines = |range: std::ops::Range<usize>| -> String {
+        range.map(|i| format!("line {i}\n")).collect()
+    };
+    std::fs::write(&input, lines(0..10)).unwrap();
+    let absolute = input.display().to_string();
+    put(&absolute);
+    // Ten more lines; named through a path with a `.` in it this time.
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(&input)
+        .unwrap();
+    std::io::Write::write_all(&mut f, lines(10..20).as_bytes()).unwrap();
+    let other = dir.path().join(".").join("app.log").display().to_string();
+    let err = put(&other);
+    assert!(err.contains("going on after line 10"), "{err}");
+    // A new file where it was: read whole.
+    std::fs::remove_file(&input).unwrap();
+    std::fs::write(&input, lines(100..103)).unwrap();
+    let err = put(&absolute);
+    assert!(err.contains("is not the file read before"), "{err}");
+    let seen = local.read("grow");
+    let expected: Vec<String> = (0..20)
+        .chain(100..103)
+        .map(|i| format!("line {i}"))
+        .collect();
+    assert_eq!(
+        seen.keys()
+            .cloned()
+            .collect::<std::collections::BTreeSet<_>>(),
+        expected.into_iter().collect()
+    );
+    assert!(seen.values().all(|&c| c == 1), "a line sent twice");
+}

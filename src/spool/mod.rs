@@ -485,8 +485,7 @@ pub(crate) fn open(options: Options) -> Result<(Spool, Vec<Recovered>), SpoolErr
             "the spool holds {} records that an earlier producer did not see resolved: sending them again",
             recovered.len()
         );
-        metrics_facade::counter!("kpl_spool_recovered_records")
-            .increment(recovered.len() as u64);
+        metrics_facade::counter!("kpl_spool_recovered_records").increment(recovered.len() as u64);
     }
     Ok((spool, recovered))
 }
