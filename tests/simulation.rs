@@ -21,7 +21,8 @@
 //! when the buffer is full; flush, and flush and wait; ask for a refresh; drop futures
 //! (cancellation: the core must resolve them all the same); and shut down at the end.
 //! Configurations vary: aggregation on or off, per-key ordering on or off, RecordMaxBufferedTime,
-//! RecordTtl, the buffer's size, MaxConnections, CollectionMaxCount.
+//! RecordTtl, the buffer's size, MaxConnections, CollectionMaxCount, CollectionMaxSize (up to
+//! 10 MiB), and in some scenarios records of up to 128 KiB.
 //!
 //! **Invariants**, checked at every step or after each scenario:
 //! 1. every future resolves exactly once: each is ready at the end, none as `Stopped` (the core
@@ -39,7 +40,11 @@
 //! 6. shutdown finishes within RecordTtl plus the request timeout (and its grace) after it is
 //!    asked for, without the core spinning (asking to be woken at the same instant without
 //!    end);
-//! 7. counts add up: records put plus records failed equal records sent.
+//! 7. counts add up: records put plus records failed equal records sent;
+//! 8. no PutRecords call is over the request's limits: 500 entries, and for these streams (1 MiB
+//!    records) 5 MiB whatever CollectionMaxSize says, and CollectionMaxSize itself (a single
+//!    record larger than it goes alone); the in-memory Kinesis refuses a larger call as Kinesis
+//!    does.
 //!
 //! A failing seed prints itself and its draw; `KPL_SIM_SEED=n` replays it alone and
 //! `KPL_SIM_TRACE=1` prints each step (`KPL_SIM_TRACE=2` also each wake-up: what is due next, what
@@ -193,7 +198,27 @@ fn scenario(seed: u64, trace: bool) -> Result<u64, String> {
     let t0 = base();
     let ttl = Duration::from_millis(d.ttl_ms);
     let timeout = Duration::from_millis(d.timeout_ms);
+    // Drawn from a generator of their own, so that every other draw (and every seed in FOUND)
+    // stays what it was: CollectionMaxSize, and records of up to 128 KiB in some scenarios, so
+    // that calls reach the request limit (at most 5 MiB for these 1 MiB-record streams,
+    // whatever CollectionMaxSize says; checked at every call below).
+    let mut sizes = fastrand::Rng::with_seed(seed ^ 0x5123);
+    let collection_max_size = if sizes.u8(..4) == 0 {
+        sizes.usize(52_224..=10 << 20)
+    } else {
+        5 << 20
+    };
+    let padding = if sizes.u8(..32) == 0 {
+        sizes.usize(1..=128 << 10)
+    } else {
+        0
+    };
+    let call_limit = collection_max_size.min(5 << 20);
+    if std::env::var_os("KPL_SIM_TRACE").is_some() {
+        eprintln!("CollectionMaxSize {collection_max_size}, records padded to {padding} bytes");
+    }
     let config = Config::builder()
+        .collection_max_size(collection_max_size as u64)
         .aggregation_enabled(d.aggregation)
         .aggregation_max_count(rng.u64(1..=50))
         .per_key_ordering(d.ordered)
@@ -267,7 +292,12 @@ fn scenario(seed: u64, trace: bool) -> Result<u64, String> {
             // At most half the buffer: a batch waits for room for all of it.
             let batch = rng.usize(1..=20).min(d.records - n).min(max_records / 2);
             let records: Vec<UserRecord> = (n..n + batch)
-                .map(|i| UserRecord::new(format!("key-{}", i % d.keys), i.to_string()).unwrap())
+                .map(|i| {
+                    // Zeros in front keep the data a number (the order check reads it).
+                    let digits = i.to_string();
+                    let data = "0".repeat(padding.saturating_sub(digits.len())) + &digits;
+                    UserRecord::new(format!("key-{}", i % d.keys), data).unwrap()
+                })
                 .collect();
             let range = n..n + batch;
             n += batch;
@@ -380,6 +410,19 @@ fn scenario(seed: u64, trace: bool) -> Result<u64, String> {
                     call.id,
                     call.entries.len()
                 );
+            }
+            // No call over the request limit, or over CollectionMaxSize (a record larger
+            // than CollectionMaxSize goes alone).
+            let bytes: usize = call
+                .entries
+                .iter()
+                .map(|e| e.data.len() + e.partition_key.len())
+                .sum();
+            if call.entries.len() > 500 || (bytes > call_limit && call.entries.len() > 1) {
+                return fail(format!(
+                    "a call of {} entries and {bytes} bytes; the limit is {call_limit}",
+                    call.entries.len()
+                ));
             }
             mix(&mut digest, (now - t0).as_nanos() as u64);
             mix(&mut digest, call.entries.len() as u64);

@@ -191,3 +191,62 @@ async fn records_up_to_the_streams_own_limit_go_and_larger_ones_are_refused_at_o
     assert_eq!(sizes.len(), 21, "every record of the first shard, once");
     assert_eq!(sizes[20], 2 << 20);
 }
+
+/// The bytes of a PutRecords call's body as Kinesis counts them: each entry's data (decoded
+/// from base64) and partition key.
+fn call_bytes(body: &Value) -> usize {
+    use base64::Engine;
+    body["Records"].as_array().map_or(0, |records| {
+        records
+            .iter()
+            .map(|r| {
+                let data = base64::engine::general_purpose::STANDARD
+                    .decode(r["Data"].as_str().unwrap_or(""))
+                    .map_or(0, |d| d.len());
+                data + r["PartitionKey"].as_str().map_or(0, str::len)
+            })
+            .sum()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_up_to_10_mib_to_a_stream_of_large_records_and_stay_within_5_mib_elsewhere() {
+    let local = KinesisLocal::start().await;
+    let large = local.create_stream("large-calls", 1, Some(10_240)).await;
+    let small = local.create_stream("small-calls", 1, None).await;
+    // The limiter out of the way (the records are sent at once), CollectionMaxSize at its top.
+    let config = local
+        .config()
+        .collection_max_size(10 << 20)
+        .rate_limit(1_000_000)
+        .request_timeout(Duration::from_secs(120));
+    let (producer, wire) = producer_with(&local, config);
+    let three: Vec<_> = (0..3)
+        .map(|i| UserRecord::new(format!("big-{i}"), vec![b'a' + i; 3 << 20]).unwrap())
+        .collect();
+    let sevens: Vec<_> = (0..7)
+        .map(|i| UserRecord::new(format!("mib-{i}"), vec![b'k' + i; 1000 << 10]).unwrap())
+        .collect();
+    let large_put = producer.send_all(&large, three);
+    let small_put = producer.send_all(&small, sevens);
+    producer.flush();
+    for outcome in large_put.await.into_iter().chain(small_put.await) {
+        outcome.unwrap();
+    }
+    producer.shutdown().await;
+    let calls = wire.calls("PutRecords");
+    let of = |stream: &str| -> Vec<&Value> {
+        calls.iter().filter(|b| b["StreamARN"] == stream).collect()
+    };
+    // The three 3 MiB records of the large-record stream went together: 9 MiB in one call.
+    let large_calls = of(&large);
+    assert_eq!(large_calls.len(), 1, "{} calls", large_calls.len());
+    assert_eq!(large_calls[0]["Records"].as_array().unwrap().len(), 3);
+    assert!(call_bytes(large_calls[0]) > 9 << 20);
+    // The 1 MiB-record stream is not known to take 10 MiB requests: every call within 5 MiB.
+    let small_calls = of(&small);
+    assert!(small_calls.len() >= 2);
+    for body in small_calls {
+        assert!(call_bytes(body) <= 5 << 20, "a call of {} bytes", call_bytes(body));
+    }
+}

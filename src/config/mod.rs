@@ -20,8 +20,15 @@ pub use properties::{Effect, IgnoredProperty, Kind, PROPERTIES, PROPERTY_NAMES, 
 
 /// Most entries in one PutRecords call (Kinesis API reference).
 pub const MAX_PUT_RECORDS_ENTRIES: usize = 500;
-/// Most bytes in one PutRecords call, data plus partition keys (Kinesis API reference).
-pub const MAX_PUT_RECORDS_SIZE: usize = 5 * 1024 * 1024;
+/// Most bytes in one PutRecords call, data plus partition keys, since AWS's larger-records launch
+/// (the request limit doubled to 10 MiB): the most `CollectionMaxSize` may be. A stream not
+/// known to allow it gets calls of at most [`PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS`].
+pub const MAX_PUT_RECORDS_SIZE: usize = 10 * 1024 * 1024;
+/// Most bytes in one PutRecords call to a stream not known to take the 10 MiB requests of the
+/// larger-records launch (the API reference's 5 MiB), and `CollectionMaxSize`'s default (the
+/// KPL's). A stream is known to take 10 MiB requests when DescribeStreamSummary gives it a
+/// `MaxRecordSizeInKiB` above 1024: it is on the service that launched larger records.
+pub const PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS: usize = 5 * 1024 * 1024;
 /// The smallest CollectionMaxSize the KPL accepts.
 pub const MIN_COLLECTION_MAX_SIZE: usize = 52_224;
 
@@ -121,7 +128,9 @@ impl Config {
     pub fn collection_max_count(&self) -> usize {
         self.collection_max_count
     }
-    /// `CollectionMaxSize` in bytes (default 5242880).
+    /// `CollectionMaxSize` in bytes (default 5242880, at most 10485760): the most one PutRecords
+    /// call carries; to a stream not known to take 10 MiB requests (see
+    /// [`PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS`]), at most 5242880 whatever this says.
     pub fn collection_max_size(&self) -> usize {
         self.collection_max_size
     }
@@ -345,7 +354,7 @@ impl Default for ConfigBuilder {
             aggregation_max_size: DEFAULT_AGGREGATION_MAX_SIZE as u64,
             max_record_size: MAX_RECORD_SIZE_LIMIT as u64,
             collection_max_count: MAX_PUT_RECORDS_ENTRIES as u64,
-            collection_max_size: MAX_PUT_RECORDS_SIZE as u64,
+            collection_max_size: PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS as u64,
             record_max_buffered_time_ms: 100,
             record_ttl_ms: 30_000,
             max_connections: 24,
@@ -467,7 +476,8 @@ impl ConfigBuilder {
         collection_max_count: collection_max_count, u64
     );
     setter!(
-        /// `CollectionMaxSize`: most bytes in one PutRecords call (52224..=5242880).
+        /// `CollectionMaxSize`: most bytes in one PutRecords call (52224..=10485760; calls to a
+        /// stream not known to take 10 MiB requests stay within 5242880).
         collection_max_size: collection_max_size, u64
     );
     setter!(

@@ -32,7 +32,7 @@ fn out_of_range_values_name_property_value_and_range() {
     );
     assert_eq!(
         err(Config::builder().collection_max_size(1000)),
-        "CollectionMaxSize is 1000; the range is 52224..=5242880"
+        "CollectionMaxSize is 1000; the range is 52224..=10485760"
     );
     assert_eq!(
         err(Config::builder().max_connections(0)),

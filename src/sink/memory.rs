@@ -347,6 +347,26 @@ impl MemorySink {
             );
             return (Err(missing), false);
         };
+        // Kinesis's limits on a request, as it checks them before any record: at most 500
+        // entries and, for these streams (1 MiB records), 5 MiB of data and partition keys.
+        let bytes: usize = entries
+            .iter()
+            .map(|e| e.data.len() + e.partition_key.len())
+            .sum();
+        if entries.len() > crate::config::MAX_PUT_RECORDS_ENTRIES
+            || bytes > crate::config::PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS
+        {
+            let refused = SinkError::new(
+                "PutRecords",
+                "ValidationException",
+                format!(
+                    "a request of {} records and {bytes} bytes is over the limit of 500 records and {} bytes",
+                    entries.len(),
+                    crate::config::PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS
+                ),
+            );
+            return (Err(refused), false);
+        }
         let mut results = Vec::with_capacity(entries.len());
         for entry in entries {
             if let Some((code, message)) = state.entry_fault.as_mut().and_then(|f| f(&entry)) {

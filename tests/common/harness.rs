@@ -312,12 +312,19 @@ pub fn check_receipts(
     let now = format!("{:04}", sink.incarnation(stream));
     let stored = sink.records(stream);
     let ranges = ranges(sink, stream);
-    let kept = kcl_view(&stored, &ranges);
+    // By the number each record's data is (with zeros in front when the simulation pads it).
+    let kept: HashMap<usize, (String, String, u64)> = kcl_view(&stored, &ranges)
+        .into_iter()
+        .filter_map(|(data, at)| Some((std::str::from_utf8(&data).ok()?.parse().ok()?, at)))
+        .collect();
+    // In the order sent, so that the first thing wrong is the same every run.
+    let mut receipts: Vec<(&usize, &Receipt)> = receipts.iter().collect();
+    receipts.sort_by_key(|(i, _)| **i);
     for (i, r) in receipts {
         if !r.sequence_number.starts_with(&now) {
             continue;
         }
-        match kept.get(i.to_string().as_bytes()) {
+        match kept.get(i) {
             None => {
                 return Err(format!(
                     "record {i} reported Ok is invisible to a KCL reader"

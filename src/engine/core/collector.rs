@@ -25,6 +25,21 @@ pub(super) struct CallLimits {
     pub(super) max_size: usize,
 }
 
+/// The most bytes one PutRecords call to a stream carries: `CollectionMaxSize`, within the
+/// request limit the stream is known to take. A stream whose records may be over 1 MiB
+/// (DescribeStreamSummary's `MaxRecordSizeInKiB` above 1024, as `max_record_size` says) is on
+/// the service that raised the request limit to 10 MiB with larger records; any other stream
+/// gets the API reference's 5 MiB, so that no call is ever over its limit. (A record larger than
+/// this goes alone in its call: only a stream of large records has one.)
+pub(super) fn max_call_size(collection_max_size: usize, max_record_size: usize) -> usize {
+    let request_limit = if max_record_size > crate::aggregation::MAX_RECORD_SIZE {
+        crate::config::MAX_PUT_RECORDS_SIZE
+    } else {
+        crate::config::PUT_RECORDS_SIZE_WITHOUT_LARGE_RECORDS
+    };
+    collection_max_size.min(request_limit)
+}
+
 /// One call's worth, taken from the queue.
 pub(super) struct Taken {
     pub(super) batch: Vec<Ready>,

@@ -308,15 +308,18 @@ impl Core {
     /// The next PutRecords call to make at `now`, if any is due and fewer than MaxConnections
     /// are in flight. Call it until it gives `None`.
     pub(crate) fn poll_call(&mut self, now: Instant) -> Option<Call> {
-        let limits = CallLimits {
-            max_count: self.config.collection_max_count,
-            max_size: self.config.collection_max_size,
-        };
         while self.cursor < self.streams.len() {
             if self.calls.len() >= self.config.max_connections {
                 return None;
             }
             let i = self.cursor;
+            let limits = CallLimits {
+                max_count: self.config.collection_max_count,
+                max_size: collector::max_call_size(
+                    self.config.collection_max_size,
+                    self.streams[i].limits.max_record_size(),
+                ),
+            };
             if collector::should_send(&self.streams[i], limits, now)
                 && let Some(call) = self.make_call(i, limits, now)
             {

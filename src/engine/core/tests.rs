@@ -421,3 +421,69 @@ fn an_aggregate_sent_before_the_stream_was_found_missing_is_verified_before_it_r
         "the shard's range holds them all: put"
     );
 }
+
+/// A core whose stream "s" (one shard) reports records up to `record_limit` bytes.
+fn mapped_with_limit(config: Config, record_limit: Option<usize>, now: Instant) -> Core {
+    let mut core = Core::new(config, fastrand::Rng::with_seed(7), now);
+    core.add_stream(0, Arc::from("s"), now);
+    core.handle_timeout(now);
+    let listing = core.poll_listing().expect("a first listing");
+    let listed = Listed {
+        shards: Ok(shards(1)),
+        record_limit: Some(Ok(record_limit)),
+    };
+    core.handle_listing(&listing, listed, now);
+    core
+}
+
+/// The calls the core makes for `records` records of `size` bytes sent at once and flushed,
+/// each answered at once: their entries' data sizes.
+fn calls_for(core: &mut Core, records: usize, size: usize, now: Instant) -> Vec<Vec<usize>> {
+    for i in 0..records {
+        let record = UserRecord::new(format!("k{i}"), vec![b'x'; size]).expect("valid");
+        let (pending, _future) = Pending::new(record, Arc::from("s"));
+        core.handle_records(0, [pending], now);
+    }
+    core.flush();
+    let mut calls = Vec::new();
+    for _ in 0..100 {
+        core.handle_timeout(now);
+        let Some(call) = core.poll_call(now) else {
+            break;
+        };
+        calls.push(call.entries.iter().map(|e| e.data.len()).collect());
+        let answer = all_put(&call, "shardId-000000000000");
+        reply(core, call, Ok(answer), now);
+    }
+    calls
+}
+
+#[test]
+fn calls_go_up_to_10_mib_only_to_a_stream_of_large_records() {
+    let t0 = Instant::now();
+    let ten = |c: ConfigBuilder| {
+        c.collection_max_size(10 << 20)
+            .rate_limit(1_000_000)
+            .aggregation_max_size(51_200)
+    };
+    // A stream that takes 10 MiB records is on the service that takes 10 MiB requests: three
+    // 3 MiB records go in one call.
+    let mut large = mapped_with_limit(config(ten), Some(10 << 20), t0);
+    let calls = calls_for(&mut large, 3, 3 << 20, t0);
+    assert_eq!(calls, vec![vec![3 << 20; 3]]);
+    // A stream of 1 MiB records is not known to: calls stay within 5 MiB, whatever
+    // CollectionMaxSize says.
+    let mut plain = mapped_with_limit(config(ten), None, t0);
+    let calls = calls_for(&mut plain, 12, 1000 * 1024, t0);
+    assert!(calls.len() >= 3, "{calls:?}");
+    for call in &calls {
+        let bytes: usize = call.iter().sum::<usize>() + 3 * call.len();
+        assert!(bytes <= 5 << 20, "a call of {bytes} bytes");
+    }
+    assert_eq!(calls.iter().map(Vec::len).sum::<usize>(), 12);
+    // The default CollectionMaxSize (5 MiB, the KPL's) keeps large records to one call each
+    // when two do not fit.
+    let mut default = mapped_with_limit(config(|c| c.rate_limit(1_000_000)), Some(10 << 20), t0);
+    let calls = calls_for(&mut default, 3, 3 << 20, t0);
+    assert_eq!(calls, vec![vec![3 << 20]; 3]);
+}
