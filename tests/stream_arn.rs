@@ -247,6 +247,10 @@ async fn calls_go_up_to_10_mib_to_a_stream_of_large_records_and_stay_within_5_mi
     let small_calls = of(&small);
     assert!(small_calls.len() >= 2);
     for body in small_calls {
-        assert!(call_bytes(body) <= 5 << 20, "a call of {} bytes", call_bytes(body));
+        assert!(
+            call_bytes(body) <= 5 << 20,
+            "a call of {} bytes",
+            call_bytes(body)
+        );
     }
 }
