@@ -336,6 +336,29 @@ mod tests {
         assert_eq!(read.damage, Some(Damage::Torn { offset: last }));
     }
 
+    proptest::proptest! {
+        /// Whatever a file holds, reading it never panics, never reads past its end, and what it
+        /// keeps is a prefix of whole frames: reading that prefix again gives the same records
+        /// and no damage.
+        #[test]
+        fn any_bytes_read_without_panic_into_a_whole_prefix(
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600),
+            with_header in proptest::prelude::any::<bool>(),
+            keep in 0usize..6,
+        ) {
+            let mut bytes = if with_header { segment(&records(5)[..keep.min(5)]) } else { Vec::new() };
+            bytes.extend_from_slice(&tail);
+            let read = read_segment(&bytes);
+            proptest::prop_assert!(read.whole <= bytes.len());
+            let again = read_segment(&bytes[..read.whole]);
+            proptest::prop_assert_eq!(again.records, read.records.clone());
+            proptest::prop_assert_eq!(again.damage, None);
+            if with_header {
+                proptest::prop_assert!(read.records.len() >= keep.min(5));
+            }
+        }
+    }
+
     #[test]
     fn something_else_is_not_a_segment() {
         assert_eq!(
