@@ -43,11 +43,20 @@ impl Spool {
     /// [`SpoolError::Full`] when it does not fit, [`SpoolError::TooLarge`] when it never could,
     /// the writer's failure while writing fails, or [`SpoolError::Closed`].
     pub(crate) fn append_one(&self, stream: &str, record: &UserRecord) -> Result<Tag, SpoolError> {
-        let (mut tags, refused) = self.append(stream, std::slice::from_ref(record));
-        match refused {
-            Some(e) => Err(e),
-            None => Ok(tags.pop().expect("one record appended")),
+        // As `append` of one, without its `Vec`: `send` appends a record at a time.
+        let mut state = self.shared.lock();
+        let len = frame::frame_len(stream, record) as u64;
+        if let Err(e) = self.check(&mut state, len) {
+            let full = matches!(e, SpoolError::Full { .. });
+            drop(state);
+            if full {
+                self.shared.to_writer.notify_one();
+            }
+            return Err(e);
         }
+        let tag = self.push(&mut state, stream, record);
+        self.appended(state, 1);
+        Ok(tag)
     }
 
     pub(super) fn append_stored(&self, stored: &[frame::Stored]) -> Result<Vec<Tag>, SpoolError> {
