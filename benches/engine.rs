@@ -31,23 +31,6 @@ use md5::{Digest, Md5};
 
 const RECORDS: usize = 200_000;
 
-fn workload(n: usize) -> Vec<UserRecord> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..n)
-        .map(|_| {
-            let key = format!("partition-{:06}", next() % 10_000);
-            let data: Vec<u8> = (0..100).map(|_| next() as u8).collect();
-            UserRecord::new(key, data).unwrap()
-        })
-        .collect()
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     // Two workers, one per core: the engine and the PutRecords calls (and their replies).
     tokio::runtime::Builder::new_multi_thread()
@@ -194,7 +177,7 @@ fn run_once(
 }
 
 fn engine(c: &mut Criterion) {
-    let records = workload(RECORDS);
+    let records = common::bench_workload(RECORDS);
     let rt = runtime();
     // First, while nothing else the runtime ran is still being freed (frees of memory made
     // before counting started would be counted against it).
@@ -419,13 +402,13 @@ fn memory_per_buffered_record(rt: &tokio::runtime::Runtime) {
     rt.block_on(warm).unwrap();
     // 100,000 records of 100 bytes at most 1 MiB per aggregate over 64 shards: none fills.
     // Fresh records, so that the measurement includes their data (not shared with `records`).
-    let held: Vec<UserRecord> = workload(100_000);
+    let held: Vec<UserRecord> = common::bench_workload(100_000);
     let data_bytes: usize = held.iter().map(|r| r.size()).sum();
     // The records themselves count as buffered memory: measure from before they exist.
     drop(held);
     count(true);
     let before = live_bytes();
-    let held = workload(100_000);
+    let held = common::bench_workload(100_000);
     // A `Vec` of its own for the futures: `collect` from the records' `Vec` would reuse that
     // allocation in place (a record is larger than a future), keeping the caller's 72 bytes a
     // record alive and counting them as the producer's.

@@ -22,29 +22,21 @@ use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "../tests/common/mod.rs"]
+mod common;
+
 use kinesis_producer::sink::memory::MemorySink;
 use kinesis_producer::{Config, Producer, UserRecord};
 
 const RECORDS: usize = 200_000;
 const RUNS: usize = 5;
-const BATCH: usize = 1_000;
 
-fn workload(n: usize) -> Vec<UserRecord> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut next = move || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
-    (0..n)
-        .map(|_| {
-            let key = format!("partition-{:06}", next() % 10_000);
-            let data: Vec<u8> = (0..100).map(|_| next() as u8).collect();
-            UserRecord::new(key, data).unwrap()
-        })
-        .collect()
+/// Whether this is the benchmark (`cargo bench`) rather than `cargo test --all-targets` running
+/// it once as a test, which only checks that it runs: a tenth of the records, one run each.
+fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
 }
+const BATCH: usize = 1_000;
 
 /// User plus system CPU time of this process so far (Linux: /proc/self/stat, in clock ticks
 /// of 1/100 s).
@@ -230,24 +222,30 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let records = workload(RECORDS);
+    let (records_n, runs_n) = if measuring() {
+        (RECORDS, RUNS)
+    } else {
+        (RECORDS / 10, 1)
+    };
+    let records = common::bench_workload(records_n);
     for send_all in [false, true] {
         let name = if send_all { "send_all" } else { "send" };
         let mut off = Vec::new();
         let mut on = Vec::new();
-        for _ in 0..RUNS {
+        for _ in 0..runs_n {
             off.push(run_once(&rt, false, send_all, &records));
             on.push(run_once(&rt, true, send_all, &records));
         }
         let rate = |runs: &[Run]| {
-            RECORDS as f64 / median(runs.iter().map(|r| r.took).collect()).as_secs_f64()
+            records_n as f64 / median(runs.iter().map(|r| r.took).collect()).as_secs_f64()
         };
         let cpu = |runs: &[Run]| {
-            median(runs.iter().map(|r| r.cpu).collect()).as_secs_f64() * 1e9 / RECORDS as f64
+            median(runs.iter().map(|r| r.cpu).collect()).as_secs_f64() * 1e9 / records_n as f64
         };
-        let written = on.iter().map(|r| r.written).sum::<u64>() as f64 / (RUNS * RECORDS) as f64;
+        let written =
+            on.iter().map(|r| r.written).sum::<u64>() as f64 / (runs_n * records_n) as f64;
         println!(
-            "spool {name}: off {:.2} M records/s, {:.0} ns CPU a record; on (SpoolSyncInterval 5 ms) {:.2} M records/s, {:.0} ns CPU a record, {:.1} bytes written a record: {:.2} of off (medians of {RUNS})",
+            "spool {name}: off {:.2} M records/s, {:.0} ns CPU a record; on (SpoolSyncInterval 5 ms) {:.2} M records/s, {:.0} ns CPU a record, {:.1} bytes written a record: {:.2} of off (medians of {runs_n})",
             rate(&off) / 1e6,
             cpu(&off),
             rate(&on) / 1e6,
@@ -273,7 +271,7 @@ fn main() {
     );
     println!(
         "disk floor: {:.0} MB/s (64 KiB writes, an fdatasync a MiB)",
-        disk_floor(256 << 20)
+        disk_floor(if measuring() { 256 << 20 } else { 16 << 20 })
     );
     let _ = std::fs::remove_dir_all(spool_dir());
 }

@@ -94,6 +94,25 @@ pub fn workload(seed: u64, n: usize, keys: usize) -> Vec<UserRecord> {
         .collect()
 }
 
+/// The engine benchmarks' workload (`benches/engine.rs`, `benches/spool.rs`): `n` records of 100
+/// pseudo-random bytes, 16-byte partition keys of 10,000 distinct values, the same every run.
+pub fn bench_workload(n: usize) -> Vec<UserRecord> {
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    (0..n)
+        .map(|_| {
+            let key = format!("partition-{:06}", next() % 10_000);
+            let data: Vec<u8> = (0..100).map(|_| next() as u8).collect();
+            UserRecord::new(key, data).unwrap()
+        })
+        .collect()
+}
+
 /// A port free on 127.0.0.1 now, for a server a test starts (it binds it at once).
 /// A local service a test started (moto, tinyproxy, kinesis-local): stopped, killed and waited
 /// for, when dropped, so that no test leaves one running.
