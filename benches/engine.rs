@@ -125,14 +125,7 @@ fn run_once(
     }
     // The records are made inside the measurement: making one computes its partition key's
     // MD5 (for routing), which is the producer's work, done on the caller's thread.
-    let parts: Vec<_> = records
-        .iter()
-        .cloned()
-        .map(|r| {
-            let (key, _, data) = r.into_parts();
-            (key, data)
-        })
-        .collect();
+    let parts = common::bench_parts(records);
     let start = Instant::now();
     let make = |(key, data)| UserRecord::new(key, data).unwrap();
     match path {

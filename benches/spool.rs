@@ -82,14 +82,7 @@ fn run_once(
 ) -> Run {
     let producer = producer(rt, spool);
     let written_before = producer.spool_stats().map_or(0, |s| s.written_bytes);
-    let parts: Vec<_> = records
-        .iter()
-        .cloned()
-        .map(|r| {
-            let (key, _, data) = r.into_parts();
-            (key, data)
-        })
-        .collect();
+    let parts = common::bench_parts(records);
     let make = |(key, data)| UserRecord::new(key, data).unwrap();
     let cpu_before = cpu();
     let start = Instant::now();

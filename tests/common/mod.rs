@@ -113,6 +113,20 @@ pub fn bench_workload(n: usize) -> Vec<UserRecord> {
         .collect()
 }
 
+/// The records' keys and data, for a benchmark to make its records from inside the measurement
+/// (making one computes its partition key's MD5, which is the producer's work, on the caller's
+/// thread).
+pub fn bench_parts(records: &[UserRecord]) -> Vec<(std::sync::Arc<str>, bytes::Bytes)> {
+    records
+        .iter()
+        .cloned()
+        .map(|r| {
+            let (key, _, data) = r.into_parts();
+            (key, data)
+        })
+        .collect()
+}
+
 /// A port free on 127.0.0.1 now, for a server a test starts (it binds it at once).
 /// A local service a test started (moto, tinyproxy, kinesis-local): stopped, killed and waited
 /// for, when dropped, so that no test leaves one running.
