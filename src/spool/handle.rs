@@ -26,7 +26,7 @@ impl Spool {
                 refused = Some(e);
                 break;
             }
-            tags.push(self.push(&mut state, stream, record));
+            tags.push(self.push(&mut state, stream, record, len));
         }
         let n = tags.len();
         let full = matches!(refused, Some(SpoolError::Full { .. }));
@@ -54,7 +54,7 @@ impl Spool {
             }
             return Err(e);
         }
-        let tag = self.push(&mut state, stream, record);
+        let tag = self.push(&mut state, stream, record, len);
         self.appended(state, 1);
         Ok(tag)
     }
@@ -63,7 +63,8 @@ impl Spool {
         let mut state = self.shared.lock();
         let mut tags = Vec::with_capacity(stored.len());
         for s in stored {
-            tags.push(self.push(&mut state, &s.stream, &s.record));
+            let len = frame::frame_len(&s.stream, &s.record) as u64;
+            tags.push(self.push(&mut state, &s.stream, &s.record, len));
         }
         self.appended(state, stored.len());
         Ok(tags)
@@ -99,9 +100,9 @@ impl Spool {
         Ok(())
     }
 
-    fn push(&self, state: &mut State, stream: &str, record: &UserRecord) -> Tag {
+    /// Appends `record`'s frame, `len` bytes (its `frame_len`, already checked to fit).
+    fn push(&self, state: &mut State, stream: &str, record: &UserRecord, len: u64) -> Tag {
         let shared = &self.shared;
-        let len = frame::frame_len(stream, record) as u64;
         if state.active_len + len > shared.segment_bytes {
             shared.roll(state);
         }
