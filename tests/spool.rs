@@ -488,3 +488,73 @@ fn records_handed_back_leave_the_spool_and_recovered_ones_that_fail_stay() {
     });
     assert_eq!(segments(dir.path()), 0);
 }
+
+/// What was recovered is counted in the `metrics` facade too (`kpl_spool_recovered_records`,
+/// `docs/metrics.md`): a recorder of this thread's counters sees it when the producer opens.
+#[test]
+fn what_was_recovered_is_counted_in_the_metrics_facade() {
+    use metrics_facade::{Counter, CounterFn, Gauge, Histogram, Key, KeyName, Metadata, Recorder};
+    use metrics_facade::{SharedString, Unit};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Default)]
+    struct Count(AtomicU64);
+    impl CounterFn for Count {
+        fn increment(&self, value: u64) {
+            self.0.fetch_add(value, Ordering::Relaxed);
+        }
+        fn absolute(&self, value: u64) {
+            self.0.store(value, Ordering::Relaxed);
+        }
+    }
+    #[derive(Default)]
+    struct Counters(Mutex<Vec<(String, Arc<Count>)>>);
+    impl Recorder for Counters {
+        fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+        fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
+            let count = Arc::new(Count::default());
+            self.0
+                .lock()
+                .unwrap()
+                .push((key.name().to_owned(), Arc::clone(&count)));
+            Counter::from_arc(count)
+        }
+        fn register_gauge(&self, _: &Key, _: &Metadata<'_>) -> Gauge {
+            Gauge::noop()
+        }
+        fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
+            Histogram::noop()
+        }
+    }
+
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // A producer whose Kinesis never answers, stopped with 25 records unresolved.
+        let hung = MemorySink::new().with_stream("s", 1);
+        hung.set_latency(Duration::from_secs(3600));
+        let first = Producer::try_with_sink(config(dir.path()).build().unwrap(), hung).unwrap();
+        drop(first.send_all("s", (0..25).map(record)));
+        first.sync_spool_blocking().unwrap();
+    }
+    let counters = Counters::default();
+    let next = metrics_facade::with_local_recorder(&counters, || {
+        Producer::try_with_sink(
+            config(dir.path()).build().unwrap(),
+            MemorySink::new().with_stream("s", 1),
+        )
+        .unwrap()
+    });
+    assert_eq!(next.spool_stats().unwrap().recovered_records, 25);
+    let seen: Vec<(String, u64)> = counters
+        .0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| name == "kpl_spool_recovered_records")
+        .map(|(name, c)| (name.clone(), c.0.load(Ordering::Relaxed)))
+        .collect();
+    assert_eq!(seen, [("kpl_spool_recovered_records".to_owned(), 25)]);
+}
