@@ -117,6 +117,9 @@ pub struct ShardLimiter {
     factor: f64,
     last: Instant,
     /// Feedback of the window under way, and when it started.
+    /// The share of the shard's keys this limiter's engine core owns (1 but for a shard
+    /// written by several cores): where it starts, and its floor is that share of the usual.
+    part: f64,
     window: Feedback,
     window_start: Instant,
     /// Accepted and throttled (records, bytes), averaged over about [`SMOOTHING`].
@@ -125,10 +128,22 @@ pub struct ShardLimiter {
 
 impl ShardLimiter {
     /// A limiter at `rate_limit_percent` of the shard's limits, with a full burst available.
+    #[cfg(test)]
     pub fn new(rate_limit_percent: u32, now: Instant) -> Self {
+        ShardLimiter::with_share(rate_limit_percent, 1.0, now)
+    }
+
+    /// A limiter for a shard written by other engine cores too (`engine::core::part`): it
+    /// starts at `part` (in `0..=1`) of `rate_limit_percent` of the shard's limits, the share of
+    /// the shard's keys its core owns, and climbs from there like any limiter, up to the whole
+    /// rate while the shard takes what it is sent: a hot key on one side of the cut gets the
+    /// whole shard, and cores that both fill it settle at their shares as producers sharing a
+    /// stream do.
+    pub(crate) fn with_share(rate_limit_percent: u32, part: f64, now: Instant) -> Self {
         let share = f64::from(rate_limit_percent) / 100.0;
-        let burst = BURST.as_secs_f64();
+        let burst = BURST.as_secs_f64() * part;
         ShardLimiter {
+            part,
             records: Bucket {
                 tokens: SHARD_RECORDS_PER_SEC * share * burst,
                 rate: SHARD_RECORDS_PER_SEC * share,
@@ -137,7 +152,7 @@ impl ShardLimiter {
                 tokens: SHARD_BYTES_PER_SEC * share * burst,
                 rate: SHARD_BYTES_PER_SEC * share,
             },
-            factor: 1.0,
+            factor: part,
             last: now,
             window: Feedback::default(),
             window_start: now,
@@ -236,7 +251,7 @@ impl ShardLimiter {
             let ceiling = THROTTLED_CEILING * SHARD_RECORDS_PER_SEC / self.records.rate;
             factor = factor.min(ceiling);
         }
-        self.factor = factor.clamp(MIN_FACTOR, 1.0);
+        self.factor = factor.clamp(MIN_FACTOR * self.part, 1.0);
         if self.factor < before {
             // What was saved up at the old rate must not burst out now.
             let keep = self.factor / before;
@@ -305,6 +320,39 @@ mod tests {
         let (n, _) = drain(&mut l, 10, 10);
         // 10 s at 1000/s plus the initial half-second burst.
         assert!((10_000..=10_600).contains(&n), "{n}");
+    }
+
+    /// Sends as fast as `l` allows for `ms` milliseconds from `from`, every entry accepted,
+    /// telling `l` so every 10 ms; returns how many went.
+    fn run_accepted(l: &mut ShardLimiter, from: u64, ms: u64) -> u64 {
+        let mut sent = 0;
+        for tick in (from..from + ms).step_by(10) {
+            let mut n = 0;
+            while l.try_take(100, at(tick)) {
+                n += 1;
+            }
+            sent += n;
+            let fb = Feedback {
+                accepted_records: n,
+                accepted_bytes: n * 100,
+                ..Feedback::default()
+            };
+            l.observe(fb, at(tick));
+        }
+        sent
+    }
+
+    #[test]
+    fn a_shard_shared_by_cores_starts_at_its_part_and_climbs_to_the_whole_rate() {
+        // Half of a shard's keys: half the rate at first.
+        let mut l = ShardLimiter::with_share(100, 0.5, at(0));
+        assert_eq!(l.factor(), 0.5);
+        assert_eq!(l.rates().0, 500.0);
+        // A hot key on this side of the cut, never throttled: the whole shard within a second.
+        run_accepted(&mut l, 0, 1_000);
+        assert_eq!(l.factor(), 1.0, "a core alone on its shard gets all of it");
+        let sent = run_accepted(&mut l, 1_000, 2_000);
+        assert!((1_900..=2_100).contains(&sent), "{sent} in 2 s at 1000/s");
     }
 
     #[test]

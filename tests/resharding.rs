@@ -239,6 +239,8 @@ async fn lineage(kinesis: &LocalKinesis, stream: &str) -> HashMap<String, Vec<St
 /// merged during the run. Read as the KCL reads it (`harness::kcl_order_by_key`: parents wholly
 /// before children, by sequence and sub-sequence number within a shard, a straddling aggregate
 /// dropped whole), each key's records come in the order sent, and each where its receipt says.
+/// On three engine cores, so that the split shards' ranges cross the cores' cuts: a shard
+/// written by two cores, each key staying on one.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_key_order_holds_for_a_kcl_consumer_through_splits_and_a_merge() {
     let faults = std::sync::Arc::new(faultmix::Injected::default());
@@ -259,6 +261,7 @@ async fn per_key_order_holds_for_a_kcl_consumer_through_splits_and_a_merge() {
         .config()
         .per_key_ordering(true)
         .record_max_buffered_time(Duration::from_millis(50))
+        .engine_cores(3)
         .build()
         .unwrap();
     let producer = Producer::new(config).await;

@@ -70,6 +70,8 @@ pub struct Config {
     pub(crate) record_max_buffered_time: Duration,
     pub(crate) record_ttl: Duration,
     pub(crate) max_connections: usize,
+    /// `EngineCores`; 0: the runtime's worker count.
+    pub(crate) engine_cores: usize,
     pub(crate) request_timeout: Duration,
     pub(crate) connect_timeout: Duration,
     pub(crate) region: Option<String>,
@@ -166,6 +168,10 @@ impl Config {
     /// `MaxConnections` (default 24).
     pub fn max_connections(&self) -> usize {
         self.max_connections
+    }
+    /// `EngineCores` (default 0: as many as the tokio runtime has worker threads).
+    pub fn engine_cores(&self) -> usize {
+        self.engine_cores
     }
     /// `RequestTimeout` (default 6 s).
     pub fn request_timeout(&self) -> Duration {
@@ -289,6 +295,7 @@ pub struct ConfigBuilder {
     record_max_buffered_time_ms: u64,
     record_ttl_ms: u64,
     max_connections: u64,
+    engine_cores: u64,
     request_timeout_ms: u64,
     connect_timeout_ms: u64,
     region: Option<String>,
@@ -358,6 +365,7 @@ impl Default for ConfigBuilder {
             record_max_buffered_time_ms: 100,
             record_ttl_ms: 30_000,
             max_connections: 24,
+            engine_cores: 0,
             request_timeout_ms: 6_000,
             connect_timeout_ms: 6_000,
             region: None,
@@ -512,6 +520,13 @@ impl ConfigBuilder {
     setter!(
         /// `MaxConnections`: most PutRecords calls in flight (1..=256).
         max_connections: max_connections, u64
+    );
+    setter!(
+        /// `EngineCores`: how many engine cores share the work, each taking the records of its
+        /// own part of the hash key space (0..=256; 0, the default, is as many as the tokio
+        /// runtime the producer runs on has worker threads). At most `MaxConnections`, which
+        /// they share.
+        engine_cores: engine_cores, u64
     );
 
     /// `RecordMaxBufferedTime`: the longest a record waits to be packed before it is sent
@@ -742,6 +757,7 @@ impl ConfigBuilder {
             timeout => timeout.min(self.record_ttl_ms),
         };
         let max_connections = check("MaxConnections", self.max_connections, 1, 256)?;
+        let engine_cores = check("EngineCores", self.engine_cores, 0, 256)?;
         let rate_limit = check("RateLimit", self.rate_limit, 1, 1_000_000)?;
         let max_buffered_records = check(
             "MaxBufferedRecords",
@@ -835,6 +851,7 @@ impl ConfigBuilder {
             record_max_buffered_time: Duration::from_millis(self.record_max_buffered_time_ms),
             record_ttl: Duration::from_millis(record_ttl_ms),
             max_connections: max_connections as usize,
+            engine_cores: engine_cores as usize,
             request_timeout: Duration::from_millis(self.request_timeout_ms),
             connect_timeout: Duration::from_millis(self.connect_timeout_ms),
             region: self.region,

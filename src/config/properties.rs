@@ -101,6 +101,8 @@ pub const PROPERTIES: &[Property] = &[
         "the oldest unresolved record's age is always kept (`Producer::oldest_unresolved_age`), \
          at a cost too small to turn off",
     ),
+    // Ours: engine cores, each owning a part of the hash key space (0: one per worker thread).
+    applied("EngineCores", Kind::Number, "0"),
     applied("FailIfThrottled", Kind::Boolean, "false"),
     ignored(
         "GlueSchemaRegistryPropertiesFilePath",
@@ -209,6 +211,7 @@ fn kpl_range(name: &str) -> Option<(u64, u64)> {
         "CredentialsRefreshDelay" => (1, 300_000),
         "DaemonHealthCheckTimeoutMs" => (5_000, MAX),
         "MaxConnections" => (1, 256),
+        "EngineCores" => (0, 256),
         "MetricsUploadDelay" => (1, 60_000),
         "MinConnections" => (1, 16),
         "RecordMaxBufferedTime" | "ThreadPoolSize" | "UserRecordTimeoutInMillis" => (0, MAX),
@@ -401,6 +404,7 @@ impl ConfigBuilder {
                 self.collection_max_size(number()?.min(super::MAX_PUT_RECORDS_SIZE as u64))
             }
             "MaxConnections" => self.max_connections(number()?),
+            "EngineCores" => self.engine_cores(number()?),
             // Past 1,000,000% (10,000 times a shard's limits) the limiter never binds.
             "RateLimit" => self.rate_limit(number()?.min(1_000_000)),
             "MaxBufferedRecords" => self.max_buffered_records(number()?),

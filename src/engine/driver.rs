@@ -14,11 +14,12 @@ use tokio::task::JoinSet;
 use tokio::time::{sleep_until, timeout};
 use tracing::Instrument;
 
-use super::core::{Answered, CallId, Core, Listed, Listing, Outcome, Outcomes};
+use super::core::{Answered, CallId, Core, Listed, Listing, Outcome, Outcomes, Part};
+use super::lister::{Lister, Turn};
 use super::protocol::Msg;
 use crate::budget::Budget;
 use crate::config::Config;
-use crate::metrics::{Name, Recorder, SAMPLE_INTERVAL, Shared};
+use crate::metrics::{Name, Recorder, SAMPLE_INTERVAL};
 use crate::sink::{Sink, SinkError};
 
 /// The engine's own limit on a call is RequestTimeout plus this: the sink applies RequestTimeout
@@ -37,6 +38,10 @@ pub(crate) struct Engine<S> {
     sink: Arc<S>,
     budget: Arc<Budget>,
     recorder: Recorder,
+    /// The part of the hash key space whose records this engine core is given.
+    part: Part,
+    /// Listings shared with the producer's other engine cores (none when this is the only one).
+    lister: Option<Arc<Lister>>,
     /// PutRecords calls in flight, each answering with its call's id and its answer read.
     inflight: JoinSet<(CallId, Answered)>,
     /// Which call each task makes, for a task that ends without an answer.
@@ -64,19 +69,36 @@ struct Wakeups {
     flushed: Vec<oneshot::Sender<()>>,
 }
 
+/// The recorder of a producer's first engine core (the others are made from it with
+/// [`Recorder::another_core`]).
+pub(crate) fn recorder(config: &Config) -> Recorder {
+    // The oldest record's age to within a millisecond, or within 1/30,000 of RecordTtl when
+    // that is longer, so the ledger of arrivals stays under 30,000 counters.
+    let age_resolution = (config.record_ttl / 30_000).max(Duration::from_millis(1));
+    Recorder::new(config, clock(), age_resolution)
+}
+
 impl<S: Sink> Engine<S> {
-    pub(crate) fn new(config: Config, sink: S, budget: Arc<Budget>) -> Self {
+    /// Engine core `part.index` of `part.of`: `config` is its own (its share of
+    /// MaxConnections), `recorder` one of the producer's ([`recorder`]), `lister` shared by the
+    /// cores when there are several.
+    pub(crate) fn new(
+        config: Config,
+        sink: Arc<S>,
+        budget: Arc<Budget>,
+        part: Part,
+        recorder: Recorder,
+        lister: Option<Arc<Lister>>,
+    ) -> Self {
         let origin = clock();
-        // The oldest record's age to within a millisecond, or within 1/30,000 of RecordTtl
-        // when that is longer, so the ledger of arrivals stays under 30,000 counters.
-        let age_resolution = (config.record_ttl / 30_000).max(Duration::from_millis(1));
-        let recorder = Recorder::new(&config, origin, age_resolution);
         Engine {
-            core: Core::new(config.clone(), fastrand::Rng::new(), origin),
+            core: Core::for_part(config.clone(), fastrand::Rng::new(), origin, part),
             config,
-            sink: Arc::new(sink),
+            sink,
             budget,
             recorder,
+            part,
+            lister,
             inflight: JoinSet::new(),
             tasks: HashMap::new(),
             refreshes: JoinSet::new(),
@@ -86,16 +108,6 @@ impl<S: Sink> Engine<S> {
             outcomes: Outcomes::default(),
             last_wakeup: None,
         }
-    }
-
-    /// The metrics' store, for the producer's handles to read.
-    pub(crate) fn metrics(&self) -> Arc<Shared> {
-        self.recorder.shared()
-    }
-
-    /// Tells when the engine has stopped.
-    pub(crate) fn closed(&self) -> tokio::sync::watch::Receiver<bool> {
-        self.recorder.closed()
     }
 
     /// Runs the engine until every handle is gone or shutdown is asked for, and everything it
@@ -169,10 +181,7 @@ impl<S: Sink> Engine<S> {
 
     fn on_msg(&mut self, msg: Msg, now: Instant) {
         match msg {
-            Msg::NewStream { id, name } => {
-                self.recorder.add_stream(Arc::clone(&name));
-                self.core.add_stream(id, name, now);
-            }
+            Msg::NewStream { id, name } => self.core.add_stream(id, name, now),
             Msg::Record { stream, pending } => {
                 self.core
                     .handle_records(stream, std::iter::once(pending), now)
@@ -200,8 +209,25 @@ impl<S: Sink> Engine<S> {
         while let Some(listing) = self.core.poll_listing() {
             let sink = Arc::clone(&self.sink);
             let span = tracing::debug_span!("list_shards", stream = %listing.name, generation = listing.generation);
+            let turn = self.lister.as_ref().map(|l| l.join(&listing.name));
             self.refreshes.spawn(
                 async move {
+                    let leading = match turn {
+                        Some(Turn::Follow(rx)) => {
+                            // Another core is listing this stream: its answer is this one's.
+                            let listed = rx.await.unwrap_or_else(|_| Listed {
+                                shards: Err(SinkError::new(
+                                    "ListShards",
+                                    "ListingAbandoned",
+                                    "the engine core listing the stream stopped before it answered",
+                                )),
+                                record_limit: None,
+                            });
+                            return (listing, listed);
+                        }
+                        Some(Turn::Lead(leading)) => Some(leading),
+                        None => None,
+                    };
                     let name = &listing.name;
                     let call = guarded("ListShards", sink.list_shards(name));
                     let shards = match timeout(limit + TIMEOUT_GRACE, call).await {
@@ -223,13 +249,14 @@ impl<S: Sink> Engine<S> {
                         }
                         Err(_) => None,
                     };
-                    (
-                        listing,
-                        Listed {
-                            shards,
-                            record_limit,
-                        },
-                    )
+                    let listed = Listed {
+                        shards,
+                        record_limit,
+                    };
+                    match leading {
+                        Some(leading) => (listing, leading.finish(listed)),
+                        None => (listing, listed),
+                    }
                 }
                 .instrument(span),
             );
@@ -324,13 +351,18 @@ impl<S: Sink> Engine<S> {
     /// Samples the quantities: what is buffered, and the core's per stream and shard.
     fn sample(&mut self, now: Instant) {
         let (records, bytes) = self.budget.used();
-        let mut samples = vec![
-            (Name::UserRecordsBuffered, None, None, records as f64),
-            (Name::BytesBuffered, None, None, bytes as f64),
-        ];
+        // The buffer is the producer's: the first core samples it, the others only their own.
+        let mut samples = if self.part.index == 0 {
+            vec![
+                (Name::UserRecordsBuffered, None, None, records as f64),
+                (Name::BytesBuffered, None, None, bytes as f64),
+            ]
+        } else {
+            Vec::new()
+        };
         samples.extend(self.core.samples());
         self.recorder
-            .record_samples(self.core.gather(), &samples, records > 0, now);
+            .record_samples(self.core.gather(), samples, records > 0, now);
         debug_assert!(self.recorder.next_sample == now + SAMPLE_INTERVAL);
     }
 }

@@ -21,6 +21,7 @@
 mod batch;
 mod core;
 mod driver;
+mod lister;
 mod pending;
 mod protocol;
 pub mod simulated;
@@ -28,7 +29,9 @@ mod slot;
 
 pub(crate) use batch::Batch;
 pub use batch::BatchFuture;
-pub(crate) use driver::{Engine, clock};
+pub(crate) use core::Part;
+pub(crate) use driver::{Engine, clock, recorder};
+pub(crate) use lister::Lister;
 pub(crate) use pending::Pending;
 pub use pending::RecordFuture;
 pub(crate) use protocol::Msg;

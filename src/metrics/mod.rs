@@ -10,6 +10,7 @@
 //!
 //! See `docs/metrics.md` for what each figure means and how it is exported.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -154,6 +155,16 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A stream named for the first time: its counts get the next index (the one the engine
+    /// knows it by). Done by the producer before any core hears of the stream, so that every
+    /// core finds it.
+    pub(crate) fn add_stream(&self, name: Arc<str>) {
+        self.lock().streams.push(StreamCounts {
+            name,
+            ..Default::default()
+        });
+    }
+
     pub(crate) fn lock(&self) -> MutexGuard<'_, Store> {
         // Held for additions and reads only: a poisoned store is still whole.
         self.store.lock().unwrap_or_else(|e| e.into_inner())
@@ -234,11 +245,23 @@ impl Gather {
     }
 }
 
+/// What the recorders of one producer's engine cores share: how many still run (the engine has
+/// stopped when none does) and each core's latest samples, which the first core sums and
+/// records (a shard written by two cores is one series, not two).
+#[derive(Debug)]
+struct Cores {
+    running: AtomicUsize,
+    latest: Mutex<Vec<Vec<Sample>>>,
+}
+
 /// The driver's side: the store the handles read, when to sample next, and the signal that the
 /// engine stopped.
 #[derive(Debug)]
 pub(crate) struct Recorder {
     shared: Arc<Shared>,
+    /// Which engine core this recorder is for: the first records what every core sampled.
+    core: usize,
+    cores: Arc<Cores>,
     pub(crate) next_sample: Instant,
     /// Whether metric values are gathered (`MetricsLevel` is not none).
     on: bool,
@@ -268,6 +291,31 @@ impl Recorder {
             on: config.metrics_level != Level::None,
             sampled_some: false,
             closed: tokio::sync::watch::Sender::new(false),
+            core: 0,
+            cores: Arc::new(Cores {
+                running: AtomicUsize::new(1),
+                latest: Mutex::new(vec![Vec::new()]),
+            }),
+        }
+    }
+
+    /// A recorder for one more engine core, into the same store: the engine stops when the
+    /// last core's recorder [closes](Self::close).
+    pub(crate) fn another_core(&self) -> Recorder {
+        self.cores.running.fetch_add(1, Ordering::AcqRel);
+        let core = {
+            let mut latest = self.cores.latest.lock().unwrap_or_else(|e| e.into_inner());
+            latest.push(Vec::new());
+            latest.len() - 1
+        };
+        Recorder {
+            shared: Arc::clone(&self.shared),
+            next_sample: self.next_sample,
+            on: self.on,
+            sampled_some: false,
+            closed: self.closed.clone(),
+            core,
+            cores: Arc::clone(&self.cores),
         }
     }
 
@@ -280,16 +328,11 @@ impl Recorder {
         self.closed.subscribe()
     }
 
-    /// The engine stopped: the figures are final.
+    /// This core stopped; when it is the last, the engine has, and the figures are final.
     pub(crate) fn close(&self) {
-        self.closed.send_replace(true);
-    }
-
-    pub(crate) fn add_stream(&mut self, name: Arc<str>) {
-        self.shared.lock().streams.push(StreamCounts {
-            name,
-            ..Default::default()
-        });
+        if self.cores.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.closed.send_replace(true);
+        }
     }
 
     /// Adds everything `g` gathered since the last turn, under one lock.
@@ -330,17 +373,30 @@ impl Recorder {
     }
 
     /// Records one round of samples taken at `now`, and exports changed series to the
-    /// `metrics` crate. `samples`: (metric, stream index, shard id, value).
+    /// `metrics` crate. `samples`: (metric, stream index, shard id, value). With several engine
+    /// cores, each core's samples are left for the first, which adds up every core's latest
+    /// (the buffer's figures it samples itself: they are the producer's, not a core's).
     pub(crate) fn record_samples(
         &mut self,
         g: &mut Gather,
-        samples: &[Sample],
+        samples: Vec<Sample>,
         buffered: bool,
         now: Instant,
     ) {
         self.commit(g, now);
         self.sampled_some = buffered;
         self.next_sample = now + SAMPLE_INTERVAL;
+        let samples = {
+            let mut latest = self.cores.latest.lock().unwrap_or_else(|e| e.into_inner());
+            if latest.len() == 1 {
+                samples
+            } else if self.core != 0 {
+                latest[self.core] = samples;
+                return;
+            } else {
+                tally::sum_samples(samples, &latest[1..])
+            }
+        };
         let mut store = self.shared.lock();
         if store.level == Level::None {
             return;
@@ -364,7 +420,7 @@ impl Recorder {
             let stream = stream
                 .and_then(|i| store.streams.get(i))
                 .map(|c| Arc::clone(&c.name));
-            store.sample(*name, stream.as_ref(), shard.as_ref(), *value, now);
+            store.sample(name, stream.as_ref(), shard.as_ref(), value, now);
         }
         store.export();
     }

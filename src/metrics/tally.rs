@@ -108,6 +108,32 @@ impl Tally {
     }
 }
 
+/// A sample's metric, stream and shard.
+type SampleKey = (super::Name, Option<usize>, Option<std::sync::Arc<str>>);
+
+/// `own` with every sample of `others` added in: values of the same metric, stream and shard
+/// summed (one engine core's samples with the other cores' latest).
+pub(crate) fn sum_samples(
+    mut own: Vec<super::Sample>,
+    others: &[Vec<super::Sample>],
+) -> Vec<super::Sample> {
+    let mut at: hashbrown::HashMap<SampleKey, usize> = own
+        .iter()
+        .enumerate()
+        .map(|(i, (n, st, sh, _))| ((*n, *st, sh.clone()), i))
+        .collect();
+    for (name, stream, shard, value) in others.iter().flatten() {
+        match at.entry((*name, *stream, shard.clone())) {
+            hashbrown::hash_map::Entry::Occupied(e) => own[*e.get()].3 += value,
+            hashbrown::hash_map::Entry::Vacant(e) => {
+                e.insert(own.len());
+                own.push((*name, *stream, shard.clone(), *value));
+            }
+        }
+    }
+    own
+}
+
 /// Counts one more `at` in `runs`, instants with how many share each: records taken in (or
 /// resolved) together share their arrival, so a run per batch is kept, not an entry per record.
 pub(crate) fn count_run(runs: &mut Vec<(Instant, u32)>, at: Instant) {
@@ -238,6 +264,31 @@ pub(crate) fn user_record_failed(g: &mut Group, attempts: usize, expired: bool) 
 #[allow(clippy::disallowed_methods)] // a test picks its own instants from the clock
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cores_samples_are_summed_by_metric_stream_and_shard() {
+        let shard = |s: &str| Some(std::sync::Arc::<str>::from(s));
+        let own = vec![
+            (Name::UserRecordsWaitingToSend, Some(0), None, 3.0),
+            (Name::UserRecordsWaitingToSend, Some(0), shard("a"), 1.0),
+        ];
+        let others = vec![
+            vec![
+                (Name::UserRecordsWaitingToSend, Some(0), None, 4.0),
+                (Name::UserRecordsWaitingToSend, Some(0), shard("b"), 2.0),
+            ],
+            vec![(Name::UserRecordsWaitingToSend, Some(0), shard("a"), 5.0)],
+        ];
+        let summed = sum_samples(own, &others);
+        assert_eq!(
+            summed,
+            vec![
+                (Name::UserRecordsWaitingToSend, Some(0), None, 7.0),
+                (Name::UserRecordsWaitingToSend, Some(0), shard("a"), 6.0),
+                (Name::UserRecordsWaitingToSend, Some(0), shard("b"), 2.0),
+            ]
+        );
+    }
 
     #[test]
     fn runs_of_puts_give_the_statistic_sets_of_each_value() {

@@ -4,13 +4,10 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use tokio::sync::mpsc;
-
 use super::Producer;
 use super::spooling::is_spool_full;
-use crate::aggregation::Entry;
 use crate::budget::charge;
-use crate::engine::{Batch, BatchFuture, Msg, Pending};
+use crate::engine::{Batch, BatchFuture, Pending};
 use crate::outcome::PutErrorKind;
 use crate::record::UserRecord;
 use crate::spool::{Spool, Tag};
@@ -254,19 +251,7 @@ impl Producer {
                     .collect(),
                 None => records.into_iter().map(|r| batch.entry(r)).collect(),
             };
-            let msg = Msg::Records {
-                stream: *stream_id,
-                entries,
-            };
-            if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
-                let Msg::Records { entries, .. } = msg else {
-                    unreachable!("the message just sent")
-                };
-                let bytes = entries.iter().map(|p| charge(p.record())).sum();
-                self.inner.budget.release(entries.len(), bytes);
-                // Dropped unresolved, each entry resolves as stopped, with its record.
-                drop(entries);
-            }
+            self.inner.dispatch(*stream_id, entries);
         }
         refusal.filter(|_| rest.len() > 0)
     }

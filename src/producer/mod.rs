@@ -24,7 +24,8 @@ pub struct Buffered {
     /// keeps if retried).
     pub bytes: usize,
 }
-use crate::engine::{Engine, Msg, Pending, clock};
+use crate::aggregation::Entry;
+use crate::engine::{Engine, Lister, Msg, Part, Pending, clock, recorder};
 use crate::metrics::{Metrics, Shared};
 
 use crate::outcome::{Attempts, PutError, PutErrorKind};
@@ -34,7 +35,9 @@ use crate::spool::{Recovered, Spool, SpoolError};
 use spooling::{is_spool_full, open_spool};
 
 pub(crate) struct Inner {
-    tx: mpsc::UnboundedSender<Msg>,
+    /// Each engine core's channel; a record goes to the core of its part of the hash key space
+    /// ([`Part::index_of`]).
+    cores: Box<[mpsc::UnboundedSender<Msg>]>,
     /// Buffered records and bytes against MaxBufferedRecords and MaxBufferedBytes.
     budget: Arc<Budget>,
     /// Stream names, interned, with the id the engine knows each by: a send looks its stream
@@ -59,6 +62,74 @@ pub(crate) struct Inner {
     spool: Option<Arc<Spool>>,
     /// Why the spool configured could not be opened: every record is refused with it.
     spool_failed: Option<SpoolError>,
+}
+
+impl Inner {
+    /// The channel of the engine core that owns hash key `hash`.
+    #[inline]
+    pub(crate) fn core_of(&self, hash: u128) -> &mpsc::UnboundedSender<Msg> {
+        match self.cores.len() {
+            1 => &self.cores[0],
+            n => &self.cores[Part::index_of(hash, n)],
+        }
+    }
+
+    /// Hands `entries` of stream `stream` to their engine cores, each core's in the order
+    /// given.
+    pub(crate) fn dispatch(&self, stream: usize, entries: Vec<Pending>) {
+        let n = self.cores.len();
+        if n == 1 {
+            self.send_records(0, stream, entries);
+            return;
+        }
+        let mut parts: Vec<Vec<Pending>> = (0..n)
+            .map(|_| Vec::with_capacity(entries.len().div_ceil(n)))
+            .collect();
+        for entry in entries {
+            parts[Part::index_of(entry.record().hash_key().0, n)].push(entry);
+        }
+        for (core, part) in parts.into_iter().enumerate() {
+            if !part.is_empty() {
+                self.send_records(core, stream, part);
+            }
+        }
+    }
+
+    fn send_records(&self, core: usize, stream: usize, entries: Vec<Pending>) {
+        let msg = Msg::Records { stream, entries };
+        if let Err(mpsc::error::SendError(msg)) = self.cores[core].send(msg) {
+            let Msg::Records { entries, .. } = msg else {
+                unreachable!("the message just sent")
+            };
+            let bytes = entries.iter().map(|p| charge(p.record())).sum();
+            self.budget.release(entries.len(), bytes);
+            // Dropped unresolved, each entry resolves as stopped, with its record.
+            drop(entries);
+        }
+    }
+
+    /// Sends `msg()` to every engine core (a core that stopped is skipped).
+    fn to_every_core(&self, msg: impl Fn() -> Msg) {
+        for core in &self.cores {
+            let _ = core.send(msg());
+        }
+    }
+
+    /// Sends every engine core a message carrying a sender to answer on, and gives back the
+    /// receivers of the cores that took it.
+    fn to_every_core_wait(
+        &self,
+        msg: impl Fn(oneshot::Sender<()>) -> Msg,
+    ) -> Vec<oneshot::Receiver<()>> {
+        let mut waits = Vec::with_capacity(self.cores.len());
+        for core in &self.cores {
+            let (tx, rx) = oneshot::channel();
+            if core.send(msg(tx)).is_ok() {
+                waits.push(rx);
+            }
+        }
+        waits
+    }
 }
 
 impl Drop for Inner {
@@ -220,36 +291,63 @@ impl Producer {
             Some(Ok((spool, recovered))) => (Some(Arc::new(spool)), recovered, None),
             Some(Err(e)) => (None, Vec::new(), Some(e)),
         };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The channel itself is unbounded; what bounds memory is this budget, reserved before a
-        // record enters the channel and released when it resolves.
+        // The channels are unbounded; what bounds memory is this budget, reserved before a
+        // record enters a channel and released when it resolves.
         let budget = Arc::new(Budget::new(
             config.max_buffered_records,
             config.max_buffered_bytes,
         ));
-        let engine = Engine::new(config, sink, Arc::clone(&budget));
-        let metrics = engine.metrics();
-        let engine_stopped = engine.closed();
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(engine.run(rx));
-                (handle, None)
-            }
+            Ok(handle) => (handle, None),
             Err(_) => {
+                // A worker per CPU (at least two: the engine's, and one for PutRecords calls
+                // and their replies).
+                let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
                 let rt = tokio::runtime::Builder::new_multi_thread()
-                    // One worker for the engine, one for PutRecords calls and their replies.
-                    .worker_threads(2)
+                    .worker_threads(cpus)
                     .thread_name("kinesis-producer")
                     .enable_all()
                     .build()
                     .expect("a tokio runtime can be built");
-                rt.spawn(engine.run(rx));
                 (rt.handle().clone(), Some(rt))
             }
         };
+        let cores = match config.engine_cores {
+            0 => handle.metrics().num_workers(),
+            n => n,
+        }
+        .clamp(1, config.max_connections);
+        let sink = Arc::new(sink);
+        let first = recorder(&config);
+        let metrics = first.shared();
+        let engine_stopped = first.closed();
+        let lister = (cores > 1).then(|| Arc::new(Lister::default()));
+        let mut recorders = Vec::with_capacity(cores);
+        for _ in 1..cores {
+            recorders.push(first.another_core());
+        }
+        recorders.insert(0, first);
+        let mut channels = Vec::with_capacity(cores);
+        for (index, recorder) in recorders.into_iter().enumerate() {
+            // The cores share MaxConnections.
+            let part = Part { index, of: cores };
+            let mut own = config.clone();
+            own.max_connections = part.connections(config.max_connections);
+            let (tx, rx) = mpsc::unbounded_channel();
+            let engine = Engine::new(
+                own,
+                Arc::clone(&sink),
+                Arc::clone(&budget),
+                part,
+                recorder,
+                lister.clone(),
+            );
+            handle.spawn(engine.run(rx));
+            channels.push(tx);
+        }
         let producer = Producer {
             inner: Arc::new(Inner {
-                tx,
+                cores: channels.into_boxed_slice(),
                 budget,
                 streams: dashmap::DashMap::new(),
                 new_stream: std::sync::Mutex::new(0),
@@ -480,6 +578,7 @@ impl Producer {
                 });
             }
         };
+        let hash = record.hash_key().0;
         let (mut pending, future) = Pending::new(record, Arc::clone(&stream));
         if let Some(tag) = tag {
             pending = pending.spooled(tag);
@@ -488,7 +587,7 @@ impl Producer {
             stream: stream_id,
             pending,
         };
-        if let Err(mpsc::error::SendError(msg)) = self.inner.tx.send(msg) {
+        if let Err(mpsc::error::SendError(msg)) = self.inner.core_of(hash).send(msg) {
             self.inner.budget.release(1, size);
             let Msg::Record { pending, .. } = msg else {
                 unreachable!("the message just sent")
@@ -519,7 +618,9 @@ impl Producer {
                 let id = *next;
                 *next += 1;
                 let name: Arc<str> = Arc::from(stream);
-                let _ = self.inner.tx.send(Msg::NewStream {
+                // The metrics' counts first: every core finds the stream there.
+                self.inner.metrics.add_stream(Arc::clone(&name));
+                self.inner.to_every_core(|| Msg::NewStream {
                     id,
                     name: Arc::clone(&name),
                 });
@@ -533,7 +634,8 @@ impl Producer {
     /// flowing meanwhile. A stream the producer has not sent to yet is ignored.
     pub fn refresh_shard_map(&self, stream: &str) {
         if let Some(entry) = self.inner.streams.get(stream) {
-            let _ = self.inner.tx.send(Msg::Refresh(Arc::clone(&entry.0)));
+            self.inner
+                .to_every_core(|| Msg::Refresh(Arc::clone(&entry.0)));
         }
     }
 
@@ -541,7 +643,7 @@ impl Producer {
     /// full aggregates; a shard over its rate still sends at the pace its limiter allows.
     /// Returns at once.
     pub fn flush(&self) {
-        let _ = self.inner.tx.send(Msg::Flush);
+        self.inner.to_every_core(|| Msg::Flush);
     }
 
     /// Flushes, then waits until every record sent before this call has resolved (put, or
@@ -551,9 +653,10 @@ impl Producer {
     /// Dropping the future stops the waiting only: the flush has started and the records are
     /// sent regardless.
     pub async fn flush_and_wait(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.inner.tx.send(Msg::FlushWait(tx)).is_ok() {
-            // An error means the engine stopped; every future has then resolved already.
+        // Each core's flush, then each one's wait: an error means that core stopped, and
+        // every future it held has resolved already.
+        let waits = self.inner.to_every_core_wait(Msg::FlushWait);
+        for rx in waits {
             let _ = rx.await;
         }
     }
@@ -566,8 +669,7 @@ impl Producer {
     /// Dropping the future stops the waiting only: the producer is closed and still drains.
     pub async fn shutdown(self) {
         self.inner.closed.store(true, Ordering::Release);
-        let (tx, rx) = oneshot::channel();
-        if self.inner.tx.send(Msg::Shutdown(tx)).is_ok() {
+        for rx in self.inner.to_every_core_wait(Msg::Shutdown) {
             let _ = rx.await;
         }
         // Every record resolved: the spool deletes what it can and lets go of the directory.

@@ -171,6 +171,7 @@ mod tests {
                     &format!("shardId-{k:012}"),
                     &config,
                     config.aggregation,
+                    Some(1.0),
                     now,
                 )
             })

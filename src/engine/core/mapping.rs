@@ -24,6 +24,7 @@ use crate::sink::SinkError;
 const REFRESH_RETRY: Duration = Duration::from_secs(1);
 
 /// What a listing found.
+#[derive(Clone)]
 pub(crate) struct Listed {
     pub(crate) shards: Result<Vec<Shard>, SinkError>,
     /// The stream's own per-record limit (asked for once the listing is in), if asked.
@@ -236,7 +237,10 @@ pub(super) fn install(s: &mut StreamState, cx: &mut Ctx<'_>, map: ShardMap, now:
         let shards = map
             .shards()
             .iter()
-            .map(|sh| ShardState::new(&sh.shard_id, cx.config, s.limits, now))
+            .map(|sh| {
+                let share = cx.part.share_of(sh.start.0, sh.end.0);
+                ShardState::new(&sh.shard_id, cx.config, s.limits, share, now)
+            })
             .collect();
         let old = std::mem::replace(&mut s.shards, shards);
         s.map = Some(map);
@@ -259,7 +263,10 @@ pub(super) fn install(s: &mut StreamState, cx: &mut Ctx<'_>, map: ShardMap, now:
     s.shards = map
         .shards()
         .iter()
-        .map(|sh| ShardState::new(&sh.shard_id, cx.config, s.limits, now))
+        .map(|sh| {
+            let share = cx.part.share_of(sh.start.0, sh.end.0);
+            ShardState::new(&sh.shard_id, cx.config, s.limits, share, now)
+        })
         .collect();
     let queued = s.ready.take_all(map.generation(), s.shards.len());
     s.forced = 0;

@@ -61,6 +61,7 @@ mod epochs;
 mod ledger;
 mod mapping;
 mod order;
+mod part;
 mod ready;
 mod resend;
 mod retrier;
@@ -75,6 +76,7 @@ use collector::{CallLimits, Taken};
 use ledger::{EntryFate, Ledger, Misrouted};
 pub(crate) use ledger::{Outcome, Outcomes};
 pub(crate) use mapping::Listed;
+pub(crate) use part::Part;
 use stream::{Ctx, StreamState, flush_aggregators, flush_due, request_refresh, retune, route};
 use wake::WakeInputs;
 
@@ -120,12 +122,22 @@ pub(crate) struct Core {
     /// The stream `poll_call` looks at first: it stays on a stream while that stream has calls
     /// to make, as the loop did that sent each stream's calls in turn.
     cursor: usize,
+    /// The part of the hash key space whose records this core is given.
+    part: Part,
 }
 
 impl Core {
     /// A core with no streams yet, started at `now`, drawing its jitter from `rng`.
+    #[cfg(test)]
     pub(crate) fn new(config: Config, rng: fastrand::Rng, now: Instant) -> Self {
+        Core::for_part(config, rng, now, Part::WHOLE)
+    }
+
+    /// As [`new`](Self::new), for a core that is given the records of `part` of the hash key
+    /// space only (one of several cores): its limiters aim at its part of each shard's limits.
+    pub(crate) fn for_part(config: Config, rng: fastrand::Rng, now: Instant, part: Part) -> Self {
         Core {
+            part,
             ledger: Ledger::new(config.metrics_level),
             config,
             origin: now,
@@ -152,6 +164,7 @@ impl Core {
                 origin: self.origin,
                 closing: self.closing,
                 listings: self.generation,
+                part: self.part,
             },
         )
     }
@@ -596,6 +609,10 @@ impl Core {
                 continue;
             }
             for (shard, waiting) in s.shards.iter().zip(waiting) {
+                if !shard.owned {
+                    // Another core's shard: its figures are that core's.
+                    continue;
+                }
                 let id = Some(Arc::clone(&shard.id));
                 let (per_sec, bytes_per_sec) = shard.limiter.rates();
                 samples.extend([

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::ledger::{Ledger, Misrouted};
+use super::part::Part;
 use super::ready::{Ready, ReadyQueue, ShardRef, born};
 use super::retrier;
 use crate::aggregation::{AggregationLimits, Aggregator, Entry, encode};
@@ -26,6 +27,8 @@ pub(super) struct Ctx<'a> {
     pub(super) closing: bool,
     /// The generation of the latest listing asked for.
     pub(super) listings: u64,
+    /// The part of the hash key space this core owns.
+    pub(super) part: Part,
 }
 
 /// Everything kept for one shard of the current map; one owner instead of vectors kept in step.
@@ -41,15 +44,30 @@ pub(super) struct ShardState {
     /// Kinesis showed the map to be out of date here (it put a record of this shard's on
     /// another): its aggregates are held until the next listing is in.
     pub(super) stale: bool,
+    /// This core owns keys of the shard (with several cores, each is given the records of its
+    /// own part of the key space: see `part.rs`).
+    pub(super) owned: bool,
 }
 
 impl ShardState {
-    /// Shard `id` of a stream whose aggregation limits are `limits`.
-    pub(super) fn new(id: &str, config: &Config, limits: AggregationLimits, now: Instant) -> Self {
+    /// Shard `id` of a stream whose aggregation limits are `limits`, of which this core aims
+    /// at `share` of the limits (`None`: it owns no key of the shard; see `part.rs`).
+    pub(super) fn new(
+        id: &str,
+        config: &Config,
+        limits: AggregationLimits,
+        share: Option<f64>,
+        now: Instant,
+    ) -> Self {
         ShardState {
             id: Arc::from(id),
             aggregator: Aggregator::new(limits),
-            limiter: ShardLimiter::new(config.rate_limit, now),
+            limiter: ShardLimiter::with_share(
+                config.rate_limit,
+                share.unwrap_or(super::part::MIN_SHARE),
+                now,
+            ),
+            owned: share.is_some(),
             busy: false,
             stale: false,
         }

@@ -1,0 +1,150 @@
+//! Which part of the hash key space an engine core owns, when the engine runs one core per CPU.
+//!
+//! The key space is cut into `of` contiguous parts by the top 64 bits of the hash key, and core
+//! `index` takes every record whose key falls in part `index`. The cut never moves: a key
+//! belongs to one core for the producer's life, whatever the shard map does, so per-key order
+//! and a record's place are each core's own business (`order.rs` holds per core exactly as it
+//! held for one), and a change of shard map moves nothing between cores.
+//!
+//! A shard whose hash range crosses a cut is written by the cores on both sides. Each core's
+//! limiter for it then aims at its part of the shard's limits: the share of the shard's range it
+//! owns, which is the share of its traffic when keys are spread evenly (MD5 of partition keys
+//! is), never less than [`MIN_SHARE`]. Power-of-two shard counts on a power-of-two number of
+//! cores cross no cut (both cut the space evenly).
+
+/// The least share of a shard's limits a core aims at: a core that owns a sliver of a shard
+/// still sends at a useful pace (throttling, if the sliver is busy, brings it down).
+pub(crate) const MIN_SHARE: f64 = 0.05;
+
+/// Part `index` of `of` parts of the hash key space.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) index: usize,
+    pub(crate) of: usize,
+}
+
+impl Part {
+    /// The whole key space: one core.
+    #[cfg(test)]
+    pub(crate) const WHOLE: Part = Part { index: 0, of: 1 };
+
+    /// The part of `of` that `key` falls in.
+    #[inline]
+    pub(crate) fn index_of(key: u128, of: usize) -> usize {
+        // floor(top64 * of / 2^64): a multiply and a shift, no division on the send path.
+        let top = (key >> 64) as u64;
+        ((u128::from(top) * of as u128) >> 64) as usize
+    }
+
+    /// The first and last hash keys of this part (inclusive).
+    pub(crate) fn range(self) -> (u128, u128) {
+        let start = |i: usize| -> u128 {
+            // ceil(i * 2^64 / of): the least top64 whose part is i.
+            let n = (i as u128) << 64;
+            let of = self.of as u128;
+            n.div_ceil(of)
+        };
+        let lo = start(self.index) << 64;
+        let hi = if self.index + 1 == self.of {
+            u128::MAX
+        } else {
+            (start(self.index + 1) << 64) - 1
+        };
+        (lo, hi)
+    }
+
+    /// How many of `total` connections (`MaxConnections`) this part's core may use: an even
+    /// share, the first cores taking one more each until the remainder is used. At least one
+    /// when there are no more cores than connections (the producer sees to that).
+    pub(crate) fn connections(self, total: usize) -> usize {
+        total / self.of + usize::from(self.index < total % self.of)
+    }
+
+    /// The share of a shard's limits this part's core aims at, for a shard whose hash range is
+    /// `start..=end`: the share of that range it owns, at least [`MIN_SHARE`]; `None` when it
+    /// owns no key of it (and so never sends to it).
+    pub(crate) fn share_of(self, start: u128, end: u128) -> Option<f64> {
+        if self.of == 1 {
+            return Some(1.0);
+        }
+        let (lo, hi) = self.range();
+        let (a, b) = (start.max(lo), end.min(hi));
+        if a > b || end < start {
+            return None;
+        }
+        // Widths as f64: 2^128 is not a u128, and the share needs no more than f64 precision.
+        let owned = (b - a) as f64 + 1.0;
+        let whole = (end - start) as f64 + 1.0;
+        Some((owned / whole).clamp(MIN_SHARE, 1.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_part_is_everything() {
+        assert_eq!(Part::WHOLE.range(), (0, u128::MAX));
+        assert_eq!(Part::index_of(u128::MAX, 1), 0);
+        assert_eq!(Part::WHOLE.share_of(5, 10), Some(1.0));
+    }
+
+    #[test]
+    fn two_parts_cut_at_the_middle() {
+        let half = 1u128 << 127;
+        assert_eq!(Part { index: 0, of: 2 }.range(), (0, half - 1));
+        assert_eq!(Part { index: 1, of: 2 }.range(), (half, u128::MAX));
+        // The four shards CreateStream makes cross no cut.
+        let quarter = 1u128 << 126;
+        let first = Part { index: 0, of: 2 };
+        assert_eq!(first.share_of(0, quarter - 1), Some(1.0));
+        assert_eq!(first.share_of(half, half + quarter - 1), None);
+        // Three shards: the middle one is cut in two.
+        let third = u128::MAX / 3;
+        let share = first.share_of(third + 1, 2 * third).unwrap();
+        assert!((share - 0.5).abs() < 1e-9, "{share}");
+    }
+
+    #[test]
+    fn connections_are_shared_out_whole() {
+        for total in 1..=40 {
+            for of in 1..=total {
+                let shares: Vec<usize> = (0..of)
+                    .map(|index| Part { index, of }.connections(total))
+                    .collect();
+                assert_eq!(shares.iter().sum::<usize>(), total);
+                assert!(shares.iter().all(|&c| c >= 1));
+            }
+        }
+    }
+
+    proptest! {
+        /// Every key falls in the part whose range holds it, and the parts tile the space.
+        #[test]
+        fn parts_tile_the_key_space(key in any::<u128>(), of in 1usize..=256) {
+            let i = Part::index_of(key, of);
+            prop_assert!(i < of);
+            let (lo, hi) = Part { index: i, of }.range();
+            prop_assert!(lo <= key && key <= hi);
+            prop_assert_eq!(Part::index_of(lo, of), i);
+            prop_assert_eq!(Part::index_of(hi, of), i);
+            if i + 1 < of {
+                prop_assert_eq!(Part { index: i + 1, of }.range().0, hi + 1);
+            }
+        }
+
+        /// A shard's shares over all parts add up to 1 (but for the floor).
+        #[test]
+        fn shares_of_a_shard_add_up(a in any::<u128>(), b in any::<u128>(), of in 1usize..=16) {
+            let (start, end) = (a.min(b), a.max(b));
+            let owned: f64 = (0..of)
+                .map(|index| Part { index, of })
+                .filter_map(|p| p.share_of(start, end))
+                .sum();
+            prop_assert!(owned >= 1.0 - 1e-9, "{owned}");
+            prop_assert!(owned <= 1.0 + of as f64 * MIN_SHARE);
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! One listing at a time per stream for all of a producer's engine cores.
+//!
+//! Each core keeps its own shard map and asks for listings on its own schedule. Asked by N
+//! cores at once, N listings would cost N ListShards and N DescribeStreamSummary calls, and
+//! DescribeStreamSummary allows 20 a second per account: a producer on a 64-CPU machine would
+//! throttle itself at its first listing. So a core that asks while a listing of the same stream
+//! is under way waits for that one's answer instead of making its own. That answer may predate
+//! what made the core ask; the core judges a listing as it judges any (a listing is always a
+//! little old by the time it arrives) and asks again if Kinesis shows the map still stale.
+
+use std::sync::{Arc, Mutex};
+
+use hashbrown::HashMap;
+use tokio::sync::oneshot;
+
+use super::core::Listed;
+
+/// The streams being listed, each with the cores waiting for its answer.
+#[derive(Default)]
+pub(crate) struct Lister {
+    listing: Mutex<HashMap<Arc<str>, Vec<oneshot::Sender<Listed>>>>,
+}
+
+/// What a core asking for a listing does.
+pub(crate) enum Turn {
+    /// Make it, and hand the answer to [`Leading::finish`].
+    Lead(Leading),
+    /// Wait for the one under way (an error if its maker stopped without an answer).
+    Follow(oneshot::Receiver<Listed>),
+}
+
+/// The right and the duty to answer the cores waiting on a stream's listing. Dropped without
+/// [`finish`](Self::finish) (the engine stopped mid-listing), it lets them go with nothing, and
+/// each retries as after a failed listing.
+pub(crate) struct Leading {
+    lister: Arc<Lister>,
+    stream: Arc<str>,
+}
+
+impl Lister {
+    /// Joins the listing of `stream` under way, or starts one.
+    pub(crate) fn join(self: &Arc<Self>, stream: &Arc<str>) -> Turn {
+        let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(waiting) = listing.get_mut(stream) {
+            let (tx, rx) = oneshot::channel();
+            waiting.push(tx);
+            return Turn::Follow(rx);
+        }
+        listing.insert(Arc::clone(stream), Vec::new());
+        Turn::Lead(Leading {
+            lister: Arc::clone(self),
+            stream: Arc::clone(stream),
+        })
+    }
+
+    fn take(&self, stream: &str) -> Vec<oneshot::Sender<Listed>> {
+        let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
+        listing.remove(stream).unwrap_or_default()
+    }
+}
+
+impl Leading {
+    /// Hands `listed` to every core that waited for it, and gives it back.
+    pub(crate) fn finish(self, listed: Listed) -> Listed {
+        for tx in self.lister.take(&self.stream) {
+            let _ = tx.send(listed.clone());
+        }
+        listed
+    }
+}
+
+impl Drop for Leading {
+    fn drop(&mut self) {
+        // Finished: nothing is left under the stream's name. Otherwise the waiting senders are
+        // dropped, and each waiting core hears that the listing ended without an answer.
+        drop(self.lister.take(&self.stream));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn listed(n: usize) -> Listed {
+        Listed {
+            shards: Ok(vec![
+                crate::shard_map::Shard {
+                    shard_id: format!("shardId-{n:012}"),
+                    start: crate::hash_key::HashKey(0),
+                    end: crate::hash_key::HashKey(u128::MAX),
+                    closed: false,
+                };
+                1
+            ]),
+            record_limit: None,
+        }
+    }
+
+    fn lead(t: Turn) -> Leading {
+        match t {
+            Turn::Lead(l) => l,
+            Turn::Follow(_) => panic!("expected to lead"),
+        }
+    }
+
+    fn follow(t: Turn) -> oneshot::Receiver<Listed> {
+        match t {
+            Turn::Follow(rx) => rx,
+            Turn::Lead(_) => panic!("expected to follow"),
+        }
+    }
+
+    #[test]
+    fn cores_asking_together_share_one_listing() {
+        let lister = Arc::new(Lister::default());
+        let s: Arc<str> = Arc::from("s");
+        let other: Arc<str> = Arc::from("other");
+        let leader = lead(lister.join(&s));
+        let mut a = follow(lister.join(&s));
+        let mut b = follow(lister.join(&s));
+        // Another stream is listed on its own.
+        drop(lead(lister.join(&other)));
+        let answer = leader.finish(listed(3));
+        assert!(answer.shards.is_ok());
+        for rx in [&mut a, &mut b] {
+            let got = rx.try_recv().expect("the leader's answer");
+            assert_eq!(got.shards.unwrap()[0].shard_id, "shardId-000000000003");
+        }
+        // Done: the next to ask leads a new listing.
+        drop(lead(lister.join(&s)));
+    }
+
+    #[test]
+    fn followers_of_a_listing_dropped_unanswered_are_let_go() {
+        let lister = Arc::new(Lister::default());
+        let s: Arc<str> = Arc::from("s");
+        let leader = lead(lister.join(&s));
+        let mut rx = follow(lister.join(&s));
+        drop(leader);
+        assert!(matches!(
+            rx.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        drop(lead(lister.join(&s)));
+    }
+}
