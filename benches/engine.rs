@@ -16,7 +16,8 @@
 //! fraction of the floor's median, measured alternately with it.
 //!
 //! Run: `cargo bench --bench engine`; figures go in docs/benchmarks.md. `KPL_ENGINE_MEMORY=1`
-//! prints the memory per shard only.
+//! prints the memory per shard only; `KPL_ENGINE_CORES=n` runs every case on n engine cores
+//! (default: one per runtime worker, two).
 #![allow(clippy::disallowed_methods)] // a benchmark times what it runs (clippy.toml keeps the library's stages off the clock)
 
 use std::hint::black_box;
@@ -38,6 +39,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .enable_all()
         .build()
         .unwrap()
+}
+
+/// `EngineCores` for every case: `KPL_ENGINE_CORES` (default 0, one per runtime worker: two).
+fn engine_cores() -> u64 {
+    std::env::var("KPL_ENGINE_CORES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Records per `send_all` batch in the bulk cases.
@@ -112,6 +121,7 @@ fn run_once(
         .rate_limit(1_000_000)
         .per_key_ordering(ordered)
         .metrics_level(metrics)
+        .engine_cores(engine_cores())
         .build()
         .unwrap();
     let producer = {

@@ -214,9 +214,11 @@ async fn calls_go_up_to_10_mib_to_a_stream_of_large_records_and_stay_within_5_mi
     let local = KinesisLocal::start().await;
     let large = local.create_stream("large-calls", 1, Some(10_240)).await;
     let small = local.create_stream("small-calls", 1, None).await;
-    // The limiter out of the way (the records are sent at once), CollectionMaxSize at its top.
+    // The limiter out of the way (the records are sent at once), CollectionMaxSize at its top,
+    // one engine core (on two, the three records' keys would fall to both, in two calls).
     let config = local
         .config()
+        .engine_cores(1)
         .collection_max_size(10 << 20)
         .rate_limit(1_000_000)
         .request_timeout(Duration::from_secs(120));
