@@ -302,11 +302,15 @@ impl Producer {
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => (handle, None),
             Err(_) => {
-                // A worker per CPU (at least two: the engine's, and one for PutRecords calls
-                // and their replies).
+                // A worker per engine core and one for PutRecords calls and their replies (a
+                // worker per CPU for `EngineCores` 0), at least two, at most one per CPU.
                 let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
+                let workers = match config.engine_cores {
+                    0 => cpus,
+                    n => (n + 1).clamp(2, cpus),
+                };
                 let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(cpus)
+                    .worker_threads(workers)
                     .thread_name("kinesis-producer")
                     .enable_all()
                     .build()
