@@ -148,6 +148,7 @@ mod tests {
         fourth.resolve(Resolution::Put {
             put: &put,
             sub_sequence_number: 0,
+            started_ns: crate::engine::pending::arrival_offset(put.started),
         });
         drop(third); // an entry the engine dropped resolves as stopped
         assert!(
@@ -157,6 +158,7 @@ mod tests {
         first.resolve(Resolution::Put {
             put: &put,
             sub_sequence_number: 1,
+            started_ns: crate::engine::pending::arrival_offset(put.started),
         });
         let Poll::Ready(outcomes) = poll(&mut future) else {
             panic!("every record resolved");

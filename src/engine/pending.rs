@@ -31,6 +31,9 @@ pub(crate) enum Resolution<'a> {
     Put {
         put: &'a Arc<Put>,
         sub_sequence_number: u32,
+        /// `put.started` as an [`arrival_offset`]: converted once for all the Kinesis record's
+        /// user records, not once each.
+        started_ns: i64,
     },
     /// Not put, for this reason.
     Failed(PutErrorKind),
@@ -78,6 +81,12 @@ fn instant(ns: i64) -> Instant {
     let b = base();
     let n = Duration::from_nanos(ns.unsigned_abs());
     if ns >= 0 { b + n } else { b - n }
+}
+
+/// `at` as nanoseconds from [`base`] (saturating at about 292 years either way), as a record's
+/// arrival is kept.
+pub(crate) fn arrival_offset(at: Instant) -> i64 {
+    offset(at)
 }
 
 /// `at` as nanoseconds from [`base`] (saturating at about 292 years either way).
@@ -138,9 +147,10 @@ impl Pending {
         self
     }
 
-    /// The engine took the record in at `now`, counted in flush epoch `epoch`, as the `seq`th.
-    pub(crate) fn arrive(&mut self, now: Instant, epoch: u64, seq: u64) {
-        self.arrival_ns = offset(now);
+    /// The engine took the record in at the instant whose [`arrival_offset`] is `arrival_ns`,
+    /// counted in flush epoch `epoch`, as the `seq`th.
+    pub(crate) fn arrive_at(&mut self, arrival_ns: i64, epoch: u64, seq: u64) {
+        self.arrival_ns = arrival_ns;
         self.epoch = epoch;
         self.seq = seq;
     }
@@ -219,9 +229,12 @@ impl Pending {
             Resolution::Put {
                 put,
                 sub_sequence_number,
+                started_ns,
             } => State::Put {
                 put: Arc::clone(put),
-                delay: put.started - self.arrival(),
+                delay: Duration::from_nanos(
+                    started_ns.saturating_sub(self.arrival_ns).max(0) as u64
+                ),
                 failed,
                 sub_sequence_number,
             },
@@ -371,7 +384,7 @@ mod tests {
     fn a_put_record_resolves_to_a_receipt_with_every_attempt() {
         let (mut pending, mut future) = Pending::new(record(), "s".into());
         let t0 = Instant::now();
-        pending.arrive(t0, 3, 1);
+        pending.arrive_at(arrival_offset(t0), 3, 1);
         assert!(poll(&mut future).is_pending());
         let error = Arc::new(AttemptError::new("InternalFailure", "boom"));
         pending.record_failure(t0, Duration::from_millis(5), error);
@@ -386,6 +399,7 @@ mod tests {
         let resolved = pending.resolve(Resolution::Put {
             put: &put,
             sub_sequence_number: 2,
+            started_ns: arrival_offset(put.started),
         });
         assert_eq!(resolved.epoch, 3);
         assert_eq!(resolved.charge, charge(&record()));
