@@ -18,6 +18,14 @@ use super::stream::{ShardState, StreamState};
 /// meanwhile (up to its burst), so the rate is not lowered, only batched.
 pub(super) const LIMITED_WAIT: Duration = Duration::from_millis(10);
 
+/// How much longer than its first limited shard a call waits for the others: shards limited at
+/// different moments (each sending an aggregate whenever its own tokens allow) made calls of
+/// one or two Kinesis records each, one per shard's token; waiting a little for the others
+/// lines them up, so that one call carries a record for each, and once lined up they stay so
+/// (each is sent, and so limited again, at the same moment). Each shard still sends what its
+/// tokens allow, so its bursts hardly grow: at most this long's worth of tokens.
+pub(super) const LIMITED_ALIGN: Duration = Duration::from_millis(25);
+
 /// What one PutRecords call may carry: `CollectionMaxCount` entries, `CollectionMaxSize` bytes.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct CallLimits {
@@ -83,7 +91,8 @@ pub(super) fn take(
     now: Instant,
 ) -> Taken {
     let mut bytes = 0;
-    let mut limited_until: Option<Instant> = None;
+    // The earliest and the latest moment a limited shard can go.
+    let mut limited: Option<(Instant, Instant)> = None;
     let mut batch = Vec::new();
     // Each lane's next record, oldest first: one heap entry per lane, not a walk of the queue
     // (which, behind throttled shards, was most of the engine's CPU under skew).
@@ -104,7 +113,7 @@ pub(super) fn take(
             let limiter = &mut shards[k].limiter;
             if !limiter.try_take(next.size, now) {
                 let at = limiter.ready_at(next.size, now).max(now + LIMITED_WAIT);
-                limited_until = Some(limited_until.map_or(at, |u| u.min(at)));
+                limited = Some(limited.map_or((at, at), |(a, b)| (a.min(at), b.max(at))));
                 // The whole shard waits: its lane leaves the heap.
                 continue;
             }
@@ -118,6 +127,8 @@ pub(super) fn take(
             heads.push(Reverse(more));
         }
     }
+    // The next call waits for the first limited shard and, a little longer, for the others.
+    let limited_until = limited.map(|(first, last)| last.min(first + LIMITED_ALIGN));
     Taken {
         batch,
         bytes,
@@ -237,6 +248,48 @@ mod tests {
         assert_eq!(q.len(), 2);
         let until = t.limited_until.expect("shard 0 is over its rate");
         assert!(until >= now + LIMITED_WAIT, "{:?}", until - now);
+    }
+
+    #[test]
+    fn shards_limited_at_different_moments_are_waited_for_together_a_little() {
+        let now = Instant::now();
+        let ms = Duration::from_millis;
+        let size = 52_428; // at 100%, 1 MiB/s: an aggregate's tokens take 50 ms to come
+        let burst = |shard| (0..10).map(move |_| ready(shard, size, true, now));
+        // Shard 0 spends its burst `apart` before shard 1 does; then each has one more
+        // aggregate: 0 can go about 50 ms after its burst, 1 about 50 ms after its own.
+        let limited_until = |apart: Duration| {
+            let mut s = shards(2, now);
+            let mut q = queue(burst(0), 2);
+            assert_eq!(
+                take(&mut q, &mut s, limits(500, 5 << 20), false, now)
+                    .batch
+                    .len(),
+                10
+            );
+            let later = now + apart;
+            let mut q = queue(
+                burst(1).chain([ready(0, size, true, now), ready(1, size, true, now)]),
+                2,
+            );
+            let t = take(&mut q, &mut s, limits(500, 5 << 20), false, later);
+            assert_eq!(shards_of(&t), [1; 10]);
+            let first = s[0].limiter.ready_at(size, later).max(later + LIMITED_WAIT);
+            let last = s[1].limiter.ready_at(size, later);
+            (t.limited_until.unwrap(), first, last)
+        };
+        // 40 ms apart: the call waits LIMITED_ALIGN past the first, not until the last.
+        let (until, first, last) = limited_until(ms(40));
+        assert!(last > first + LIMITED_ALIGN, "{:?}", last - first);
+        assert_eq!(until, first + LIMITED_ALIGN);
+        // 10 ms apart: it waits for the later one, and both go in one call.
+        let (until, first, last) = limited_until(ms(10));
+        assert!(
+            last > first && last <= first + LIMITED_ALIGN,
+            "{:?}",
+            last - first
+        );
+        assert_eq!(until, last);
     }
 
     #[test]
