@@ -11,7 +11,9 @@
 //! finishing out of order; ListShards failing; splits and merges, and sometimes the stream
 //! deleted and created again with other shards (with a record sent while it is gone, as the
 //! guarantee of `docs/delivery.md` requires), at random points; callers that `send` (refused when the buffer
-//! is full), `send_wait`, `send_all`, and `flush_and_wait` now and then, then `shutdown`.
+//! is full), `send_wait`, `send_all`, and `flush_and_wait` now and then, then `shutdown`. Half the
+//! scenarios run two or three engine cores (`EngineCores`), so that the drivers' routing, shared
+//! listings, flushes and shutdown across cores are covered too.
 //!
 //! Invariants checked after each scenario:
 //! - every future resolves (within a bound of simulated time);
@@ -92,8 +94,14 @@ fn draw(rng: &mut fastrand::Rng) -> Draw {
 async fn scenario(seed: u64) -> Result<(), String> {
     let mut rng = fastrand::Rng::with_seed(seed);
     let d = draw(&mut rng);
+    // Engine cores, from a generator of their own (every other draw stays what it was): one in
+    // half the scenarios, else two or three.
+    let cores = {
+        let mut c = fastrand::Rng::with_seed(seed ^ 0xc0e5);
+        if c.bool() { 1 } else { c.usize(2..=3) }
+    };
     if std::env::var("KPL_SIM_TRACE").is_ok() {
-        eprintln!("{d:?}");
+        eprintln!("{d:?}, {cores} engine cores");
     }
     let fail = |what: String| Err(format!("seed {seed}: {what}\n{d:?}"));
     let sink = MemorySink::new().with_stream(STREAM, d.shards);
@@ -120,6 +128,7 @@ async fn scenario(seed: u64) -> Result<(), String> {
         .record_ttl(Duration::from_secs(d.ttl_s))
         .request_timeout(Duration::from_millis(500))
         .max_buffered_records(d.buffer as u64)
+        .engine_cores(cores as u64)
         .build()
         .unwrap();
     let producer = Producer::with_sink(config, sink.clone());
@@ -157,10 +166,17 @@ async fn scenario(seed: u64) -> Result<(), String> {
             // is guaranteed to notice only if a call meets the stream missing
             // (`docs/delivery.md`: a recreation entirely between two calls is seen at the next
             // listing): a record is sent while it is gone, and the stream stays gone longer
-            // than that record lingers.
+            // than that record lingers. Each engine core learns it from its own calls: a record
+            // is sent to each (an explicit hash key in the middle of each core's part).
             sink.delete_stream(STREAM);
-            let probe = UserRecord::new("probe", "probe").unwrap();
-            held.push(Held::Probe(producer.send(STREAM, probe)));
+            let part = u128::MAX / cores as u128;
+            for core in 0..cores as u128 {
+                let key = kinesis_producer::HashKey(part * core + part / 2);
+                let probe = UserRecord::new("probe", "probe")
+                    .unwrap()
+                    .with_explicit_hash_key(key);
+                held.push(Held::Probe(producer.send(STREAM, probe)));
+            }
             let gone = d.linger_ms + 1_000 + rng.u64(0..=2_000);
             tokio::time::sleep(Duration::from_millis(gone)).await;
             let _ = sink.clone().with_stream(STREAM, rng.usize(1..=4));
