@@ -279,6 +279,9 @@ fn incarnation(
         .record_ttl(Duration::from_millis(ttl_ms))
         .record_max_buffered_time(Duration::from_millis(rng.u64(5..50)))
         .spool_max_bytes(1 << 20)
+        // One engine core or two (by the run's length, so that every other draw stays what it
+        // was): recovery and acknowledgements through several cores too.
+        .engine_cores(1 + n % 2)
         .build()
         .unwrap();
     let producer = {
