@@ -146,3 +146,50 @@ async fn one_core_on_a_two_worker_runtime_is_one_engine() {
     assert_eq!(m.global(Name::UserRecordsPut).unwrap().total.sum, 500.0);
     producer.shutdown().await;
 }
+
+/// Without per-key ordering each record goes to the core that owns its shard (the table each
+/// listing makes), so a shard is written by one core and its records are packed together: on
+/// four cores, 2,000 records to a one-shard stream (sent after its first listing, within
+/// RecordMaxBufferedTime, then flushed) make one aggregate, as on one core; keyed by part of
+/// the key space instead, each of the four cores would have made its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_per_key_ordering_a_shard_is_packed_by_one_core() {
+    let kinesis = LocalKinesis::start(LocalOptions::default()).await.unwrap();
+    kinesis.create_stream("one-shard", 1).await.unwrap();
+    kinesis.create_stream("three", 3).await.unwrap();
+    let config = kinesis
+        .config()
+        .engine_cores(4)
+        .record_max_buffered_time(Duration::from_secs(2))
+        .build()
+        .unwrap();
+    let producer = Producer::new(config).await;
+    // The first record waits for the stream's listing, which makes the table.
+    for stream in ["one-shard", "three"] {
+        producer
+            .send(stream, UserRecord::new("warm", "up").unwrap())
+            .await
+            .unwrap();
+    }
+    let record = |i: usize| UserRecord::new(format!("k{}", i % 50), format!("{i:08}")).unwrap();
+    let one = producer.send_all("one-shard", (0..2_000).map(record).collect::<Vec<_>>());
+    let three = producer.send_all("three", (0..6_000).map(record).collect::<Vec<_>>());
+    producer.flush();
+    for outcome in one.await.into_iter().chain(three.await) {
+        outcome.unwrap();
+    }
+    let m = producer.metrics(Duration::from_secs(60));
+    assert_eq!(m.global(Name::UserRecordsPut).unwrap().total.sum, 8_002.0);
+    producer.shutdown().await;
+
+    let stored = kinesis.read_all("one-shard").await.unwrap();
+    let users: usize = stored.iter().map(|r| harness::user_records(r).len()).sum();
+    assert_eq!(users, 2_001);
+    // The warm-up record, then one aggregate of all 2,000.
+    assert_eq!(stored.len(), 2, "{} Kinesis records", stored.len());
+    // Three shards over four cores: each shard one core, one aggregate each.
+    let stored = kinesis.read_all("three").await.unwrap();
+    let users: usize = stored.iter().map(|r| harness::user_records(r).len()).sum();
+    assert_eq!(users, 6_001);
+    assert_eq!(stored.len(), 1 + 3, "{} Kinesis records", stored.len());
+}

@@ -169,7 +169,7 @@ impl Config {
     pub fn max_connections(&self) -> usize {
         self.max_connections
     }
-    /// `EngineCores` (default 1; 0: as many as the tokio runtime has worker threads).
+    /// `EngineCores` (default 0: one per tokio worker thread, or one with `PerKeyOrdering`).
     pub fn engine_cores(&self) -> usize {
         self.engine_cores
     }
@@ -365,7 +365,7 @@ impl Default for ConfigBuilder {
             record_max_buffered_time_ms: 100,
             record_ttl_ms: 30_000,
             max_connections: 24,
-            engine_cores: 1,
+            engine_cores: 0,
             request_timeout_ms: 6_000,
             connect_timeout_ms: 6_000,
             region: None,
@@ -522,13 +522,16 @@ impl ConfigBuilder {
         max_connections: max_connections, u64
     );
     setter!(
-        /// `EngineCores`: how many engine cores share the work, each taking the records of its
-        /// own part of the hash key space (0..=256, default 1; 0 is as many as the tokio runtime
-        /// the producer runs on has worker threads). At most `MaxConnections`, which they share.
-        /// A shard whose hash range crosses the parts' cuts is written by each of those cores,
-        /// each with its own aggregates: a stream of fewer shards than cores gets up to that
-        /// many times the Kinesis records (and PUT payload units) when aggregates do not fill.
-        /// Worth it for streams of many shards at rates that fill aggregates.
+        /// `EngineCores`: how many engine cores share the work (0..=256; at most
+        /// `MaxConnections`, which they share). 0, the default, is one per worker thread of the
+        /// tokio runtime the producer runs on, or one with `PerKeyOrdering`.
+        ///
+        /// Each record goes to the core that owns its shard (each shard has one, from the
+        /// latest listing). With `PerKeyOrdering` a key must stay on one core whatever the map
+        /// does, so each core takes a fixed part of the hash key space instead; a shard whose
+        /// range crosses a cut is then written by each of those cores with its own aggregates,
+        /// so a stream of fewer shards than cores gets up to that many times the Kinesis
+        /// records (and PUT payload units) when aggregates do not fill.
         engine_cores: engine_cores, u64
     );
 

@@ -102,7 +102,7 @@ pub const PROPERTIES: &[Property] = &[
          at a cost too small to turn off",
     ),
     // Ours: engine cores, each owning a part of the hash key space (0: one per worker thread).
-    applied("EngineCores", Kind::Number, "1"),
+    applied("EngineCores", Kind::Number, "0"),
     applied("FailIfThrottled", Kind::Boolean, "false"),
     ignored(
         "GlueSchemaRegistryPropertiesFilePath",

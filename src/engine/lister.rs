@@ -7,18 +7,29 @@
 //! is under way waits for that one's answer instead of making its own. That answer may predate
 //! what made the core ask; the core judges a listing as it judges any (a listing is always a
 //! little old by the time it arrives) and asks again if Kinesis shows the map still stale.
+//!
+//! When records are routed by shard (no per-key ordering), each listing also makes the
+//! stream's table of which core owns which shard (`part::Table`), which the producer's sends
+//! read: routing follows the latest map any core has asked for.
 
 use std::sync::{Arc, Mutex};
 
+use arc_swap::ArcSwapOption;
 use hashbrown::HashMap;
 use tokio::sync::oneshot;
 
-use super::core::Listed;
+use super::core::{Listed, Table};
+
+/// Each stream's table of shard owners, as the producer's sends read it.
+pub(crate) type TableCell = Arc<ArcSwapOption<Table>>;
 
 /// The streams being listed, each with the cores waiting for its answer.
-#[derive(Default)]
 pub(crate) struct Lister {
     listing: Mutex<HashMap<Arc<str>, Vec<oneshot::Sender<Listed>>>>,
+    /// How many engine cores there are.
+    of: usize,
+    /// Each stream's table, when records are routed by shard.
+    tables: Option<Mutex<HashMap<Arc<str>, TableCell>>>,
 }
 
 /// What a core asking for a listing does.
@@ -38,6 +49,34 @@ pub(crate) struct Leading {
 }
 
 impl Lister {
+    /// The lister of `of` engine cores; `by_shard`: records are routed by shard, and each
+    /// listing updates its stream's table.
+    pub(crate) fn new(of: usize, by_shard: bool) -> Self {
+        Lister {
+            listing: Mutex::new(HashMap::new()),
+            of,
+            tables: by_shard.then(|| Mutex::new(HashMap::new())),
+        }
+    }
+
+    /// The table of `stream`'s shard owners (empty until its first listing), when records are
+    /// routed by shard.
+    pub(crate) fn table_for(&self, stream: &Arc<str>) -> Option<TableCell> {
+        let tables = self.tables.as_ref()?;
+        let mut tables = tables.lock().unwrap_or_else(|e| e.into_inner());
+        Some(Arc::clone(tables.entry(Arc::clone(stream)).or_default()))
+    }
+
+    /// A listing of `stream` answered: its table follows the shards it found.
+    fn publish(&self, stream: &Arc<str>, listed: &Listed) {
+        let (Some(cell), Ok(shards)) = (self.table_for(stream), &listed.shards) else {
+            return;
+        };
+        if let Some(table) = Table::from_listing(shards, self.of) {
+            cell.store(Some(Arc::new(table)));
+        }
+    }
+
     /// Joins the listing of `stream` under way, or starts one.
     pub(crate) fn join(self: &Arc<Self>, stream: &Arc<str>) -> Turn {
         let mut listing = self.listing.lock().unwrap_or_else(|e| e.into_inner());
@@ -60,8 +99,10 @@ impl Lister {
 }
 
 impl Leading {
-    /// Hands `listed` to every core that waited for it, and gives it back.
+    /// Hands `listed` to every core that waited for it (and the stream's table), and gives it
+    /// back.
     pub(crate) fn finish(self, listed: Listed) -> Listed {
+        self.lister.publish(&self.stream, &listed);
         for tx in self.lister.take(&self.stream) {
             let _ = tx.send(listed.clone());
         }
@@ -112,7 +153,7 @@ mod tests {
 
     #[test]
     fn cores_asking_together_share_one_listing() {
-        let lister = Arc::new(Lister::default());
+        let lister = Arc::new(Lister::new(2, false));
         let s: Arc<str> = Arc::from("s");
         let other: Arc<str> = Arc::from("other");
         let leader = lead(lister.join(&s));
@@ -132,7 +173,7 @@ mod tests {
 
     #[test]
     fn followers_of_a_listing_dropped_unanswered_are_let_go() {
-        let lister = Arc::new(Lister::default());
+        let lister = Arc::new(Lister::new(2, false));
         let s: Arc<str> = Arc::from("s");
         let leader = lead(lister.join(&s));
         let mut rx = follow(lister.join(&s));

@@ -6,10 +6,12 @@
 //! types (a record in the engine, a call, a listing) wrapped, and [`SimCore::deliver`] doing
 //! what the driver does with the ledger's outcomes. With several cores
 //! ([`SimCore::with_cores`]) it does what the producer and the drivers do around them: each
-//! record goes to the core of its part of the key space, every core hears of streams, flushes,
-//! refreshes and shutdown, each has its share of MaxConnections, and a flush-and-wait is done
-//! when every core has done it. (Listings are answered per core: the drivers' sharing of one
-//! listing among cores only makes some answers arrive together.)
+//! record goes to the core that owns its shard by the table the latest listing made (as the
+//! producer's lister keeps it), or, with per-key ordering or before any listing, to the core of
+//! its part of the key space; every core hears of streams, flushes, refreshes and shutdown,
+//! each has its share of MaxConnections, and a flush-and-wait is done when every core has done
+//! it. (Listings are answered per core: the drivers' sharing of one listing among cores only
+//! makes some answers arrive together.)
 
 // Hidden internals whose every method is the core's, documented there.
 #![allow(missing_docs, missing_debug_implementations)]
@@ -18,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::Batch;
-use super::core::{CallId, Carried, Core, Listed, Listing, Outcomes, Part};
+use super::core::{CallId, Carried, Core, Listed, Listing, Outcomes, Part, Table};
 use super::pending::Pending;
 use super::{BatchFuture, RecordFuture};
 use crate::aggregation::Entry;
@@ -75,6 +77,10 @@ pub struct SimCore {
     next_call: u64,
     /// Flush-and-wait tokens, with how many cores have not done them yet.
     flushing: std::collections::HashMap<u64, usize>,
+    /// Records are routed by shard (several cores, no per-key ordering), by this table once a
+    /// listing made it, as the producer's lister does.
+    by_shard: bool,
+    table: Option<Table>,
 }
 
 impl SimCore {
@@ -87,6 +93,7 @@ impl SimCore {
     /// space, as the producer runs them.
     pub fn with_cores(config: Config, seed: u64, now: Instant, n: usize) -> Self {
         let n = n.clamp(1, config.max_connections);
+        let by_shard = n > 1 && !config.per_key_ordering();
         let cores = (0..n)
             .map(|index| {
                 let part = Part { index, of: n };
@@ -102,6 +109,8 @@ impl SimCore {
             carried: std::collections::HashMap::new(),
             next_call: 0,
             flushing: std::collections::HashMap::new(),
+            by_shard,
+            table: None,
         }
     }
 
@@ -147,7 +156,12 @@ impl SimCore {
         }
         let mut parts: Vec<Vec<Pending>> = (0..n).map(|_| Vec::new()).collect();
         for r in records {
-            parts[Part::index_of(r.0.record().hash_key().0, n)].push(r.0);
+            let hash = r.0.record().hash_key().0;
+            let core = match &self.table {
+                Some(t) => t.core_of(hash),
+                None => Part::index_of(hash, n),
+            };
+            parts[core].push(r.0);
         }
         for (core, part) in self.cores.iter_mut().zip(parts) {
             if !part.is_empty() {
@@ -233,6 +247,12 @@ impl SimCore {
         record_limit: Option<Result<Option<usize>, SinkError>>,
         now: Instant,
     ) {
+        if self.by_shard
+            && let Ok(shards) = &shards
+            && let Some(table) = Table::from_listing(shards, self.cores.len())
+        {
+            self.table = Some(table);
+        }
         let listed = Listed {
             shards,
             record_limit,

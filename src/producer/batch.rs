@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::Producer;
+use super::StreamEntry;
 use super::spooling::is_spool_full;
 use crate::budget::charge;
 use crate::engine::{Batch, BatchFuture, Pending};
@@ -162,11 +163,11 @@ impl Producer {
         records: impl IntoIterator<Item = UserRecord>,
         spool: Spooling,
     ) -> Admitting {
-        let (stream, stream_id) = self.stream_id(stream);
+        let entry = self.stream_entry(stream);
         let records: Vec<UserRecord> = records.into_iter().collect();
         Admitting {
-            stream,
-            stream_id,
+            stream: Arc::clone(&entry.name),
+            entry,
             batch: Batch::new(records.len()),
             rest: records.into_iter(),
             reserved: Vec::new(),
@@ -183,7 +184,7 @@ impl Producer {
     fn admit(&self, a: &mut Admitting) -> Option<PutErrorKind> {
         let Admitting {
             stream,
-            stream_id,
+            entry,
             batch,
             rest,
             reserved,
@@ -251,7 +252,7 @@ impl Producer {
                     .collect(),
                 None => records.into_iter().map(|r| batch.entry(r)).collect(),
             };
-            self.inner.dispatch(*stream_id, entries);
+            self.inner.dispatch(entry, entries);
         }
         refusal.filter(|_| rest.len() > 0)
     }
@@ -261,7 +262,7 @@ impl Producer {
 /// is reserved, to go in the next message.
 struct Admitting {
     stream: Arc<str>,
-    stream_id: usize,
+    entry: StreamEntry,
     batch: Batch,
     rest: std::vec::IntoIter<UserRecord>,
     /// Records whose room in the buffer is reserved, to go in the next message.

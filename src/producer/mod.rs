@@ -25,8 +25,9 @@ pub struct Buffered {
     pub bytes: usize,
 }
 use crate::aggregation::Entry;
-use crate::engine::{Engine, Lister, Msg, Part, Pending, clock, recorder};
+use crate::engine::{Engine, Lister, Msg, Part, Pending, Table, clock, recorder};
 use crate::metrics::{Metrics, Shared};
+use arc_swap::ArcSwapOption;
 
 use crate::outcome::{Attempts, PutError, PutErrorKind};
 use crate::record::UserRecord;
@@ -44,7 +45,7 @@ pub(crate) struct Inner {
     /// up instead of allocating its name.
     /// Hashed with foldhash, not SipHash: the names are the program's own, and SipHash made
     /// this lookup about 340 instructions of every `send` (callgrind, `benches/engine.rs`).
-    streams: dashmap::DashMap<Box<str>, (Arc<str>, usize), hashbrown::DefaultHashBuilder>,
+    streams: dashmap::DashMap<Box<str>, StreamEntry, hashbrown::DefaultHashBuilder>,
     /// Serialises first sightings of streams, so ids reach the engine in order, each before
     /// any record of its stream.
     new_stream: std::sync::Mutex<usize>,
@@ -64,32 +65,56 @@ pub(crate) struct Inner {
     spool: Option<Arc<Spool>>,
     /// Why the spool configured could not be opened: every record is refused with it.
     spool_failed: Option<SpoolError>,
+    /// Listings shared by the engine cores, which keep each stream's table of shard owners
+    /// current when records are routed by shard (several cores, no per-key ordering).
+    lister: Option<Arc<Lister>>,
+}
+
+/// A stream the producer has seen: its interned name, the id the engine knows it by, and, when
+/// records are routed by shard (several engine cores, no per-key ordering), the table of which
+/// core owns which shard, kept current by the cores' listings.
+#[derive(Clone)]
+pub(crate) struct StreamEntry {
+    name: Arc<str>,
+    id: usize,
+    table: Option<Arc<ArcSwapOption<Table>>>,
 }
 
 impl Inner {
-    /// The channel of the engine core that owns hash key `hash`.
+    /// Which engine core takes a record of hash key `hash` of a stream whose table is `table`:
+    /// the owner of its shard once the table is known; until then, and with per-key ordering,
+    /// the core of its part of the key space.
     #[inline]
-    pub(crate) fn core_of(&self, hash: u128) -> &mpsc::UnboundedSender<Msg> {
-        match self.cores.len() {
-            1 => &self.cores[0],
-            n => &self.cores[Part::index_of(hash, n)],
-        }
-    }
-
-    /// Hands `entries` of stream `stream` to their engine cores, each core's in the order
-    /// given.
-    pub(crate) fn dispatch(&self, stream: usize, entries: Vec<Pending>) {
+    fn core_index(&self, table: Option<&ArcSwapOption<Table>>, hash: u128) -> usize {
         let n = self.cores.len();
         if n == 1 {
-            self.send_records(0, stream, entries);
+            return 0;
+        }
+        let owner = table.and_then(|t| t.load().as_ref().map(|t| t.core_of(hash)));
+        owner.unwrap_or_else(|| Part::index_of(hash, n))
+    }
+
+    /// Hands `entries` of a stream (its id and table in `stream`) to their engine cores, each
+    /// core's in the order given.
+    pub(crate) fn dispatch(&self, stream: &StreamEntry, entries: Vec<Pending>) {
+        let n = self.cores.len();
+        if n == 1 {
+            self.send_records(0, stream.id, entries);
             return;
         }
+        let table = stream.table.as_ref().and_then(|t| t.load_full());
         let mut parts: Vec<Vec<Pending>> = (0..n)
             .map(|_| Vec::with_capacity(entries.len().div_ceil(n)))
             .collect();
         for entry in entries {
-            parts[Part::index_of(entry.record().hash_key().0, n)].push(entry);
+            let hash = entry.record().hash_key().0;
+            let core = match &table {
+                Some(t) => t.core_of(hash),
+                None => Part::index_of(hash, n),
+            };
+            parts[core].push(entry);
         }
+        let stream = stream.id;
         for (core, part) in parts.into_iter().enumerate() {
             if !part.is_empty() {
                 self.send_records(core, stream, part);
@@ -299,16 +324,20 @@ impl Producer {
             config.max_buffered_records,
             config.max_buffered_bytes,
         ));
+        // `EngineCores` 0: one core per worker thread, but one with per-key ordering, whose
+        // cores each keep a part of the key space and so would split shards' aggregates.
+        let engine_cores = match config.engine_cores {
+            0 if config.per_key_ordering => Some(1),
+            0 => None,
+            n => Some(n),
+        };
         let (handle, runtime) = match tokio::runtime::Handle::try_current() {
             Ok(handle) => (handle, None),
             Err(_) => {
                 // A worker per engine core and one for PutRecords calls and their replies (a
-                // worker per CPU for `EngineCores` 0), at least two, at most one per CPU.
+                // worker per CPU for one core per worker), at least two, at most one per CPU.
                 let cpus = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
-                let workers = match config.engine_cores {
-                    0 => cpus,
-                    n => (n + 1).clamp(2, cpus),
-                };
+                let workers = engine_cores.map_or(cpus, |n| (n + 1).clamp(2, cpus));
                 let rt = tokio::runtime::Builder::new_multi_thread()
                     .worker_threads(workers)
                     .thread_name("kinesis-producer")
@@ -318,16 +347,18 @@ impl Producer {
                 (rt.handle().clone(), Some(rt))
             }
         };
-        let cores = match config.engine_cores {
-            0 => handle.metrics().num_workers(),
-            n => n,
-        }
-        .clamp(1, config.max_connections);
+        let cores = engine_cores
+            .unwrap_or_else(|| handle.metrics().num_workers())
+            .clamp(1, config.max_connections);
         let sink = Arc::new(sink);
         let first = recorder(&config);
         let metrics = first.shared();
         let engine_stopped = first.closed();
-        let lister = (cores > 1).then(|| Arc::new(Lister::default()));
+        // Without per-key ordering a record may go to any core, so each goes to the one that
+        // owns its shard: no shard is written by two cores. With it, a key must stay on one
+        // core whatever the map does, so each core keeps its part of the key space.
+        let by_shard = !config.per_key_ordering;
+        let lister = (cores > 1).then(|| Arc::new(Lister::new(cores, by_shard)));
         let mut recorders = Vec::with_capacity(cores);
         for _ in 1..cores {
             recorders.push(first.another_core());
@@ -364,6 +395,7 @@ impl Producer {
                 runtime,
                 spool,
                 spool_failed,
+                lister,
             }),
         };
         if !recovered.is_empty() {
@@ -412,19 +444,19 @@ impl Producer {
     /// engine stopped ([`PutErrorKind::Stopped`]).
     #[allow(clippy::result_large_err)] // the error hands the record back by value
     pub fn try_send(&self, stream: &str, record: UserRecord) -> Result<RecordFuture, PutError> {
-        let (stream, stream_id) = self.stream_id(stream);
+        let entry = self.stream_entry(stream);
         if let Some(kind) = self.refusal() {
             return Err(PutError {
                 kind,
-                stream,
+                stream: entry.name,
                 record,
                 attempts: Attempts::default(),
             });
         }
         if !self.inner.budget.try_reserve(charge(&record)) {
-            return Err(self.full(stream, record));
+            return Err(self.full(entry.name, record));
         }
-        self.enqueue(stream, stream_id, record)
+        self.enqueue(&entry, record)
     }
 
     /// As [`send`](Self::send), but waits for room in the buffer instead of refusing the record.
@@ -433,19 +465,20 @@ impl Producer {
     /// Dropping the future before it completes gives up the wait: the record was not accepted
     /// and is dropped with the future.
     pub async fn send_wait(&self, stream: &str, record: UserRecord) -> RecordFuture {
-        let (stream, stream_id) = self.stream_id(stream);
+        let entry = self.stream_entry(stream);
+        let stream = &entry.name;
         let closed = || self.inner.closed.load(Ordering::Acquire);
         let mut record = record;
         loop {
             if !self.inner.budget.reserve(charge(&record), closed).await {
-                return closed_while_waiting(stream, record);
+                return closed_while_waiting(Arc::clone(stream), record);
             }
-            match self.enqueue(Arc::clone(&stream), stream_id, record) {
+            match self.enqueue(&entry, record) {
                 Err(e) if is_spool_full(&e.kind) => {
                     record = e.record;
                     if let Some(spool) = &self.inner.spool {
                         spool
-                            .wait_room(spool.frame_len(&stream, &record), closed)
+                            .wait_room(spool.frame_len(stream, &record), closed)
                             .await;
                     }
                 }
@@ -458,18 +491,19 @@ impl Producer {
     /// for callers outside an async runtime. Do not call it from an async task (it would block
     /// a runtime worker); use `send_wait` there.
     pub fn send_blocking(&self, stream: &str, record: UserRecord) -> RecordFuture {
-        let (stream, stream_id) = self.stream_id(stream);
+        let entry = self.stream_entry(stream);
+        let stream = &entry.name;
         let closed = || self.inner.closed.load(Ordering::Acquire);
         let mut record = record;
         loop {
             if !self.inner.budget.reserve_blocking(charge(&record), closed) {
-                return closed_while_waiting(stream, record);
+                return closed_while_waiting(Arc::clone(stream), record);
             }
-            match self.enqueue(Arc::clone(&stream), stream_id, record) {
+            match self.enqueue(&entry, record) {
                 Err(e) if is_spool_full(&e.kind) => {
                     record = e.record;
                     if let Some(spool) = &self.inner.spool {
-                        spool.wait_room_blocking(spool.frame_len(&stream, &record), closed);
+                        spool.wait_room_blocking(spool.frame_len(stream, &record), closed);
                     }
                 }
                 done => return done.unwrap_or_else(RecordFuture::resolved),
@@ -565,12 +599,8 @@ impl Producer {
 
     /// Hands a record whose room is reserved to the engine.
     #[allow(clippy::result_large_err)] // the error hands the record back by value
-    fn enqueue(
-        &self,
-        stream: Arc<str>,
-        stream_id: usize,
-        record: UserRecord,
-    ) -> Result<RecordFuture, PutError> {
+    fn enqueue(&self, entry: &StreamEntry, record: UserRecord) -> Result<RecordFuture, PutError> {
+        let stream = Arc::clone(&entry.name);
         let size = charge(&record);
         let tag = match self.spool_one(&stream, &record) {
             Ok(tag) => tag,
@@ -584,16 +614,18 @@ impl Producer {
                 });
             }
         };
-        let hash = record.hash_key().0;
+        let core = self
+            .inner
+            .core_index(entry.table.as_deref(), record.hash_key().0);
         let (mut pending, future) = Pending::new(record, Arc::clone(&stream));
         if let Some(tag) = tag {
             pending = pending.spooled(tag);
         }
         let msg = Msg::Record {
-            stream: stream_id,
+            stream: entry.id,
             pending,
         };
-        if let Err(mpsc::error::SendError(msg)) = self.inner.core_of(hash).send(msg) {
+        if let Err(mpsc::error::SendError(msg)) = self.inner.cores[core].send(msg) {
             self.inner.budget.release(1, size);
             let Msg::Record { pending, .. } = msg else {
                 unreachable!("the message just sent")
@@ -608,7 +640,9 @@ impl Producer {
         Ok(future)
     }
 
-    fn stream_id(&self, stream: &str) -> (Arc<str>, usize) {
+    /// The stream's entry, registering it (with the metrics, then every engine core) when it
+    /// is seen for the first time.
+    pub(crate) fn stream_entry(&self, stream: &str) -> StreamEntry {
         if let Some(entry) = self.inner.streams.get(stream) {
             return entry.clone();
         }
@@ -630,7 +664,8 @@ impl Producer {
                     id,
                     name: Arc::clone(&name),
                 });
-                (name, id)
+                let table = self.inner.lister.as_ref().and_then(|l| l.table_for(&name));
+                StreamEntry { name, id, table }
             })
             .clone()
     }
@@ -641,7 +676,7 @@ impl Producer {
     pub fn refresh_shard_map(&self, stream: &str) {
         if let Some(entry) = self.inner.streams.get(stream) {
             self.inner
-                .to_every_core(|| Msg::Refresh(Arc::clone(&entry.0)));
+                .to_every_core(|| Msg::Refresh(Arc::clone(&entry.name)));
         }
     }
 

@@ -182,7 +182,8 @@ mod tests {
                     &format!("shardId-{k:012}"),
                     &config,
                     config.aggregation,
-                    Some(1.0),
+                    1.0,
+                    true,
                     now,
                 )
             })

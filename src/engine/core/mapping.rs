@@ -234,14 +234,7 @@ pub(super) fn install(s: &mut StreamState, cx: &mut Ctx<'_>, map: ShardMap, now:
         tracing::warn!(stream = %s.name, shard = %id, "the stream was deleted and created again with other shards: records reported put since the last listing may be in aggregates that KCL consumers drop");
     }
     if s.ordered {
-        let shards = map
-            .shards()
-            .iter()
-            .map(|sh| {
-                let share = cx.part.share_of(sh.start.0, sh.end.0);
-                ShardState::new(&sh.shard_id, cx.config, s.limits, share, now)
-            })
-            .collect();
+        let shards = shard_states(&map, cx, s.limits, s.ordered, now);
         let old = std::mem::replace(&mut s.shards, shards);
         s.map = Some(map);
         s.flush_unmapped = false;
@@ -260,14 +253,7 @@ pub(super) fn install(s: &mut StreamState, cx: &mut Ctx<'_>, map: ShardMap, now:
         }
     }
     s.aggregators_due = None;
-    s.shards = map
-        .shards()
-        .iter()
-        .map(|sh| {
-            let share = cx.part.share_of(sh.start.0, sh.end.0);
-            ShardState::new(&sh.shard_id, cx.config, s.limits, share, now)
-        })
-        .collect();
+    s.shards = shard_states(&map, cx, s.limits, s.ordered, now);
     let queued = s.ready.take_all(map.generation(), s.shards.len());
     s.forced = 0;
     for mut r in queued {
@@ -409,4 +395,36 @@ pub(super) fn unverified_expiry(m: &Misrouted, ttl: std::time::Duration) -> Inst
         .map(Pending::arrival)
         .min()
         .map_or(m.started, |a| a + ttl)
+}
+
+/// The state of each open shard of `map` for this core. With several cores, which shards a core
+/// owns (sends to, samples) depends on how records reach it: with per-key ordering each core is
+/// given its part of the key space, so it owns the shards that part reaches, aiming at its share
+/// of each (`Part::share_of`); without, records come to the core that owns their shard
+/// (`part::owner`, as the producer's table routes them), at each shard's whole rate (a record
+/// routed under an older table may still reach another core, which sends it all the same).
+fn shard_states(
+    map: &ShardMap,
+    cx: &Ctx<'_>,
+    limits: crate::aggregation::AggregationLimits,
+    ordered: bool,
+    now: Instant,
+) -> Vec<ShardState> {
+    let open = map.shards().len();
+    map.shards()
+        .iter()
+        .enumerate()
+        .map(|(i, sh)| {
+            let (share, owned) = if ordered || cx.part.of == 1 {
+                let share = cx.part.share_of(sh.start.0, sh.end.0);
+                (share.unwrap_or(super::part::MIN_SHARE), share.is_some())
+            } else {
+                (
+                    1.0,
+                    super::part::owner(i, open, cx.part.of) == cx.part.index,
+                )
+            };
+            ShardState::new(&sh.shard_id, cx.config, limits, share, owned, now)
+        })
+        .collect()
 }

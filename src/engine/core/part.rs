@@ -1,16 +1,71 @@
-//! Which part of the hash key space an engine core owns, when the engine runs one core per CPU.
+//! Which engine core takes which records, when the engine runs one core per CPU.
 //!
-//! The key space is cut into `of` contiguous parts by the top 64 bits of the hash key, and core
-//! `index` takes every record whose key falls in part `index`. The cut never moves: a key
-//! belongs to one core for the producer's life, whatever the shard map does, so per-key order
-//! and a record's place are each core's own business (`order.rs` holds per core exactly as it
-//! held for one), and a change of shard map moves nothing between cores.
+//! Without per-key ordering, a record goes to the core that owns its shard: a stream's open
+//! shards, in hash key order, are cut into contiguous runs, one per core ([`owner`], [`Table`],
+//! made from each listing), so no shard is written by two cores.
+//!
+//! With per-key ordering, a key must stay on one core whatever the shard map does: the key space
+//! is cut into `of` contiguous parts by the top 64 bits of the hash key ([`Part`]), and core
+//! `index` takes every record whose key falls in part `index` (also what every stream does
+//! before its first listing). The cut never moves, so per-key order and a record's place are
+//! each core's own business (`order.rs` holds per core exactly as it held for one), and a change
+//! of shard map moves nothing between cores.
 //!
 //! A shard whose hash range crosses a cut is written by the cores on both sides. Each core's
 //! limiter for it then aims at its part of the shard's limits: the share of the shard's range it
 //! owns, which is the share of its traffic when keys are spread evenly (MD5 of partition keys
 //! is), never less than [`MIN_SHARE`]. Power-of-two shard counts on a power-of-two number of
 //! cores cross no cut (both cut the space evenly).
+
+/// Which engine core owns open shard `index` of `open` (in hash key order) of a stream whose
+/// records are routed by shard (without per-key ordering): contiguous runs of shards, as even
+/// as they can be, so that no shard is written by two cores and no core owns none while there
+/// are at least as many shards as cores.
+pub(crate) fn owner(index: usize, open: usize, of: usize) -> usize {
+    index * of / open.max(1)
+}
+
+/// A stream's open shards and the core that owns each ([`owner`]), for routing a record by
+/// shard on the caller's side. Built from a listing, the same way each core reads its map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Table {
+    /// Each open shard's first hash key, ascending.
+    starts: Vec<u128>,
+    /// The core owning each.
+    cores: Vec<u32>,
+}
+
+impl Table {
+    /// The table of a map's open shards, `(start, end)` in hash key order, over `of` cores;
+    /// `None` for a map with none.
+    pub(crate) fn new(open: &[(u128, u128)], of: usize) -> Option<Table> {
+        if open.is_empty() {
+            return None;
+        }
+        Some(Table {
+            starts: open.iter().map(|s| s.0).collect(),
+            cores: (0..open.len())
+                .map(|i| owner(i, open.len(), of) as u32)
+                .collect(),
+        })
+    }
+
+    /// The table of the shards a listing found, read as each core reads its map (the open
+    /// shards, in hash key order).
+    pub(crate) fn from_listing(shards: &[crate::shard_map::Shard], of: usize) -> Option<Table> {
+        let map = crate::shard_map::ShardMap::new(shards.to_vec(), 0);
+        let open: Vec<(u128, u128)> = map.shards().iter().map(|s| (s.start.0, s.end.0)).collect();
+        Table::new(&open, of)
+    }
+
+    /// The core that owns the shard holding `key` (in a gap of a map taken mid-resharding, the
+    /// shard before it: any core may send anything, this only keeps shards whole).
+    #[inline]
+    pub(crate) fn core_of(&self, key: u128) -> usize {
+        let i = self.starts.partition_point(|&s| s <= key).saturating_sub(1);
+        self.cores[i] as usize
+    }
+}
 
 /// The least share of a shard's limits a core aims at: a core that owns a sliver of a shard
 /// still sends at a useful pace (throttling, if the sliver is busy, brings it down).
@@ -105,6 +160,39 @@ mod tests {
         let third = u128::MAX / 3;
         let share = first.share_of(third + 1, 2 * third).unwrap();
         assert!((share - 0.5).abs() < 1e-9, "{share}");
+    }
+
+    #[test]
+    fn a_table_gives_each_shard_to_one_core_in_runs() {
+        let q = 1u128 << 126;
+        let four = [
+            (0, q - 1),
+            (q, 2 * q - 1),
+            (2 * q, 3 * q - 1),
+            (3 * q, u128::MAX),
+        ];
+        let t = Table::new(&four, 2).unwrap();
+        let cores: Vec<usize> = four.iter().map(|s| t.core_of(s.0)).collect();
+        assert_eq!(cores, [0, 0, 1, 1]);
+        assert_eq!(t.core_of(q - 1), 0);
+        assert_eq!(t.core_of(u128::MAX), 1);
+        // Fewer shards than cores: each shard one core, whole.
+        let t = Table::new(&four[..1], 8).unwrap();
+        assert_eq!((t.core_of(0), t.core_of(u128::MAX)), (0, 0));
+        let three = Table::new(&four[..3], 2).unwrap();
+        assert_eq!(
+            (0..3).map(|i| three.core_of(four[i].0)).collect::<Vec<_>>(),
+            [0, 0, 1]
+        );
+        assert_eq!(Table::new(&[], 2), None);
+        // Every core owns some shard when there are enough.
+        for open in 1..40 {
+            for of in 1..=open {
+                let owners: std::collections::BTreeSet<usize> =
+                    (0..open).map(|i| owner(i, open, of)).collect();
+                assert_eq!(owners.len(), of, "{open} shards, {of} cores");
+            }
+        }
     }
 
     #[test]

@@ -50,24 +50,22 @@ pub(super) struct ShardState {
 }
 
 impl ShardState {
-    /// Shard `id` of a stream whose aggregation limits are `limits`, of which this core aims
-    /// at `share` of the limits (`None`: it owns no key of the shard; see `part.rs`).
+    /// Shard `id` of a stream whose aggregation limits are `limits`, whose limits this core
+    /// starts at `share` of, and which it owns (sends to as a rule, samples) or not (see
+    /// `part.rs`).
     pub(super) fn new(
         id: &str,
         config: &Config,
         limits: AggregationLimits,
-        share: Option<f64>,
+        share: f64,
+        owned: bool,
         now: Instant,
     ) -> Self {
         ShardState {
             id: Arc::from(id),
             aggregator: Aggregator::new(limits),
-            limiter: ShardLimiter::with_share(
-                config.rate_limit,
-                share.unwrap_or(super::part::MIN_SHARE),
-                now,
-            ),
-            owned: share.is_some(),
+            limiter: ShardLimiter::with_share(config.rate_limit, share, now),
+            owned,
             busy: false,
             stale: false,
         }
