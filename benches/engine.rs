@@ -356,7 +356,11 @@ fn memory_per_shard(rt: &tokio::runtime::Runtime, shards: usize) {
     let sink = MemorySink::new().with_stream("bench", shards).discarding();
     let producer = {
         let _guard = rt.enter();
-        Producer::with_sink(Config::default(), sink)
+        let config = Config::builder()
+            .engine_cores(engine_cores())
+            .build()
+            .unwrap();
+        Producer::with_sink(config, sink)
     };
     let futures: Vec<_> = (0..shards * 20)
         .map(|i| producer.send("bench", UserRecord::new(format!("k{i}"), "x").unwrap()))
