@@ -46,6 +46,9 @@ pub(crate) enum Turn {
 pub(crate) struct Leading {
     lister: Arc<Lister>,
     stream: Arc<str>,
+    /// Answered: the waiting list is gone, and whatever stands under the stream's name now is
+    /// a later listing's, not to be touched.
+    finished: bool,
 }
 
 impl Lister {
@@ -89,6 +92,7 @@ impl Lister {
         Turn::Lead(Leading {
             lister: Arc::clone(self),
             stream: Arc::clone(stream),
+            finished: false,
         })
     }
 
@@ -101,7 +105,8 @@ impl Lister {
 impl Leading {
     /// Hands `listed` to every core that waited for it (and the stream's table), and gives it
     /// back.
-    pub(crate) fn finish(self, listed: Listed) -> Listed {
+    pub(crate) fn finish(mut self, listed: Listed) -> Listed {
+        self.finished = true;
         self.lister.publish(&self.stream, &listed);
         for tx in self.lister.take(&self.stream) {
             let _ = tx.send(listed.clone());
@@ -112,9 +117,12 @@ impl Leading {
 
 impl Drop for Leading {
     fn drop(&mut self) {
-        // Finished: nothing is left under the stream's name. Otherwise the waiting senders are
-        // dropped, and each waiting core hears that the listing ended without an answer.
-        drop(self.lister.take(&self.stream));
+        // Not finished: the waiting senders are dropped, and each waiting core hears that the
+        // listing ended without an answer. (Finished, the list was taken then; a listing
+        // started since by another core stands under the name and is left alone.)
+        if !self.finished {
+            drop(self.lister.take(&self.stream));
+        }
     }
 }
 
@@ -169,6 +177,58 @@ mod tests {
         }
         // Done: the next to ask leads a new listing.
         drop(lead(lister.join(&s)));
+    }
+
+    #[test]
+    fn listings_one_after_another_each_answer_their_own_followers() {
+        let lister = Arc::new(Lister::new(2, false));
+        let s: Arc<str> = Arc::from("s");
+        let first = lead(lister.join(&s));
+        let answered = first.finish(listed(1));
+        // A core starts the next listing, and another waits for it.
+        let second = lead(lister.join(&s));
+        let mut rx = follow(lister.join(&s));
+        drop(answered);
+        let _ = second.finish(listed(2));
+        let got = rx.try_recv().expect("the second listing's answer");
+        assert_eq!(got.shards.unwrap()[0].shard_id, "shardId-000000000002");
+    }
+
+    #[test]
+    fn each_listing_makes_its_streams_table_of_shard_owners() {
+        let lister = Arc::new(Lister::new(2, true));
+        let s: Arc<str> = Arc::from("s");
+        let cell = lister.table_for(&s).expect("routed by shard");
+        assert!(cell.load().is_none(), "no table before the first listing");
+        let q = 1u128 << 126;
+        let shards = (0..4u128)
+            .map(|i| crate::shard_map::Shard {
+                shard_id: format!("shardId-{i:012}"),
+                start: crate::hash_key::HashKey(i * q),
+                end: crate::hash_key::HashKey(if i == 3 { u128::MAX } else { (i + 1) * q - 1 }),
+                closed: false,
+            })
+            .collect();
+        let leader = lead(lister.join(&s));
+        let _ = leader.finish(Listed {
+            shards: Ok(shards),
+            record_limit: None,
+        });
+        let table = cell.load_full().expect("a table from the listing");
+        let owners: Vec<usize> = (0..4).map(|i| table.core_of(i * q)).collect();
+        assert_eq!(owners, [0, 0, 1, 1]);
+        // A failed listing leaves the table as it was; keyed by part, there is none.
+        let leader = lead(lister.join(&s));
+        let _ = leader.finish(Listed {
+            shards: Err(crate::sink::SinkError::new(
+                "ListShards",
+                "LimitExceededException",
+                "slow down",
+            )),
+            record_limit: None,
+        });
+        assert_eq!(cell.load_full(), Some(table));
+        assert!(Lister::new(2, false).table_for(&s).is_none());
     }
 
     #[test]

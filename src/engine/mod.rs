@@ -29,7 +29,7 @@ mod slot;
 
 pub(crate) use batch::Batch;
 pub use batch::BatchFuture;
-pub(crate) use core::{Part, Table};
+pub(crate) use core::{Part, Table, core_for};
 pub(crate) use driver::{Engine, clock, recorder};
 pub(crate) use lister::Lister;
 pub(crate) use pending::Pending;

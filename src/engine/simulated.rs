@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::batch::Batch;
-use super::core::{CallId, Carried, Core, Listed, Listing, Outcomes, Part, Table};
+use super::core::{CallId, Carried, Core, Listed, Listing, Outcomes, Part, Table, core_for};
 use super::pending::Pending;
 use super::{BatchFuture, RecordFuture};
 use crate::aggregation::Entry;
@@ -156,11 +156,7 @@ impl SimCore {
         }
         let mut parts: Vec<Vec<Pending>> = (0..n).map(|_| Vec::new()).collect();
         for r in records {
-            let hash = r.0.record().hash_key().0;
-            let core = match &self.table {
-                Some(t) => t.core_of(hash),
-                None => Part::index_of(hash, n),
-            };
+            let core = core_for(self.table.as_ref(), r.0.record().hash_key().0, n);
             parts[core].push(r.0);
         }
         for (core, part) in self.cores.iter_mut().zip(parts) {

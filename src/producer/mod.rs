@@ -25,7 +25,7 @@ pub struct Buffered {
     pub bytes: usize,
 }
 use crate::aggregation::Entry;
-use crate::engine::{Engine, Lister, Msg, Part, Pending, Table, clock, recorder};
+use crate::engine::{Engine, Lister, Msg, Part, Pending, Table, clock, core_for, recorder};
 use crate::metrics::{Metrics, Shared};
 use arc_swap::ArcSwapOption;
 
@@ -90,8 +90,10 @@ impl Inner {
         if n == 1 {
             return 0;
         }
-        let owner = table.and_then(|t| t.load().as_ref().map(|t| t.core_of(hash)));
-        owner.unwrap_or_else(|| Part::index_of(hash, n))
+        match table {
+            Some(cell) => core_for(cell.load().as_deref(), hash, n),
+            None => core_for(None, hash, n),
+        }
     }
 
     /// Hands `entries` of a stream (its id and table in `stream`) to their engine cores, each
@@ -107,11 +109,7 @@ impl Inner {
             .map(|_| Vec::with_capacity(entries.len().div_ceil(n)))
             .collect();
         for entry in entries {
-            let hash = entry.record().hash_key().0;
-            let core = match &table {
-                Some(t) => t.core_of(hash),
-                None => Part::index_of(hash, n),
-            };
+            let core = core_for(table.as_deref(), entry.record().hash_key().0, n);
             parts[core].push(entry);
         }
         let stream = stream.id;

@@ -76,7 +76,7 @@ use collector::{CallLimits, Taken};
 use ledger::{EntryFate, Ledger, Misrouted};
 pub(crate) use ledger::{Outcome, Outcomes};
 pub(crate) use mapping::Listed;
-pub(crate) use part::{Part, Table};
+pub(crate) use part::{Part, Table, core_for};
 use stream::{Ctx, StreamState, flush_aggregators, flush_due, request_refresh, retune, route};
 use wake::WakeInputs;
 

@@ -25,6 +25,17 @@ pub(crate) fn owner(index: usize, open: usize, of: usize) -> usize {
     index * of / open.max(1)
 }
 
+/// Which of `of` cores takes a record of hash key `key`: the owner of its shard by the stream's
+/// `table` when records are routed by shard and a listing made one; else the core of its part
+/// of the key space.
+#[inline]
+pub(crate) fn core_for(table: Option<&Table>, key: u128, of: usize) -> usize {
+    match table {
+        Some(t) => t.core_of(key),
+        None => Part::index_of(key, of),
+    }
+}
+
 /// A stream's open shards and the core that owns each ([`owner`]), for routing a record by
 /// shard on the caller's side. Built from a listing, the same way each core reads its map.
 #[derive(Debug, Clone, PartialEq, Eq)]
