@@ -193,3 +193,37 @@ async fn without_per_key_ordering_a_shard_is_packed_by_one_core() {
     assert_eq!(users, 6_001);
     assert_eq!(stored.len(), 1 + 3, "{} Kinesis records", stored.len());
 }
+
+/// Cores share listings: asked for together (each core's first, and each periodic refresh,
+/// whose timers start from the same shared answer), one ListShards serves them all. On tokio's
+/// paused clock, so that the count does not depend on timing: four cores over ten refresh
+/// intervals make the listings of one core, not four times as many.
+#[tokio::test(start_paused = true)]
+async fn four_cores_share_each_listing() {
+    use kinesis_producer::Config;
+    use kinesis_producer::sink::memory::MemorySink;
+    let listings = |cores: u64| async move {
+        let sink = MemorySink::new().with_stream("s", 4);
+        sink.set_latency(Duration::from_millis(5));
+        let config = Config::builder()
+            .engine_cores(cores)
+            .shard_map_refresh_interval(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let producer = Producer::with_sink(config, sink.clone());
+        // Records on every core, so that every core has the stream's map to keep.
+        let futures: Vec<_> = (0..400)
+            .map(|i| producer.send("s", UserRecord::new(format!("k{i}"), "x").unwrap()))
+            .collect();
+        for f in futures {
+            f.await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(10_500)).await;
+        producer.shutdown().await;
+        sink.list_shards_calls()
+    };
+    let one = listings(1).await;
+    let four = listings(4).await;
+    assert!(one >= 10, "{one} listings in 10.5 s at one a second");
+    assert_eq!(four, one, "four cores made {four} listings, one core {one}");
+}
